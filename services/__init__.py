@@ -1,0 +1,1 @@
+"""LearnFlow services: the shared runtime kit and one package per gRPC service."""

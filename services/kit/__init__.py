@@ -1,0 +1,1 @@
+"""The shared runtime kit: what every LearnFlow server needs, written once."""
