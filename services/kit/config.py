@@ -1,0 +1,93 @@
+"""Configuration from environment variables, validated once at start.
+
+Unset infrastructure URLs select the embedded defaults of the run command (DESIGN.md §7):
+no DATABASE_URL -> embedded Postgres, no KAFKA_BOOTSTRAP_SERVERS -> in-process bus, no
+REDIS_URL -> in-process cache, no OPENAI_API_KEY -> offline agent engines.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.kit.catalogue import SERVICES
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+RUN_DIR = REPO_ROOT / ".run"
+
+
+class ConfigError(Exception):
+    """Raised at start when an environment variable is missing or malformed."""
+
+
+class Settings(BaseSettings):
+    """Every setting a LearnFlow server reads; the field name upper-cased is its variable."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    # Infrastructure (unset -> embedded default).
+    database_url: str | None = None
+    redis_url: str | None = None
+    kafka_bootstrap_servers: str | None = None
+    openai_api_key: str | None = None
+    openai_base_url: str | None = None
+    openai_model: str = "gpt-4o-mini"
+
+    # Identity: the JWKS the services verify tokens against (the same file Envoy reads).
+    jwks_path: Path = RUN_DIR / "jwks.json"
+    jwt_issuer: str = "https://auth.learnflow.dev"
+    jwt_audience: str = "learnflow"
+
+    # Server.
+    grpc_host: str = "0.0.0.0"
+    grpc_port: int | None = Field(default=None, ge=1, le=65535)
+    grpc_max_workers: int = Field(default=32, ge=1, le=1024)
+    grpc_max_concurrent_rpcs: int = Field(default=256, ge=1, le=100_000)
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0, le=300)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
+    # Tracing: OTLP endpoint; unset -> spans are created but not exported.
+    otel_exporter_otlp_endpoint: str | None = None
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis:// URL")
+        return value
+
+    def address_of(self, service: str) -> str:
+        """Where to reach another LearnFlow service: <SERVICE>_ADDR or localhost:<port>."""
+        import os
+
+        for spec in SERVICES:
+            if spec.name == service:
+                return os.environ.get(spec.address_env, f"localhost:{spec.port}")
+        raise KeyError(service)
+
+
+def load_settings() -> Settings:
+    """Read and validate the environment; a bad variable is named in the error."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            variable = "_".join(str(part) for part in err["loc"]).upper()
+            problems.append(f"{variable}: {err['msg']} (got {err.get('input')!r})")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
