@@ -15,10 +15,13 @@ class ServiceSpec:
     package: str
     grpc_services: tuple[str, ...]
     port: int
+    extra_full_names: tuple[str, ...] = ()
 
     @property
     def full_names(self) -> tuple[str, ...]:
-        return tuple(f"{self.package}.{svc}" for svc in self.grpc_services)
+        """Fully qualified gRPC service names this server registers."""
+        own = tuple(f"{self.package}.{svc}" for svc in self.grpc_services)
+        return own + self.extra_full_names
 
     @property
     def address_env(self) -> str:
@@ -33,7 +36,14 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("debug", "learnflow.debug.v1", ("DebugService",), 50054),
     ServiceSpec("exercise", "learnflow.exercise.v1", ("ExerciseService", "QuizService"), 50055),
     ServiceSpec("sandbox", "learnflow.sandbox.v1", ("SandboxService",), 50056),
-    ServiceSpec("mastery", "learnflow.mastery.v1", ("MasteryService",), 50057),
+    ServiceSpec(
+        "mastery",
+        "learnflow.mastery.v1",
+        ("MasteryService",),
+        50057,
+        # Recalculations are long-running operations (AIP-151) served by mastery.
+        extra_full_names=("google.longrunning.Operations",),
+    ),
     ServiceSpec("notify", "learnflow.notify.v1", ("NotifyService",), 50058),
 )
 
