@@ -29,12 +29,23 @@ DESCRIPTOR_NAME = "learnflow.pb"
 EXTRA_DESCRIPTOR_FILES = ("google/rpc/status.proto", "google/rpc/error_details.proto")
 
 
-def include_paths() -> list[str]:
+# googleapis-common-protos ships google/longrunning/operations.proto renamed to
+# operations_proto.proto, while its Python module (operations_pb2) registers the canonical
+# name. Our protos import the canonical name, so we expose the wheel's file under it in a
+# temporary include directory (nothing is vendored into the repository).
+_ALIASES = {"google/longrunning/operations.proto": "google/longrunning/operations_proto.proto"}
+
+
+def include_paths(alias_root: Path) -> list[str]:
     import grpc_tools
 
-    site_packages = sysconfig.get_paths()["purelib"]  # googleapis-common-protos
+    site_packages = Path(sysconfig.get_paths()["purelib"])  # googleapis-common-protos
+    for canonical, shipped in _ALIASES.items():
+        target = alias_root / canonical
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(site_packages / shipped, target)
     well_known = str(Path(grpc_tools.__file__).parent / "_proto")
-    return [str(PROTO_ROOT), site_packages, well_known]
+    return [str(PROTO_ROOT), str(alias_root), str(site_packages), well_known]
 
 
 def proto_files() -> list[str]:
@@ -49,8 +60,10 @@ def plugin(name: str) -> str:
 
 
 def protoc(args: list[str]) -> None:
-    command = [sys.executable, "-m", "grpc_tools.protoc", *(f"-I{p}" for p in include_paths())]
-    result = subprocess.run([*command, *args], capture_output=True, text=True, check=False)
+    with tempfile.TemporaryDirectory() as alias_root:
+        includes = (f"-I{p}" for p in include_paths(Path(alias_root)))
+        command = [sys.executable, "-m", "grpc_tools.protoc", *includes]
+        result = subprocess.run([*command, *args], capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise SystemExit(f"protoc failed:\n{result.stderr}")
 

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from google.longrunning import operations_proto_pb2 as google_dot_longrunning_dot_operations__proto__pb2
+from google.longrunning import operations_pb2 as google_dot_longrunning_dot_operations__pb2
 from learnflow.mastery.v1 import mastery_pb2 as learnflow_dot_mastery_dot_v1_dot_mastery__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -98,7 +98,7 @@ class MasteryServiceStub:
         self.RecalculateMastery = channel.unary_unary(
                 '/learnflow.mastery.v1.MasteryService/RecalculateMastery',
                 request_serializer=learnflow_dot_mastery_dot_v1_dot_mastery__pb2.RecalculateMasteryRequest.SerializeToString,
-                response_deserializer=google_dot_longrunning_dot_operations__proto__pb2.Operation.FromString,
+                response_deserializer=google_dot_longrunning_dot_operations__pb2.Operation.FromString,
                 _registered_method=True)
         self.ExportStudentData = channel.unary_unary(
                 '/learnflow.mastery.v1.MasteryService/ExportStudentData',
@@ -277,7 +277,7 @@ def add_MasteryServiceServicer_to_server(servicer, server):
             'RecalculateMastery': grpc.unary_unary_rpc_method_handler(
                     servicer.RecalculateMastery,
                     request_deserializer=learnflow_dot_mastery_dot_v1_dot_mastery__pb2.RecalculateMasteryRequest.FromString,
-                    response_serializer=google_dot_longrunning_dot_operations__proto__pb2.Operation.SerializeToString,
+                    response_serializer=google_dot_longrunning_dot_operations__pb2.Operation.SerializeToString,
             ),
             'ExportStudentData': grpc.unary_unary_rpc_method_handler(
                     servicer.ExportStudentData,
@@ -596,7 +596,7 @@ class MasteryService:
             target,
             '/learnflow.mastery.v1.MasteryService/RecalculateMastery',
             learnflow_dot_mastery_dot_v1_dot_mastery__pb2.RecalculateMasteryRequest.SerializeToString,
-            google_dot_longrunning_dot_operations__proto__pb2.Operation.FromString,
+            google_dot_longrunning_dot_operations__pb2.Operation.FromString,
             options,
             channel_credentials,
             insecure,

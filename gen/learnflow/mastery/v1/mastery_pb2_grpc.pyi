@@ -4,7 +4,7 @@ isort:skip_file
 """
 
 from collections import abc as _abc
-from google.longrunning import operations_proto_pb2 as _operations_proto_pb2
+from google.longrunning import operations_pb2 as _operations_pb2
 from grpc import aio as _aio
 from learnflow.mastery.v1 import mastery_pb2 as _mastery_pb2
 import abc as _abc_1
@@ -68,7 +68,7 @@ class MasteryServiceStub:
     """Gets a student's profile (cohort, time zone)."""
     UpdateStudent: _grpc.UnaryUnaryMultiCallable[_mastery_pb2.UpdateStudentRequest, _mastery_pb2.Student]
     """Updates a student's profile; only the fields named in `update_mask` change."""
-    RecalculateMastery: _grpc.UnaryUnaryMultiCallable[_mastery_pb2.RecalculateMasteryRequest, _operations_proto_pb2.Operation]
+    RecalculateMastery: _grpc.UnaryUnaryMultiCallable[_mastery_pb2.RecalculateMasteryRequest, _operations_pb2.Operation]
     """Recomputes mastery from the stored evidence for a cohort or for everyone.
     Returns an operation; poll it with google.longrunning.Operations/GetOperation
     (progress in `RecalculateMasteryMetadata`), cancel it with CancelOperation.
@@ -119,7 +119,7 @@ class MasteryServiceAsyncStub(MasteryServiceStub):
     """Gets a student's profile (cohort, time zone)."""
     UpdateStudent: _aio.UnaryUnaryMultiCallable[_mastery_pb2.UpdateStudentRequest, _mastery_pb2.Student]  # type: ignore[assignment]
     """Updates a student's profile; only the fields named in `update_mask` change."""
-    RecalculateMastery: _aio.UnaryUnaryMultiCallable[_mastery_pb2.RecalculateMasteryRequest, _operations_proto_pb2.Operation]  # type: ignore[assignment]
+    RecalculateMastery: _aio.UnaryUnaryMultiCallable[_mastery_pb2.RecalculateMasteryRequest, _operations_pb2.Operation]  # type: ignore[assignment]
     """Recomputes mastery from the stored evidence for a cohort or for everyone.
     Returns an operation; poll it with google.longrunning.Operations/GetOperation
     (progress in `RecalculateMasteryMetadata`), cancel it with CancelOperation.
@@ -233,7 +233,7 @@ class MasteryServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _mastery_pb2.RecalculateMasteryRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_operations_proto_pb2.Operation, _abc.Awaitable[_operations_proto_pb2.Operation]]:
+    ) -> _typing.Union[_operations_pb2.Operation, _abc.Awaitable[_operations_pb2.Operation]]:
         """Recomputes mastery from the stored evidence for a cohort or for everyone.
         Returns an operation; poll it with google.longrunning.Operations/GetOperation
         (progress in `RecalculateMasteryMetadata`), cancel it with CancelOperation.

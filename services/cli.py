@@ -1,0 +1,195 @@
+"""`learnflow`: run the mesh, serve one service, mint dev tokens, probe health.
+
+    learnflow run                     every service + Envoy, embedded defaults
+    learnflow serve <service>         one service alone (the production shape)
+    learnflow token --role student --sub alice [--cohorts c1,c2]
+    learnflow probe <port>            exit 0 only if grpc.health.v1 says SERVING
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from concurrent import futures
+
+from services.kit.catalogue import GATEWAY_PORT, SERVICES, SERVICES_BY_NAME
+from services.kit.config import RUN_DIR, ConfigError, Settings, load_settings
+from services.kit.logging import configure_logging
+
+log = logging.getLogger("learnflow.cli")
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        print(f"learnflow: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from services.kit.runtime import Runtime
+    from services.kit.server import LearnFlowServer, wait_for_termination
+    from services.registry import builder
+
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
+    spec = SERVICES_BY_NAME[args.service]
+    runtime = Runtime(settings)
+    server = LearnFlowServer(spec, builder(spec.name)(runtime), settings)
+    server.start()
+
+    def stop() -> None:
+        server.stop()
+        runtime.close()
+
+    wait_for_termination(stop)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from services.gateway.runner import Gateway
+    from services.kit import devtokens
+    from services.kit.runtime import Runtime
+    from services.kit.server import LearnFlowServer, wait_for_termination
+    from services.registry import builder
+
+    started = time.perf_counter()
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
+    # The dev JWKS must exist before anything verifies a token; a given JWKS_PATH that
+    # exists (an organisation's identity provider) is used as it is.
+    if not settings.jwks_path.exists():
+        devtokens.ensure_keys(settings=settings)
+    runtime = Runtime(settings)
+    names = args.services.split(",") if args.services else [s.name for s in SERVICES]
+    unknown = [n for n in names if n not in SERVICES_BY_NAME]
+    if unknown:
+        print(f"learnflow run: unknown service(s): {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    specs = [SERVICES_BY_NAME[n] for n in names]
+    servers = [
+        LearnFlowServer(spec, builder(spec.name)(runtime), settings, port=spec.port)
+        for spec in specs
+    ]
+    for server in servers:
+        server.start()
+    gateway = None
+    if not args.no_gateway:
+        gateway = Gateway(settings, listen_port=args.gateway_port, services=names)
+        gateway.start()
+
+    elapsed = time.perf_counter() - started
+    print(_banner(specs, runtime.describe(), gateway is not None, args.gateway_port, elapsed), flush=True)
+
+    def stop_all() -> None:
+        if gateway is not None:
+            gateway.stop()
+        with futures.ThreadPoolExecutor(max_workers=len(servers)) as pool:
+            list(pool.map(lambda s: s.stop(), servers))
+        runtime.close()
+
+    wait_for_termination(stop_all)
+    return 0
+
+
+def _banner(
+    specs: Sequence[object], backends: dict[str, str], gateway: bool, gateway_port: int, seconds: float
+) -> str:
+    lines = [f"LearnFlow is up in {seconds:.1f}s", ""]
+    for spec in SERVICES:
+        if spec in specs:
+            lines.append(f"  {spec.name:<9} grpc  localhost:{spec.port}")
+    if gateway:
+        lines.append(f"  gateway   http  http://localhost:{gateway_port}  (gRPC, gRPC-Web, JSON)")
+    lines.append("")
+    lines.append("  backends: " + ", ".join(f"{k}={v}" for k, v in backends.items()))
+    lines += [
+        "",
+        "Try it:",
+        "  TOKEN=$(make -s token role=student sub=alice | tail -n1)",
+        "  grpcurl -plaintext localhost:50052 list",
+        '  grpcurl -plaintext -H "authorization: Bearer $TOKEN" localhost:50052 '
+        "learnflow.concepts.v1.ConceptsService/ListTopics",
+        f'  curl -H "authorization: Bearer $TOKEN" http://localhost:{gateway_port}/v1/topics',
+        "",
+        "Ctrl-C (or SIGTERM) stops everything gracefully.",
+    ]
+    return "\n".join(lines)
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from services.kit import devtokens
+
+    settings = _settings()
+    cohorts = [c for c in (args.cohorts or "").split(",") if c]
+    try:
+        token = devtokens.mint_token(args.sub, args.role, cohorts, ttl_seconds=args.ttl, settings=settings)
+    except ValueError as exc:
+        print(f"learnflow token: {exc}", file=sys.stderr)
+        return 2
+    print(f"# {args.role} {args.sub!r} cohorts={cohorts}; JWKS at {settings.jwks_path}", file=sys.stderr)
+    print(token)
+    return 0
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(f"{args.host}:{args.port}") as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout
+            )
+        except grpc.RpcError as exc:
+            print(f"probe: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    print(status)
+    return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="learnflow", description=__doc__.splitlines()[0])
+    sub = root.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run every service and the Envoy gateway")
+    run.add_argument("--services", help="comma-separated subset (default: all)")
+    run.add_argument("--no-gateway", action="store_true", help="do not start Envoy")
+    run.add_argument("--gateway-port", type=int, default=GATEWAY_PORT)
+    run.set_defaults(func=cmd_run)
+
+    serve = sub.add_parser("serve", help="run one service")
+    serve.add_argument("service", choices=[s.name for s in SERVICES])
+    serve.set_defaults(func=cmd_serve)
+
+    token = sub.add_parser("token", help="mint a dev JWT (and write the JWKS)")
+    token.add_argument("--role", required=True, choices=["student", "teacher", "admin"])
+    token.add_argument("--sub", required=True, help="user id")
+    token.add_argument("--cohorts", default="", help="comma-separated cohort ids")
+    token.add_argument("--ttl", type=int, default=12 * 3600, help="seconds (default 12 h)")
+    token.set_defaults(func=cmd_token)
+
+    probe = sub.add_parser("probe", help="gRPC health check; exit 0 when SERVING")
+    probe.add_argument("port", type=int)
+    probe.add_argument("--host", default="localhost")
+    probe.add_argument("--service", default="", help="service name (default: whole server)")
+    probe.add_argument("--timeout", type=float, default=2.0)
+    probe.set_defaults(func=cmd_probe)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    threading.current_thread().name = "main"
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The concepts agent (learnflow.concepts.v1)."""

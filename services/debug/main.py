@@ -1,0 +1,21 @@
+"""Wires the debug service into a kit server.
+
+Its RPCs are not implemented yet: the generated base servicer raises
+NotImplementedError, which the kit answers as UNIMPLEMENTED naming the method.
+"""
+
+from __future__ import annotations
+
+import grpc
+from learnflow.debug.v1 import debug_pb2_grpc
+
+from services.kit.runtime import Runtime
+from services.kit.server import ServiceParts
+
+
+def _register(server: grpc.Server) -> None:
+    debug_pb2_grpc.add_DebugServiceServicer_to_server(debug_pb2_grpc.DebugServiceServicer(), server)
+
+
+def build(runtime: Runtime) -> ServiceParts:
+    return ServiceParts(register=_register)

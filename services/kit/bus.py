@@ -1,0 +1,508 @@
+"""The event bus (DESIGN.md §4): Kafka, or an in-process log with the same semantics.
+
+Events are CloudEvents in binary mode: the value is a protobuf message from
+`learnflow.events.v1`, `ce_type` is its full name, the Kafka key is the student id.
+
+Consumers are at-least-once. `ConsumerLoop` hands a batch to the handler and commits
+offsets only after the handler returned (the handler commits its own database
+transaction, recording (ce_source, ce_id) with the effect). Transient failures are
+retried with bounded backoff; an event that can never succeed (undecodable, unknown
+type, rejected by the handler) goes to `<topic>.dlq` with headers naming its origin and
+the error, and only then is its offset committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+from google.protobuf.message import DecodeError, Message
+from learnflow.events.v1 import events_pb2
+
+log = logging.getLogger("learnflow.bus")
+
+SPEC_VERSION = "1.0"
+CONTENT_TYPE = "application/protobuf"
+
+# Topics (DESIGN.md §4).
+PROGRESS_EVENTS = "progress.events"
+STRUGGLE_DETECTED = "struggle.detected"
+MASTERY_UPDATED = "mastery.updated"
+LEARNING_RESPONSES = "learning.responses"
+STUDENT_ERASURE = "student.erasure"
+TOPICS = (PROGRESS_EVENTS, STRUGGLE_DETECTED, MASTERY_UPDATED, LEARNING_RESPONSES, STUDENT_ERASURE)
+
+
+def dlq_topic(topic: str) -> str:
+    return f"{topic}.dlq"
+
+
+ALL_TOPICS = (*TOPICS, *(dlq_topic(t) for t in TOPICS))
+
+# ce_type -> message class, for every payload in learnflow.events.v1.
+EVENT_TYPES: dict[str, type[Message]] = {
+    descriptor.full_name: getattr(events_pb2, name)
+    for name, descriptor in events_pb2.DESCRIPTOR.message_types_by_name.items()
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One message as it sits on a topic."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    value: bytes
+    headers: dict[str, str]
+
+    @property
+    def event_id(self) -> str:
+        return self.headers.get("ce_id", "")
+
+    @property
+    def source(self) -> str:
+        return self.headers.get("ce_source", "")
+
+    @property
+    def event_type(self) -> str:
+        return self.headers.get("ce_type", "")
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A decoded event: the record plus its protobuf payload."""
+
+    record: Record
+    message: Message
+
+
+class PoisonEvent(Exception):
+    """An event that can never be processed; it goes to the DLQ."""
+
+
+class DecodeFailure(PoisonEvent):
+    pass
+
+
+def cloudevent_headers(
+    message: Message, *, source: str, subject: str, event_id: str | None = None
+) -> dict[str, str]:
+    return {
+        "ce_specversion": SPEC_VERSION,
+        "ce_id": event_id or uuid.uuid4().hex,
+        "ce_source": source,
+        "ce_type": message.DESCRIPTOR.full_name,
+        "ce_time": datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
+        "ce_subject": subject,
+        "content-type": CONTENT_TYPE,
+    }
+
+
+def decode(record: Record) -> Envelope:
+    """Decode a record's payload by its ce_type; raises DecodeFailure when impossible."""
+    missing = [h for h in ("ce_id", "ce_source", "ce_type", "ce_specversion") if not record.headers.get(h)]
+    if missing:
+        raise DecodeFailure(f"missing CloudEvents headers: {', '.join(missing)}")
+    if record.headers.get("content-type", CONTENT_TYPE) != CONTENT_TYPE:
+        raise DecodeFailure(f"unsupported content-type {record.headers.get('content-type')!r}")
+    message_class = EVENT_TYPES.get(record.event_type)
+    if message_class is None:
+        raise DecodeFailure(f"unknown event type {record.event_type!r}")
+    message = message_class()
+    try:
+        message.ParseFromString(record.value)
+    except DecodeError as exc:
+        raise DecodeFailure(f"undecodable {record.event_type} payload: {exc}") from None
+    return Envelope(record, message)
+
+
+class ConsumerClient(Protocol):
+    def poll(self, max_records: int, timeout: float) -> list[Record]: ...
+    def commit(self, records: Sequence[Record]) -> None: ...
+    def close(self) -> None: ...
+
+
+class Bus(Protocol):
+    def publish_raw(self, topic: str, key: str | None, value: bytes, headers: dict[str, str]) -> None: ...
+    def flush(self, timeout: float = 10.0) -> None: ...
+    def consumer(self, group_id: str, topics: Sequence[str]) -> ConsumerClient: ...
+    def ensure_topics(self, topics: Iterable[str]) -> None: ...
+    def check(self) -> None: ...
+    def close(self) -> None: ...
+
+
+class Publisher:
+    """Publishes protobuf events as CloudEvents, keyed by student id."""
+
+    def __init__(self, bus: Bus, source: str) -> None:
+        self._bus = bus
+        self.source = source
+
+    def publish(self, topic: str, message: Message, *, key: str, event_id: str | None = None) -> str:
+        headers = cloudevent_headers(message, source=self.source, subject=key, event_id=event_id)
+        self._bus.publish_raw(topic, key, message.SerializeToString(), headers)
+        return headers["ce_id"]
+
+
+# -- the consumer loop --------------------------------------------------------------
+
+BatchHandler = Callable[[Sequence[Envelope]], None]
+
+
+@dataclass
+class ConsumerStats:
+    processed: int = 0
+    dead_lettered: int = 0
+    retries: int = 0
+    batches: int = 0
+    errors: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+
+class ConsumerLoop:
+    """Runs a batch handler over topics with at-least-once delivery and a DLQ."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        *,
+        group_id: str,
+        topics: Sequence[str],
+        handler: BatchHandler,
+        transient: tuple[type[BaseException], ...] = (),
+        batch_size: int = 500,
+        poll_timeout: float = 0.2,
+        max_backoff: float = 5.0,
+    ) -> None:
+        self._bus = bus
+        self._group_id = group_id
+        self._topics = tuple(topics)
+        self._handler = handler
+        self._transient = transient
+        self._batch_size = batch_size
+        self._poll_timeout = poll_timeout
+        self._max_backoff = max_backoff
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._client: ConsumerClient | None = None
+        self._last_error: BaseException | None = None
+        self.stats = ConsumerStats()
+
+    def start(self) -> None:
+        self._client = self._bus.consumer(self._group_id, self._topics)
+        self._thread = threading.Thread(
+            target=self._run, name=f"consumer-{self._group_id}", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self._client is not None:
+            self._client.close()
+
+    def _run(self) -> None:
+        assert self._client is not None
+        while not self._stop.is_set():
+            try:
+                records = self._client.poll(self._batch_size, self._poll_timeout)
+            except Exception:  # noqa: BLE001 - the broker may come back
+                log.exception("poll failed", extra={"group": self._group_id})
+                self._stop.wait(1.0)
+                continue
+            if not records:
+                continue
+            try:
+                self.process(records)
+            except self._transient:
+                # Stopped while retrying: nothing was committed, so the batch is redelivered.
+                return
+
+    def process(self, records: Sequence[Record]) -> None:
+        """Handle one polled batch; returns once every record is handled or dead-lettered."""
+        assert self._client is not None
+        good: list[Envelope] = []
+        for record in records:
+            try:
+                good.append(decode(record))
+            except DecodeFailure as exc:
+                self._dead_letter(record, exc)
+        if good and not self._with_retry(lambda: self._handler(good)):
+            # The batch failed for a non-transient reason: find the culprit one by one.
+            for envelope in good:
+                if not self._with_retry(lambda e=envelope: self._handler([e])):  # type: ignore[misc]
+                    self._dead_letter(envelope.record, self._last_error or PoisonEvent("unknown"))
+        self._client.commit(records)
+        self.stats.batches += 1
+        self.stats.processed += len(records)
+
+    def _with_retry(self, work: Callable[[], None]) -> bool:
+        """True when `work` succeeded; retries transient errors until it does or we stop."""
+        delay = 0.05
+        while True:
+            try:
+                work()
+                return True
+            except PoisonEvent as exc:
+                self._last_error = exc
+                return False
+            except self._transient as exc:
+                self.stats.retries += 1
+                self.stats.errors[type(exc).__name__] += 1
+                log.warning(
+                    "transient failure, retrying",
+                    extra={"group": self._group_id, "error": repr(exc), "delay_s": delay},
+                )
+                if self._stop.wait(delay):
+                    raise
+                delay = min(delay * 2, self._max_backoff)
+            except Exception as exc:  # noqa: BLE001 - anything else can never succeed
+                self._last_error = exc
+                self.stats.errors[type(exc).__name__] += 1
+                return False
+
+    def _dead_letter(self, record: Record, error: BaseException) -> None:
+        headers = dict(record.headers)
+        headers.update(
+            {
+                "dlq_original_topic": record.topic,
+                "dlq_original_partition": str(record.partition),
+                "dlq_original_offset": str(record.offset),
+                "dlq_consumer_group": self._group_id,
+                "dlq_error_class": type(error).__name__,
+                "dlq_error_message": str(error)[:1000],
+                "dlq_time": datetime.now(UTC).isoformat(),
+            }
+        )
+        self._bus.publish_raw(dlq_topic(record.topic), record.key, record.value, headers)
+        self._bus.flush()
+        self.stats.dead_lettered += 1
+        log.error(
+            "event dead-lettered",
+            extra={
+                "topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+                "error_class": type(error).__name__,
+                "error": str(error),
+            },
+        )
+
+
+# -- in-process bus -----------------------------------------------------------------
+
+
+class InProcessBus:
+    """One partition per topic, committed offsets per consumer group, in memory.
+
+    Same delivery semantics as Kafka for one process: records stay until the group
+    commits past them, so a handler failure means redelivery, never loss.
+    """
+
+    def __init__(self) -> None:
+        self._logs: dict[str, list[Record]] = defaultdict(list)
+        self._committed: dict[tuple[str, str], int] = defaultdict(int)
+        self._cond = threading.Condition()
+
+    def publish_raw(self, topic: str, key: str | None, value: bytes, headers: dict[str, str]) -> None:
+        with self._cond:
+            log_ = self._logs[topic]
+            log_.append(Record(topic, 0, len(log_), key, value, dict(headers)))
+            self._cond.notify_all()
+
+    def flush(self, timeout: float = 10.0) -> None:
+        return None
+
+    def ensure_topics(self, topics: Iterable[str]) -> None:
+        with self._cond:
+            for topic in topics:
+                self._logs.setdefault(topic, [])
+
+    def check(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+    def records(self, topic: str) -> list[Record]:
+        with self._cond:
+            return list(self._logs[topic])
+
+    def consumer(self, group_id: str, topics: Sequence[str]) -> ConsumerClient:
+        return _InProcessConsumer(self, group_id, tuple(topics))
+
+
+class _InProcessConsumer:
+    def __init__(self, bus: InProcessBus, group_id: str, topics: tuple[str, ...]) -> None:
+        self._bus = bus
+        self._group = group_id
+        self._topics = topics
+        # Delivered but not yet committed: the next poll continues after them.
+        self._position = {t: bus._committed[(group_id, t)] for t in topics}
+
+    def poll(self, max_records: int, timeout: float) -> list[Record]:
+        deadline = time.monotonic() + timeout
+        bus = self._bus
+        with bus._cond:
+            while True:
+                batch: list[Record] = []
+                for topic in self._topics:
+                    start = self._position[topic]
+                    batch.extend(bus._logs[topic][start : start + max_records - len(batch)])
+                    if len(batch) >= max_records:
+                        break
+                if batch:
+                    for record in batch:
+                        self._position[record.topic] = record.offset + 1
+                    return batch
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return []
+                bus._cond.wait(remaining)
+
+    def commit(self, records: Sequence[Record]) -> None:
+        with self._bus._cond:
+            for record in records:
+                key = (self._group, record.topic)
+                self._bus._committed[key] = max(self._bus._committed[key], record.offset + 1)
+
+    def close(self) -> None:
+        return None
+
+
+# -- Kafka --------------------------------------------------------------------------
+
+
+class KafkaBus:
+    def __init__(self, bootstrap_servers: str, client_id: str = "learnflow") -> None:
+        from confluent_kafka import Producer
+
+        self._bootstrap = bootstrap_servers
+        self._client_id = client_id
+        self._producer = Producer(
+            {
+                "bootstrap.servers": bootstrap_servers,
+                "client.id": client_id,
+                # Idempotent producer: retries never duplicate or reorder within a partition.
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 5,
+                "compression.type": "lz4",
+            }
+        )
+        self._delivery_errors: list[str] = []
+
+    def _on_delivery(self, err: object, _msg: object) -> None:
+        if err is not None:
+            self._delivery_errors.append(str(err))
+            log.error("delivery failed", extra={"error": str(err)})
+
+    def publish_raw(self, topic: str, key: str | None, value: bytes, headers: dict[str, str]) -> None:
+        while True:
+            try:
+                self._producer.produce(
+                    topic,
+                    value=value,
+                    key=key.encode() if key is not None else None,
+                    headers=[(k, v.encode()) for k, v in headers.items()],
+                    on_delivery=self._on_delivery,
+                )
+                break
+            except BufferError:
+                self._producer.poll(0.1)  # local queue full: let deliveries drain
+        self._producer.poll(0)
+
+    def flush(self, timeout: float = 10.0) -> None:
+        remaining = self._producer.flush(timeout)
+        if remaining:
+            raise TimeoutError(f"{remaining} events not delivered within {timeout}s")
+        if self._delivery_errors:
+            errors, self._delivery_errors = self._delivery_errors, []
+            raise RuntimeError(f"event delivery failed: {errors[0]}")
+
+    def ensure_topics(self, topics: Iterable[str], partitions: int = 3) -> None:
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        admin = AdminClient({"bootstrap.servers": self._bootstrap})
+        existing = set(admin.list_topics(timeout=10).topics)
+        wanted = [NewTopic(t, num_partitions=partitions) for t in topics if t not in existing]
+        if not wanted:
+            return
+        for topic, done in admin.create_topics(wanted).items():
+            try:
+                done.result()
+            except Exception as exc:  # noqa: BLE001 - a concurrent creator is fine
+                if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                    raise
+            log.info("topic created", extra={"topic": topic})
+
+    def check(self) -> None:
+        self._producer.list_topics(timeout=2.0)
+
+    def close(self) -> None:
+        self._producer.flush(10)
+
+    def consumer(self, group_id: str, topics: Sequence[str]) -> ConsumerClient:
+        return _KafkaConsumer(self._bootstrap, group_id, topics)
+
+
+class _KafkaConsumer:
+    def __init__(self, bootstrap: str, group_id: str, topics: Sequence[str]) -> None:
+        from confluent_kafka import Consumer
+
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": group_id,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": 10_000,
+                "fetch.wait.max.ms": 50,
+            }
+        )
+        self._consumer.subscribe(list(topics))
+
+    def poll(self, max_records: int, timeout: float) -> list[Record]:
+        messages = self._consumer.consume(num_messages=max_records, timeout=timeout)
+        records = []
+        for msg in messages:
+            if msg.error() is not None:
+                log.warning("consumer error", extra={"error": str(msg.error())})
+                continue
+            key = msg.key()
+            records.append(
+                Record(
+                    topic=msg.topic(),
+                    partition=msg.partition(),
+                    offset=msg.offset(),
+                    key=key.decode(errors="replace") if key is not None else None,
+                    value=msg.value() or b"",
+                    headers={k: (v or b"").decode(errors="replace") for k, v in (msg.headers() or [])},
+                )
+            )
+        return records
+
+    def commit(self, records: Sequence[Record]) -> None:
+        from confluent_kafka import TopicPartition
+
+        latest: dict[tuple[str, int], int] = {}
+        for record in records:
+            key = (record.topic, record.partition)
+            latest[key] = max(latest.get(key, -1), record.offset)
+        if latest:
+            self._consumer.commit(
+                offsets=[TopicPartition(t, p, o + 1) for (t, p), o in latest.items()],
+                asynchronous=False,
+            )
+
+    def close(self) -> None:
+        self._consumer.close()

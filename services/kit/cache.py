@@ -1,0 +1,84 @@
+"""Read caches and counters: Redis, or an in-process TTL cache under the run command.
+
+Caches hold only what can be recomputed (DESIGN.md §5): losing Redis loses no data, so
+callers treat a cache error as a miss.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Protocol
+
+import redis
+
+
+class Cache(Protocol):
+    def get(self, key: str) -> bytes | None: ...
+    def set(self, key: str, value: bytes, ttl_seconds: float) -> None: ...
+    def delete(self, *keys: str) -> None: ...
+    def check(self) -> None: ...
+    def close(self) -> None: ...
+
+
+class RedisCache:
+    def __init__(self, url: str) -> None:
+        self._client = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+
+    def get(self, key: str) -> bytes | None:
+        value = self._client.get(key)
+        return value if isinstance(value, bytes) else None
+
+    def set(self, key: str, value: bytes, ttl_seconds: float) -> None:
+        self._client.set(key, value, px=max(1, int(ttl_seconds * 1000)))
+
+    def delete(self, *keys: str) -> None:
+        if keys:
+            self._client.delete(*keys)
+
+    def check(self) -> None:
+        self._client.ping()
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class InProcessCache:
+    """A dict with expiry; for one process only."""
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self._data: dict[str, tuple[float, bytes]] = {}
+        self._lock = threading.Lock()
+        self._max_entries = max_entries
+
+    def get(self, key: str) -> bytes | None:
+        with self._lock:
+            entry = self._data.get(key)
+            if entry is None:
+                return None
+            expires, value = entry
+            if expires < time.monotonic():
+                del self._data[key]
+                return None
+            return value
+
+    def set(self, key: str, value: bytes, ttl_seconds: float) -> None:
+        with self._lock:
+            if len(self._data) >= self._max_entries:
+                now = time.monotonic()
+                self._data = {k: e for k, e in self._data.items() if e[0] >= now}
+                if len(self._data) >= self._max_entries:
+                    self._data.pop(next(iter(self._data)))
+            self._data[key] = (time.monotonic() + ttl_seconds, value)
+
+    def delete(self, *keys: str) -> None:
+        with self._lock:
+            for key in keys:
+                self._data.pop(key, None)
+
+    def check(self) -> None:
+        return None
+
+    def close(self) -> None:
+        with self._lock:
+            self._data.clear()

@@ -1,0 +1,231 @@
+"""The server interceptor every LearnFlow server runs.
+
+Per call: a request id (taken from `x-request-id` or made), token verification (health
+and reflection exempt), the caller's principal in a context variable for handlers,
+a deadline check, domain exceptions mapped to google.rpc.Status with details, and one
+structured log line (request id, method, code, latency).
+
+The wrapped handler is built once per method and cached: grpc calls
+`intercept_service` for every RPC, and rebuilding handlers each time costs more than
+the work it wraps on a trivial call.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc_status import rpc_status
+
+from services.kit.auth import Principal, TokenVerifier
+from services.kit.errors import (
+    Internal,
+    LearnFlowError,
+    NotImplementedYet,
+    Unauthenticated,
+    grpc_code,
+)
+
+log = logging.getLogger("learnflow.rpc")
+
+EXEMPT_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+REQUEST_ID_KEY = "x-request-id"
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """What a handler may need about the current call, beyond its request message."""
+
+    method: str
+    request_id: str
+    principal: Principal | None
+    grpc_context: grpc.ServicerContext
+    authorization: str | None
+
+    def require_principal(self) -> Principal:
+        if self.principal is None:
+            raise Unauthenticated("this method needs a bearer token")
+        return self.principal
+
+    def time_remaining(self) -> float | None:
+        remaining: float | None = self.grpc_context.time_remaining()
+        return remaining
+
+
+_current: ContextVar[CallContext | None] = ContextVar("learnflow_call", default=None)
+
+
+def current_call() -> CallContext:
+    """The context of the RPC being handled on this thread."""
+    call = _current.get()
+    if call is None:
+        raise RuntimeError("current_call() used outside an RPC handler")
+    return call
+
+
+def current_principal() -> Principal:
+    return current_call().require_principal()
+
+
+def maybe_current_call() -> CallContext | None:
+    return _current.get()
+
+
+class _CallOutcome:
+    __slots__ = ("code",)
+
+    def __init__(self) -> None:
+        self.code = "OK"
+
+
+class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+    def __init__(self, verifier: TokenVerifier | None) -> None:
+        # verifier None: authentication disabled (only for servers that hold no data).
+        self._verifier = verifier
+        self._wrapped: dict[str, grpc.RpcMethodHandler | None] = {}
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        method: str = handler_call_details.method
+        if method in self._wrapped:
+            return self._wrapped[method]
+        handler = continuation(handler_call_details)
+        wrapped = None if handler is None else self._wrap(method, handler)
+        self._wrapped[method] = wrapped
+        return wrapped
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        exempt = method.startswith(EXEMPT_PREFIXES)
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(method, exempt, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._streaming(method, exempt, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(
+                self._unary(method, exempt, handler.stream_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            self._streaming(method, exempt, handler.stream_stream),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    # -- per-call steps -------------------------------------------------------------
+
+    def _enter(self, method: str, exempt: bool, context: grpc.ServicerContext) -> CallContext:
+        metadata = dict(context.invocation_metadata())
+        request_id = metadata.get(REQUEST_ID_KEY) or uuid.uuid4().hex
+        authorization = metadata.get("authorization")
+        principal = None
+        call = CallContext(method, request_id, None, context, authorization)
+        _current.set(call)  # so a failure below still logs with the request id
+        if not exempt and self._verifier is not None:
+            principal = self._verifier.verify(authorization)
+            call = CallContext(method, request_id, principal, context, authorization)
+            _current.set(call)
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded before the call started")
+        return call
+
+    @staticmethod
+    def _fail(context: grpc.ServicerContext, method: str, exc: BaseException, outcome: _CallOutcome) -> None:
+        call = _current.get()
+        request_id = call.request_id if call else "-"
+        if isinstance(exc, LearnFlowError):
+            error = exc
+        elif isinstance(exc, NotImplementedError):
+            # The generated base servicer raises this for RPCs a service does not implement yet.
+            error = NotImplementedYet(f"{method} is not implemented yet", metadata={"method": method})
+        else:
+            log.exception("unhandled error", extra={"request_id": request_id, "method": method})
+            error = Internal(f"internal error (request id {request_id})", metadata={"request_id": request_id})
+        status = error.to_status()
+        outcome.code = grpc_code(status).name
+        context.abort_with_status(rpc_status.to_status(status))
+
+    @staticmethod
+    def _log(method: str, outcome: _CallOutcome, started: float) -> None:
+        call = _current.get()
+        if not log.isEnabledFor(logging.INFO):
+            return
+        log.info(
+            "rpc",
+            extra={
+                "request_id": call.request_id if call else "-",
+                "method": method,
+                "code": outcome.code,
+                "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+                "principal": call.principal.subject if call and call.principal else None,
+            },
+        )
+
+    def _unary(self, method: str, exempt: bool, behaviour: Callable[..., Any]) -> Callable[..., Any]:
+        def handle(request: Any, context: grpc.ServicerContext) -> Any:
+            started = time.perf_counter()
+            outcome = _CallOutcome()
+            try:
+                self._enter(method, exempt, context)
+                return behaviour(request, context)
+            except Exception as exc:  # noqa: BLE001 - every failure becomes a status
+                if _is_abort(exc):
+                    outcome.code = _abort_code(context)
+                    raise
+                self._fail(context, method, exc, outcome)
+                raise  # unreachable: abort_with_status raises
+            finally:
+                self._log(method, outcome, started)
+                _current.set(None)
+
+        return handle
+
+    def _streaming(
+        self, method: str, exempt: bool, behaviour: Callable[..., Iterator[Any]]
+    ) -> Callable[..., Iterator[Any]]:
+        def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            started = time.perf_counter()
+            outcome = _CallOutcome()
+            try:
+                self._enter(method, exempt, context)
+                yield from behaviour(request, context)
+            except Exception as exc:  # noqa: BLE001 - every failure becomes a status
+                if _is_abort(exc):
+                    outcome.code = _abort_code(context)
+                    raise
+                self._fail(context, method, exc, outcome)
+                raise
+            finally:
+                self._log(method, outcome, started)
+                _current.set(None)
+
+        return handle
+
+
+def _is_abort(exc: BaseException) -> bool:
+    # grpc's context.abort() raises a bare Exception() after setting the status; let it
+    # through so an explicit abort in a handler keeps its own code.
+    return type(exc) is Exception and not exc.args
+
+
+def _abort_code(context: grpc.ServicerContext) -> str:
+    code = context.code()
+    return code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"

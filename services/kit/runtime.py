@@ -1,0 +1,84 @@
+"""The adapters a process shares: database, bus, cache, chosen from the settings.
+
+Unset URLs select the embedded defaults (DESIGN.md §7). The run command builds one
+Runtime for all services in its process, so they share one embedded Postgres and one
+in-process bus; `learnflow serve <service>` builds one per service process.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from services.kit.bus import ALL_TOPICS, Bus, InProcessBus, KafkaBus
+from services.kit.cache import Cache, InProcessCache, RedisCache
+from services.kit.config import RUN_DIR, Settings
+from services.kit.db import Database, embedded_postgres_url
+
+log = logging.getLogger("learnflow.runtime")
+
+
+class Runtime:
+    def __init__(self, settings: Settings, run_dir: Path = RUN_DIR) -> None:
+        self.settings = settings
+        self._run_dir = run_dir
+        self._lock = threading.Lock()
+        self._bus: Bus | None = None
+        self._cache: Cache | None = None
+        self._databases: list[Database] = []
+
+    @property
+    def database_url(self) -> str:
+        return self.settings.database_url or embedded_postgres_url(self._run_dir / "pgdata")
+
+    def database(self, schema: str, migrations_dir: Path, *, max_size: int = 10) -> Database:
+        """A migrated, open pool on the service's own schema."""
+        db = Database(self.database_url, schema, max_size=max_size)
+        db.migrate(migrations_dir)
+        db.open()
+        with self._lock:
+            self._databases.append(db)
+        return db
+
+    @property
+    def bus(self) -> Bus:
+        with self._lock:
+            if self._bus is None:
+                if self.settings.kafka_bootstrap_servers:
+                    kafka = KafkaBus(self.settings.kafka_bootstrap_servers)
+                    kafka.ensure_topics(ALL_TOPICS)
+                    self._bus = kafka
+                else:
+                    log.info("KAFKA_BOOTSTRAP_SERVERS unset: using the in-process bus")
+                    self._bus = InProcessBus()
+            return self._bus
+
+    @property
+    def cache(self) -> Cache:
+        with self._lock:
+            if self._cache is None:
+                if self.settings.redis_url:
+                    self._cache = RedisCache(self.settings.redis_url)
+                else:
+                    log.info("REDIS_URL unset: using the in-process cache")
+                    self._cache = InProcessCache()
+            return self._cache
+
+    def describe(self) -> dict[str, str]:
+        """Which backend each adapter uses, for the start-up banner."""
+        return {
+            "postgres": "DATABASE_URL" if self.settings.database_url else "embedded (pgserver)",
+            "kafka": "KAFKA_BOOTSTRAP_SERVERS" if self.settings.kafka_bootstrap_servers else "in-process bus",
+            "redis": "REDIS_URL" if self.settings.redis_url else "in-process cache",
+            "llm": "OPENAI_API_KEY" if self.settings.openai_api_key else "offline engines",
+        }
+
+    def close(self) -> None:
+        with self._lock:
+            for db in self._databases:
+                db.close()
+            if self._bus is not None:
+                self._bus.close()
+            if self._cache is not None:
+                self._cache.close()

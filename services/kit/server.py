@@ -1,0 +1,134 @@
+"""Server bootstrap: one way to build, start and gracefully stop a LearnFlow server.
+
+Concurrency model: a synchronous grpc server with a thread pool (docs/adr/0001). Each
+server gets health (per-service status following its dependencies), reflection, the
+kit interceptor, bounded concurrency (RESOURCE_EXHAUSTED beyond
+GRPC_MAX_CONCURRENT_RPCS), and graceful shutdown: NOT_SERVING first so load
+balancers stop sending, then drain in-flight calls within the grace period.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent import futures
+from dataclasses import dataclass, field
+from types import FrameType
+
+import grpc
+from grpc_health.v1 import health, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from services.kit.auth import TokenVerifier
+from services.kit.catalogue import ServiceSpec
+from services.kit.config import Settings
+from services.kit.health import DependencyCheck, HealthMonitor
+from services.kit.interceptors import ServerInterceptor
+
+log = logging.getLogger("learnflow.server")
+
+
+@dataclass
+class ServiceParts:
+    """What a service contributes to its server; everything else is the kit's."""
+
+    register: Callable[[grpc.Server], None]
+    checks: Mapping[str, DependencyCheck] = field(default_factory=dict)
+    # Background work (consumers, jobs) started after the port is bound ...
+    start_background: Sequence[Callable[[], None]] = ()
+    # ... and stopped, with adapters closed, after the server has drained.
+    on_stop: Sequence[Callable[[], None]] = ()
+
+
+class LearnFlowServer:
+    def __init__(
+        self,
+        spec: ServiceSpec,
+        parts: ServiceParts,
+        settings: Settings,
+        *,
+        port: int | None = None,
+        verifier: TokenVerifier | None = None,
+    ) -> None:
+        self.spec = spec
+        self.settings = settings
+        self._parts = parts
+        self._port = port if port is not None else (settings.grpc_port or spec.port)
+        self._stopped = threading.Event()
+        verifier = verifier or TokenVerifier(
+            settings.jwks_path, settings.jwt_issuer, settings.jwt_audience
+        )
+        self.health = health.HealthServicer(
+            experimental_non_blocking=True,
+            experimental_thread_pool=futures.ThreadPoolExecutor(max_workers=2),
+        )
+        self._monitor = HealthMonitor(self.health, spec.full_names, parts.checks)
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(
+                max_workers=settings.grpc_max_workers, thread_name_prefix=f"{spec.name}-rpc"
+            ),
+            interceptors=[ServerInterceptor(verifier)],
+            maximum_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
+            options=[
+                # Without this a second server on the same port silently shares it.
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+                ("grpc.keepalive_time_ms", 60_000),
+                ("grpc.http2.max_pings_without_data", 0),
+            ],
+        )
+        parts.register(self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (*spec.full_names, "grpc.health.v1.Health", reflection.SERVICE_NAME), self.server
+        )
+        self.port = 0
+
+    def start(self) -> int:
+        address = f"{self.settings.grpc_host}:{self._port}"
+        self.port = self.server.add_insecure_port(address)
+        if self.port == 0:
+            raise RuntimeError(f"{self.spec.name}: cannot bind {address}")
+        self.server.start()
+        self._monitor.start()
+        for start in self._parts.start_background:
+            start()
+        log.info(
+            "serving",
+            extra={"service": self.spec.name, "address": f"{self.settings.grpc_host}:{self.port}"},
+        )
+        return self.port
+
+    def stop(self, grace: float | None = None) -> None:
+        """NOT_SERVING, then drain within `grace` seconds, then close adapters."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        grace = self.settings.shutdown_grace_seconds if grace is None else grace
+        self._monitor.stop()
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait()
+        for stop in self._parts.on_stop:
+            try:
+                stop()
+            except Exception:  # noqa: BLE001 - keep closing the rest
+                log.exception("error while stopping", extra={"service": self.spec.name})
+        log.info("stopped", extra={"service": self.spec.name})
+
+
+def wait_for_termination(
+    stop_all: Callable[[], None], extra_signals: Sequence[signal.Signals] = ()
+) -> None:
+    """Block until SIGTERM or SIGINT, then call `stop_all` once."""
+    done = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("shutdown requested", extra={"signal": signal.Signals(signum).name})
+        done.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT, *extra_signals):
+        signal.signal(sig, on_signal)
+    done.wait()
+    stop_all()

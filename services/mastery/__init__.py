@@ -1,0 +1,1 @@
+"""The mastery service (learnflow.mastery.v1): the mastery engine."""

@@ -1,0 +1,1 @@
+"""The notify service (learnflow.notify.v1): alerts for teachers and live update streams."""
