@@ -1,9 +1,9 @@
 """`learnflow`: run the mesh, serve one service, mint dev tokens, probe health.
 
-    learnflow run                     every service + Envoy, embedded defaults
-    learnflow serve <service>         one service alone (the production shape)
-    learnflow token --role student --sub alice [--cohorts c1,c2]
-    learnflow probe <port>            exit 0 only if grpc.health.v1 says SERVING
+learnflow run                     every service + Envoy, embedded defaults
+learnflow serve <service>         one service alone (the production shape)
+learnflow token --role student --sub alice [--cohorts c1,c2]
+learnflow probe <port>            exit 0 only if grpc.health.v1 says SERVING
 """
 
 from __future__ import annotations
@@ -16,8 +16,14 @@ import time
 from collections.abc import Sequence
 from concurrent import futures
 
-from services.kit.catalogue import GATEWAY_PORT, SERVICES, SERVICES_BY_NAME
-from services.kit.config import RUN_DIR, ConfigError, Settings, load_settings
+from services.kit.catalogue import (
+    GATEWAY_ADMIN_PORT,
+    GATEWAY_PORT,
+    SERVICES,
+    SERVICES_BY_NAME,
+    ServiceSpec,
+)
+from services.kit.config import ConfigError, Settings, load_settings
 from services.kit.logging import configure_logging
 
 log = logging.getLogger("learnflow.cli")
@@ -72,19 +78,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"learnflow run: unknown service(s): {', '.join(unknown)}", file=sys.stderr)
         return 2
     specs = [SERVICES_BY_NAME[n] for n in names]
+    offset = args.port_offset
     servers = [
-        LearnFlowServer(spec, builder(spec.name)(runtime), settings, port=spec.port)
+        LearnFlowServer(spec, builder(spec.name)(runtime), settings, port=spec.port + offset)
         for spec in specs
     ]
     for server in servers:
         server.start()
     gateway = None
     if not args.no_gateway:
-        gateway = Gateway(settings, listen_port=args.gateway_port, services=names)
+        gateway = Gateway(
+            settings,
+            listen_port=GATEWAY_PORT + offset,
+            admin_port=GATEWAY_ADMIN_PORT + offset,
+            ports={spec.name: spec.port + offset for spec in specs},
+        )
         gateway.start()
 
     elapsed = time.perf_counter() - started
-    print(_banner(specs, runtime.describe(), gateway is not None, args.gateway_port, elapsed), flush=True)
+    print(_banner(specs, runtime.describe(), gateway is not None, offset, elapsed), flush=True)
 
     def stop_all() -> None:
         if gateway is not None:
@@ -98,12 +110,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _banner(
-    specs: Sequence[object], backends: dict[str, str], gateway: bool, gateway_port: int, seconds: float
+    specs: Sequence[ServiceSpec],
+    backends: dict[str, str],
+    gateway: bool,
+    offset: int,
+    seconds: float,
 ) -> str:
+    gateway_port = GATEWAY_PORT + offset
+    concepts_port = SERVICES_BY_NAME["concepts"].port + offset
     lines = [f"LearnFlow is up in {seconds:.1f}s", ""]
-    for spec in SERVICES:
-        if spec in specs:
-            lines.append(f"  {spec.name:<9} grpc  localhost:{spec.port}")
+    for spec in specs:
+        lines.append(f"  {spec.name:<9} grpc  localhost:{spec.port + offset}")
     if gateway:
         lines.append(f"  gateway   http  http://localhost:{gateway_port}  (gRPC, gRPC-Web, JSON)")
     lines.append("")
@@ -112,8 +129,8 @@ def _banner(
         "",
         "Try it:",
         "  TOKEN=$(make -s token role=student sub=alice | tail -n1)",
-        "  grpcurl -plaintext localhost:50052 list",
-        '  grpcurl -plaintext -H "authorization: Bearer $TOKEN" localhost:50052 '
+        f"  grpcurl -plaintext localhost:{concepts_port} list",
+        f'  grpcurl -plaintext -H "authorization: Bearer $TOKEN" localhost:{concepts_port} '
         "learnflow.concepts.v1.ConceptsService/ListTopics",
         f'  curl -H "authorization: Bearer $TOKEN" http://localhost:{gateway_port}/v1/topics',
         "",
@@ -128,11 +145,16 @@ def cmd_token(args: argparse.Namespace) -> int:
     settings = _settings()
     cohorts = [c for c in (args.cohorts or "").split(",") if c]
     try:
-        token = devtokens.mint_token(args.sub, args.role, cohorts, ttl_seconds=args.ttl, settings=settings)
+        token = devtokens.mint_token(
+            args.sub, args.role, cohorts, ttl_seconds=args.ttl, settings=settings
+        )
     except ValueError as exc:
         print(f"learnflow token: {exc}", file=sys.stderr)
         return 2
-    print(f"# {args.role} {args.sub!r} cohorts={cohorts}; JWKS at {settings.jwks_path}", file=sys.stderr)
+    print(
+        f"# {args.role} {args.sub!r} cohorts={cohorts}; JWKS at {settings.jwks_path}",
+        file=sys.stderr,
+    )
     print(token)
     return 0
 
@@ -161,7 +183,12 @@ def parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run every service and the Envoy gateway")
     run.add_argument("--services", help="comma-separated subset (default: all)")
     run.add_argument("--no-gateway", action="store_true", help="do not start Envoy")
-    run.add_argument("--gateway-port", type=int, default=GATEWAY_PORT)
+    run.add_argument(
+        "--port-offset",
+        type=int,
+        default=0,
+        help="add N to every port (to run a second mesh beside the first)",
+    )
     run.set_defaults(func=cmd_run)
 
     serve = sub.add_parser("serve", help="run one service")

@@ -97,7 +97,9 @@ def generate(out: Path) -> None:
 
 
 def tree(root: Path) -> set[Path]:
-    return {p.relative_to(root) for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    return {
+        p.relative_to(root) for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+    }
 
 
 def stale_files(fresh: Path, current: Path) -> list[str]:

@@ -1,7 +1,4 @@
-"""ConceptsService: thin gRPC layer over the curriculum.
-
-ExplainConcept is not implemented yet: the generated base answers UNIMPLEMENTED.
-"""
+"""ConceptsService: thin gRPC layer over the curriculum."""
 
 from __future__ import annotations
 
@@ -9,7 +6,7 @@ import grpc
 from learnflow.concepts.v1 import concepts_pb2, concepts_pb2_grpc
 
 from services.kit.curriculum import BY_SLUG, CURRICULUM, TopicEntry
-from services.kit.errors import FieldViolation, InvalidArgument, NotFound
+from services.kit.errors import FieldViolation, InvalidArgument, NotFound, NotImplementedYet
 from services.kit.pagination import next_page_token, parse_page
 
 TOPIC_PREFIX = "topics/"
@@ -18,10 +15,10 @@ TOPIC_PREFIX = "topics/"
 def _topic_info(entry: TopicEntry) -> concepts_pb2.TopicInfo:
     return concepts_pb2.TopicInfo(
         name=TOPIC_PREFIX + entry.slug,
-        topic=entry.topic,  # type: ignore[arg-type]
+        topic=entry.topic,
         display_name=entry.display_name,
         description=entry.description,
-        prerequisites=entry.prerequisites,  # type: ignore[arg-type]
+        prerequisites=entry.prerequisites,
     )
 
 
@@ -45,3 +42,11 @@ class ConceptsServicer(concepts_pb2_grpc.ConceptsServiceServicer):
         if entry is None:
             raise NotFound(f"{request.name} does not exist", metadata={"name": request.name})
         return _topic_info(entry)
+
+    def ExplainConcept(
+        self, request: concepts_pb2.ExplainConceptRequest, context: grpc.ServicerContext
+    ) -> concepts_pb2.Explanation:
+        raise NotImplementedYet(
+            "/learnflow.concepts.v1.ConceptsService/ExplainConcept is not implemented yet",
+            metadata={"method": "/learnflow.concepts.v1.ConceptsService/ExplainConcept"},
+        )

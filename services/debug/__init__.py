@@ -1,1 +1,1 @@
-"""The debug service (learnflow.debug.v1): diagnoses errors and leads the student to the fix with a hint ladder."""
+"""The debug service (learnflow.debug.v1): diagnoses errors and leads to the fix."""

@@ -10,11 +10,13 @@ import grpc
 from learnflow.debug.v1 import debug_pb2_grpc
 
 from services.kit.runtime import Runtime
-from services.kit.server import ServiceParts
+from services.kit.server import ServiceParts, not_implemented_yet
 
 
 def _register(server: grpc.Server) -> None:
-    debug_pb2_grpc.add_DebugServiceServicer_to_server(debug_pb2_grpc.DebugServiceServicer(), server)
+    debug_pb2_grpc.add_DebugServiceServicer_to_server(
+        not_implemented_yet(debug_pb2_grpc.DebugServiceServicer), server
+    )
 
 
 def build(runtime: Runtime) -> ServiceParts:

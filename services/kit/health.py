@@ -40,7 +40,7 @@ class HealthMonitor:
         for name, check in self._checks.items():
             try:
                 check()
-            except Exception as exc:  # noqa: BLE001 - any failure means not serving
+            except Exception as exc:
                 failures[name] = f"{type(exc).__name__}: {exc}"
         if failures != self.failures:
             if failures:

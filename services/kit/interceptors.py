@@ -144,21 +144,29 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             _current.set(call)
         remaining = context.time_remaining()
         if remaining is not None and remaining <= 0:
-            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded before the call started")
+            context.abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded before the call started"
+            )
         return call
 
     @staticmethod
-    def _fail(context: grpc.ServicerContext, method: str, exc: BaseException, outcome: _CallOutcome) -> None:
+    def _fail(
+        context: grpc.ServicerContext, method: str, exc: BaseException, outcome: _CallOutcome
+    ) -> None:
         call = _current.get()
         request_id = call.request_id if call else "-"
         if isinstance(exc, LearnFlowError):
             error = exc
         elif isinstance(exc, NotImplementedError):
             # The generated base servicer raises this for RPCs a service does not implement yet.
-            error = NotImplementedYet(f"{method} is not implemented yet", metadata={"method": method})
+            error = NotImplementedYet(
+                f"{method} is not implemented yet", metadata={"method": method}
+            )
         else:
             log.exception("unhandled error", extra={"request_id": request_id, "method": method})
-            error = Internal(f"internal error (request id {request_id})", metadata={"request_id": request_id})
+            error = Internal(
+                f"internal error (request id {request_id})", metadata={"request_id": request_id}
+            )
         status = error.to_status()
         outcome.code = grpc_code(status).name
         context.abort_with_status(rpc_status.to_status(status))
@@ -179,14 +187,16 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             },
         )
 
-    def _unary(self, method: str, exempt: bool, behaviour: Callable[..., Any]) -> Callable[..., Any]:
+    def _unary(
+        self, method: str, exempt: bool, behaviour: Callable[..., Any]
+    ) -> Callable[..., Any]:
         def handle(request: Any, context: grpc.ServicerContext) -> Any:
             started = time.perf_counter()
             outcome = _CallOutcome()
             try:
                 self._enter(method, exempt, context)
                 return behaviour(request, context)
-            except Exception as exc:  # noqa: BLE001 - every failure becomes a status
+            except Exception as exc:
                 if _is_abort(exc):
                     outcome.code = _abort_code(context)
                     raise
@@ -207,7 +217,7 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             try:
                 self._enter(method, exempt, context)
                 yield from behaviour(request, context)
-            except Exception as exc:  # noqa: BLE001 - every failure becomes a status
+            except Exception as exc:
                 if _is_abort(exc):
                     outcome.code = _abort_code(context)
                     raise

@@ -38,7 +38,9 @@ def parse_page(
                 raise ValueError
         except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
             violations.append(
-                FieldViolation("page_token", "is not a token from a previous response to this query")
+                FieldViolation(
+                    "page_token", "is not a token from a previous response to this query"
+                )
             )
     if violations:
         raise InvalidArgument(violations)

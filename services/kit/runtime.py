@@ -69,7 +69,9 @@ class Runtime:
         """Which backend each adapter uses, for the start-up banner."""
         return {
             "postgres": "DATABASE_URL" if self.settings.database_url else "embedded (pgserver)",
-            "kafka": "KAFKA_BOOTSTRAP_SERVERS" if self.settings.kafka_bootstrap_servers else "in-process bus",
+            "kafka": "KAFKA_BOOTSTRAP_SERVERS"
+            if self.settings.kafka_bootstrap_servers
+            else "in-process bus",
             "redis": "REDIS_URL" if self.settings.redis_url else "in-process cache",
             "llm": "OPENAI_API_KEY" if self.settings.openai_api_key else "offline engines",
         }

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2_grpc
@@ -28,6 +29,15 @@ from services.kit.health import DependencyCheck, HealthMonitor
 from services.kit.interceptors import ServerInterceptor
 
 log = logging.getLogger("learnflow.server")
+
+ServicerT = TypeVar("ServicerT")
+
+
+def not_implemented_yet(servicer_class: Callable[[], ServicerT]) -> ServicerT:
+    """An instance of a generated base servicer: every RPC raises NotImplementedError,
+    which the interceptor answers as UNIMPLEMENTED naming the method. (The generated
+    type stubs mark the methods abstract; at run time the base class is concrete.)"""
+    return servicer_class()
 
 
 @dataclass
@@ -101,6 +111,10 @@ class LearnFlowServer:
         )
         return self.port
 
+    def refresh_health(self) -> bool:
+        """Run the dependency checks now (they also run every few seconds)."""
+        return self._monitor.check_once()
+
     def stop(self, grace: float | None = None) -> None:
         """NOT_SERVING, then drain within `grace` seconds, then close adapters."""
         if self._stopped.is_set():
@@ -113,7 +127,7 @@ class LearnFlowServer:
         for stop in self._parts.on_stop:
             try:
                 stop()
-            except Exception:  # noqa: BLE001 - keep closing the rest
+            except Exception:
                 log.exception("error while stopping", extra={"service": self.spec.name})
         log.info("stopped", extra={"service": self.spec.name})
 

@@ -15,15 +15,15 @@ from google.longrunning import operations_pb2_grpc
 from learnflow.mastery.v1 import mastery_pb2_grpc
 
 from services.kit.runtime import Runtime
-from services.kit.server import ServiceParts
+from services.kit.server import ServiceParts, not_implemented_yet
 
 
 def _register(server: grpc.Server) -> None:
     mastery_pb2_grpc.add_MasteryServiceServicer_to_server(
-        mastery_pb2_grpc.MasteryServiceServicer(), server
+        not_implemented_yet(mastery_pb2_grpc.MasteryServiceServicer), server
     )
     operations_pb2_grpc.add_OperationsServicer_to_server(
-        operations_pb2_grpc.OperationsServicer(), server
+        not_implemented_yet(operations_pb2_grpc.OperationsServicer), server
     )
 
 

@@ -1,1 +1,1 @@
-"""The review service (learnflow.review.v1): reviews code: linter findings, complexity, a quality score."""
+"""The review service (learnflow.review.v1): linter findings, complexity, a score."""

@@ -10,11 +10,13 @@ import grpc
 from learnflow.review.v1 import review_pb2_grpc
 
 from services.kit.runtime import Runtime
-from services.kit.server import ServiceParts
+from services.kit.server import ServiceParts, not_implemented_yet
 
 
 def _register(server: grpc.Server) -> None:
-    review_pb2_grpc.add_ReviewServiceServicer_to_server(review_pb2_grpc.ReviewServiceServicer(), server)
+    review_pb2_grpc.add_ReviewServiceServicer_to_server(
+        not_implemented_yet(review_pb2_grpc.ReviewServiceServicer), server
+    )
 
 
 def build(runtime: Runtime) -> ServiceParts:

@@ -1,0 +1,52 @@
+"""Fixtures every test may use: dev keys, settings pointing at them, token minting."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+
+from services.kit import devtokens
+from services.kit.config import Settings
+
+MintToken = Callable[..., str]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def dev_key_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("keys")
+
+
+@pytest.fixture(scope="session")
+def settings(dev_key_dir: Path) -> Settings:
+    """Settings for servers started by tests: the test JWKS, infrastructure URLs from the
+    environment (set by the test command) or the embedded defaults."""
+    return Settings(
+        jwks_path=dev_key_dir / "jwks.json",
+        database_url=os.environ.get("DATABASE_URL"),
+        redis_url=os.environ.get("REDIS_URL"),
+        kafka_bootstrap_servers=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"),
+        grpc_host="127.0.0.1",
+        log_level="WARNING",
+        shutdown_grace_seconds=2.0,
+    )
+
+
+@pytest.fixture(scope="session")
+def mint_token(dev_key_dir: Path, settings: Settings) -> MintToken:
+    devtokens.ensure_keys(key_dir=dev_key_dir, settings=settings)
+
+    def mint(sub: str, role: str = "student", cohorts: Sequence[str] = ()) -> str:
+        return devtokens.mint_token(sub, role, cohorts, key_dir=dev_key_dir, settings=settings)
+
+    return mint
