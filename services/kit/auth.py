@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -70,7 +72,14 @@ class Principal:
 
 
 class TokenVerifier:
-    """Verifies bearer tokens against a JWKS file; reloads it when the file changes."""
+    """Verifies bearer tokens against a JWKS file; reloads it when the file changes.
+
+    A signature check costs far more than a trivial RPC, and a client sends the same
+    token on every call: verified tokens are cached (by the exact token string) until
+    their `exp`, and the cache is dropped whenever the JWKS changes.
+    """
+
+    CACHE_SIZE = 10_000
 
     def __init__(self, jwks_path: Path, issuer: str, audience: str) -> None:
         self._jwks_path = jwks_path
@@ -79,6 +88,7 @@ class TokenVerifier:
         self._lock = threading.Lock()
         self._mtime: float | None = None
         self._keys: dict[str, Any] = {}
+        self._verified: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
 
     def _load_keys(self) -> dict[str, Any]:
         try:
@@ -90,6 +100,7 @@ class TokenVerifier:
                 jwks = jwt.PyJWKSet.from_dict(json.loads(self._jwks_path.read_text()))
                 self._keys = {key.key_id: key for key in jwks.keys if key.key_id}
                 self._mtime = mtime
+                self._verified.clear()
             return self._keys
 
     def verify(self, authorization: str | None) -> Principal:
@@ -98,11 +109,24 @@ class TokenVerifier:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise Unauthenticated("the authorization metadata must be 'Bearer <jwt>'")
+        keys = self._load_keys()  # also drops cached verifications when the JWKS changed
+        with self._lock:
+            cached = self._verified.get(token)
+        if cached is not None and cached[0] > time.time():
+            return cached[1]
+        principal, expires = self._verify_signature(token, keys)
+        with self._lock:
+            self._verified[token] = (expires, principal)
+            if len(self._verified) > self.CACHE_SIZE:
+                self._verified.popitem(last=False)
+        return principal
+
+    def _verify_signature(self, token: str, keys: dict[str, Any]) -> tuple[Principal, float]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
             raise Unauthenticated(f"malformed token: {exc}") from None
-        key = self._load_keys().get(str(header.get("kid", "")))
+        key = keys.get(str(header.get("kid", "")))
         if key is None:
             raise Unauthenticated("token signed by an unknown key")
         try:
@@ -116,7 +140,7 @@ class TokenVerifier:
             )
         except jwt.PyJWTError as exc:
             raise Unauthenticated(f"invalid token: {exc}") from None
-        return principal_from_claims(claims)
+        return principal_from_claims(claims), float(claims["exp"])
 
 
 def principal_from_claims(claims: dict[str, Any]) -> Principal:

@@ -1,0 +1,111 @@
+"""Identity: token verification (and its cache) and the access rules of DESIGN.md §6."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from services.kit import devtokens
+from services.kit.auth import Principal, Role, TokenVerifier
+from services.kit.config import Settings
+from services.kit.errors import PermissionDenied, TokenMissing, Unauthenticated
+
+
+@pytest.fixture
+def key_dir(tmp_path: Path) -> Path:
+    return tmp_path
+
+
+@pytest.fixture
+def local_settings(key_dir: Path) -> Settings:
+    return Settings(jwks_path=key_dir / "jwks.json")
+
+
+@pytest.fixture
+def verifier(key_dir: Path, local_settings: Settings) -> TokenVerifier:
+    devtokens.ensure_keys(key_dir=key_dir, settings=local_settings)
+    return TokenVerifier(
+        local_settings.jwks_path, local_settings.jwt_issuer, local_settings.jwt_audience
+    )
+
+
+def test_valid_token_gives_the_principal(
+    verifier: TokenVerifier, key_dir: Path, local_settings: Settings
+) -> None:
+    token = devtokens.mint_token(
+        "tess", "teacher", ["c1", "c2"], key_dir=key_dir, settings=local_settings
+    )
+    assert verifier.verify(f"Bearer {token}") == Principal("tess", Role.TEACHER, ("c1", "c2"))
+
+
+@pytest.mark.parametrize("header", [None, "", "Basic abc", "Bearer", "Bearer not.a.jwt"])
+def test_missing_or_malformed_authorization(verifier: TokenVerifier, header: str | None) -> None:
+    expected = TokenMissing if not header else Unauthenticated
+    with pytest.raises(expected):
+        verifier.verify(header)
+
+
+def test_cached_token_is_refused_once_expired(
+    verifier: TokenVerifier, key_dir: Path, local_settings: Settings
+) -> None:
+    claims = devtokens.build_claims("alice", "student", settings=local_settings)
+    claims["exp"] = int(time.time()) + 1
+    token = devtokens.encode_claims(claims, key_dir=key_dir)
+    assert verifier.verify(f"Bearer {token}").subject == "alice"  # now cached
+    deadline = time.time() + 5
+    while time.time() <= claims["exp"] and time.time() < deadline:
+        time.sleep(0.05)
+    with pytest.raises(Unauthenticated):
+        verifier.verify(f"Bearer {token}")
+
+
+def test_rotating_the_jwks_drops_cached_verifications(
+    verifier: TokenVerifier,
+    key_dir: Path,
+    local_settings: Settings,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    token = devtokens.mint_token("alice", "student", key_dir=key_dir, settings=local_settings)
+    assert verifier.verify(f"Bearer {token}").subject == "alice"
+    # The identity provider rotates to a new key: old tokens must stop working.
+    other = tmp_path_factory.mktemp("rotated")
+    rotated = devtokens.ensure_keys(key_dir=other, settings=Settings(jwks_path=other / "jwks.json"))
+    time.sleep(0.01)  # a distinct mtime
+    local_settings.jwks_path.write_text(rotated.read_text())
+    with pytest.raises(Unauthenticated):
+        verifier.verify(f"Bearer {token}")
+
+
+STUDENT = Principal("alice", Role.STUDENT, ("c1",))
+TEACHER = Principal("tess", Role.TEACHER, ("c1",))
+ADMIN = Principal("root", Role.ADMIN)
+
+
+@pytest.mark.parametrize(
+    "principal,student,cohort,allowed",
+    [
+        (STUDENT, "alice", "c1", True),
+        (STUDENT, "bob", "c1", False),  # same class, still not theirs
+        (TEACHER, "bob", "c1", True),
+        (TEACHER, "carol", "c2", False),
+        (TEACHER, "dave", None, False),  # cohort unknown: no access
+        (ADMIN, "anyone", None, True),
+    ],
+)
+def test_student_access_rules(
+    principal: Principal, student: str, cohort: str | None, allowed: bool
+) -> None:
+    assert principal.can_access_student(student, cohort) is allowed
+    if allowed:
+        principal.require_student(student, cohort)
+    else:
+        with pytest.raises(PermissionDenied):
+            principal.require_student(student, cohort)
+
+
+def test_cohort_rules() -> None:
+    assert TEACHER.can_access_cohort("c1") and not TEACHER.can_access_cohort("c2")
+    assert ADMIN.can_access_cohort("c2")
+    assert not STUDENT.can_access_cohort("c1")
