@@ -76,9 +76,12 @@ class Database:
         yoyo_url = urlunsplit(parts._replace(scheme="postgresql+psycopg"))
         backend = get_backend(_with_query(yoyo_url, schema=self.schema))
         migrations = read_migrations(str(migrations_dir))
-        with backend.lock():
-            pending = backend.to_apply(migrations)
-            backend.apply_migrations(pending)
+        try:
+            with backend.lock():
+                pending = backend.to_apply(migrations)
+                backend.apply_migrations(pending)
+        finally:
+            backend.connection.close()  # else it stays open until garbage collection
         if pending:
             log.info("migrations applied", extra={"schema": self.schema, "count": len(pending)})
         return len(pending)
