@@ -37,9 +37,9 @@ from learnflow.concepts.v1 import concepts_pb2, concepts_pb2_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from services.gateway.runner import Gateway  # noqa: E402
-from services.kit import devtokens  # noqa: E402
-from services.kit.config import Settings  # noqa: E402
+from services.gateway.runner import Gateway
+from services.kit import devtokens
+from services.kit.config import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 

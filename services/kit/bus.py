@@ -14,6 +14,7 @@ the error, and only then is its offset committed.
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 import uuid
@@ -25,6 +26,8 @@ from typing import Protocol, cast
 
 from google.protobuf.message import DecodeError, Message
 from learnflow.events.v1 import events_pb2
+
+from services.kit.interceptors import maybe_current_call
 
 log = logging.getLogger("learnflow.bus")
 
@@ -89,12 +92,22 @@ class PoisonEventError(Exception):
     """An event that can never be processed; it goes to the DLQ."""
 
 
-class DecodeFailure(PoisonEventError):
+class DecodeFailureError(PoisonEventError):
     pass
 
 
+def new_traceparent() -> str:
+    """A W3C traceparent for a new trace (sampled)."""
+    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+
+
 def cloudevent_headers(
-    message: Message, *, source: str, subject: str, event_id: str | None = None
+    message: Message,
+    *,
+    source: str,
+    subject: str,
+    event_id: str | None = None,
+    traceparent: str | None = None,
 ) -> dict[str, str]:
     return {
         "ce_specversion": SPEC_VERSION,
@@ -104,26 +117,28 @@ def cloudevent_headers(
         "ce_time": datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
         "ce_subject": subject,
         "content-type": CONTENT_TYPE,
+        # The trace crosses Kafka: consumers continue the publisher's trace.
+        "traceparent": traceparent or new_traceparent(),
     }
 
 
 def decode(record: Record) -> Envelope:
-    """Decode a record's payload by its ce_type; raises DecodeFailure when impossible."""
+    """Decode a record's payload by its ce_type; raises DecodeFailureError when impossible."""
     missing = [
         h for h in ("ce_id", "ce_source", "ce_type", "ce_specversion") if not record.headers.get(h)
     ]
     if missing:
-        raise DecodeFailure(f"missing CloudEvents headers: {', '.join(missing)}")
+        raise DecodeFailureError(f"missing CloudEvents headers: {', '.join(missing)}")
     if record.headers.get("content-type", CONTENT_TYPE) != CONTENT_TYPE:
-        raise DecodeFailure(f"unsupported content-type {record.headers.get('content-type')!r}")
+        raise DecodeFailureError(f"unsupported content-type {record.headers.get('content-type')!r}")
     message_class = EVENT_TYPES.get(record.event_type)
     if message_class is None:
-        raise DecodeFailure(f"unknown event type {record.event_type!r}")
+        raise DecodeFailureError(f"unknown event type {record.event_type!r}")
     message = message_class()
     try:
         message.ParseFromString(record.value)
     except DecodeError as exc:
-        raise DecodeFailure(f"undecodable {record.event_type} payload: {exc}") from None
+        raise DecodeFailureError(f"undecodable {record.event_type} payload: {exc}") from None
     return Envelope(record, message)
 
 
@@ -154,7 +169,14 @@ class Publisher:
     def publish(
         self, topic: str, message: Message, *, key: str, event_id: str | None = None
     ) -> str:
-        headers = cloudevent_headers(message, source=self.source, subject=key, event_id=event_id)
+        call = maybe_current_call()
+        headers = cloudevent_headers(
+            message,
+            source=self.source,
+            subject=key,
+            event_id=event_id,
+            traceparent=call.traceparent if call is not None else None,
+        )
         self._bus.publish_raw(topic, key, message.SerializeToString(), headers)
         return headers["ce_id"]
 
@@ -210,28 +232,39 @@ class ConsumerLoop:
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Stop after the batch in hand; the loop's thread closes its own consumer."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
-        if self._client is not None:
-            self._client.close()
+            if self._thread.is_alive():
+                log.warning("consumer still busy at stop", extra={"group": self._group_id})
 
     def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self._run_once()
+        finally:
+            if self._client is not None:
+                self._client.close()
+
+    def _run_once(self) -> None:
         assert self._client is not None
-        while not self._stop.is_set():
-            try:
-                records = self._client.poll(self._batch_size, self._poll_timeout)
-            except Exception:
-                log.exception("poll failed", extra={"group": self._group_id})
-                self._stop.wait(1.0)
-                continue
-            if not records:
-                continue
-            try:
+        try:
+            records = self._client.poll(self._batch_size, self._poll_timeout)
+            if records:
                 self.process(records)
-            except self._transient:
-                # Stopped while retrying: nothing was committed, so the batch is redelivered.
-                return
+        except self._transient:
+            # Only raised out of process() when stopping mid-retry: nothing was
+            # committed, so the batch is redelivered to whoever consumes next.
+            return
+        except Exception:
+            # Poll, commit or DLQ publish failed. Committing later batches would skip
+            # this one, so rejoin the group: the new consumer resumes at the last
+            # committed offset and the batch is delivered again.
+            log.exception("consumer failed; rejoining the group", extra={"group": self._group_id})
+            self._client.close()
+            self._stop.wait(1.0)
+            self._client = self._bus.consumer(self._group_id, self._topics)
 
     def process(self, records: Sequence[Record]) -> None:
         """Handle one polled batch; returns once every record is handled or dead-lettered."""
@@ -240,7 +273,7 @@ class ConsumerLoop:
         for record in records:
             try:
                 good.append(decode(record))
-            except DecodeFailure as exc:
+            except DecodeFailureError as exc:
                 self._dead_letter(record, exc)
         if good and not self._with_retry(lambda: self._handler(good)):
             # The batch failed for a non-transient reason: find the culprit one by one.

@@ -47,6 +47,8 @@ class CallContext:
     principal: Principal | None
     grpc_context: grpc.ServicerContext
     authorization: str | None
+    # W3C trace context of the inbound call, carried on to events this call publishes.
+    traceparent: str | None = None
 
     def require_principal(self) -> Principal:
         if self.principal is None:
@@ -135,12 +137,12 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         metadata = dict(context.invocation_metadata())
         request_id = metadata.get(REQUEST_ID_KEY) or uuid.uuid4().hex
         authorization = metadata.get("authorization")
-        principal = None
-        call = CallContext(method, request_id, None, context, authorization)
+        traceparent = metadata.get("traceparent")
+        call = CallContext(method, request_id, None, context, authorization, traceparent)
         _current.set(call)  # so a failure below still logs with the request id
         if not exempt and self._verifier is not None:
             principal = self._verifier.verify(authorization)
-            call = CallContext(method, request_id, principal, context, authorization)
+            call = CallContext(method, request_id, principal, context, authorization, traceparent)
             _current.set(call)
         remaining = context.time_remaining()
         if remaining is not None and remaining <= 0:

@@ -247,7 +247,7 @@ def test_poison_message_goes_to_the_dlq_and_the_loop_carries_on(
     assert headers["dlq_original_partition"] == str(poison_partition)
     assert headers["dlq_original_offset"] == str(poison_offset)
     assert headers["dlq_consumer_group"] == group
-    assert headers["dlq_error_class"] == "DecodeFailure"
+    assert headers["dlq_error_class"] == "DecodeFailureError"
     assert "undecodable learnflow.events.v1.ExerciseGraded" in headers["dlq_error_message"]
     for name, value in poison_headers.items():  # the original headers travel along
         assert headers[name] == value

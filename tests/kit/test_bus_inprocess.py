@@ -3,6 +3,7 @@ decoding, the DLQ, transient retries and at-least-once delivery; and the in-proc
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import uuid
@@ -15,8 +16,9 @@ from learnflow.events.v1 import events_pb2
 from services.kit import cache as cache_module
 from services.kit.bus import (
     CONTENT_TYPE,
+    ConsumerClient,
     ConsumerLoop,
-    DecodeFailure,
+    DecodeFailureError,
     Envelope,
     InProcessBus,
     Publisher,
@@ -26,6 +28,7 @@ from services.kit.bus import (
     dlq_topic,
 )
 from services.kit.cache import InProcessCache
+from services.kit.interceptors import CallContext, _current
 
 TOPIC = "progress.events"
 SOURCE = "//learnflow/exercise"
@@ -190,7 +193,7 @@ def test_decode_rejects_what_can_never_be_processed(
     message = graded()
     headers, value = mutate(_good_headers(message, "stu-1"), message.SerializeToString())
     record = Record(TOPIC, 0, 0, "stu-1", value, headers)
-    with pytest.raises(DecodeFailure, match=error_fragment):
+    with pytest.raises(DecodeFailureError, match=error_fragment):
         decode(record)
 
 
@@ -236,7 +239,7 @@ def test_poison_records_go_to_the_dlq_and_good_ones_in_the_same_batch_are_handle
         assert record.headers["dlq_original_topic"] == TOPIC
         assert record.headers["dlq_original_partition"] == "0"
         assert record.headers["dlq_consumer_group"] == group
-        assert record.headers["dlq_error_class"] == "DecodeFailure"
+        assert record.headers["dlq_error_class"] == "DecodeFailureError"
         assert fragment in record.headers["dlq_error_message"]
         datetime.fromisoformat(record.headers["dlq_time"])
     # The offsets name exactly the poison records (1, 2, 3 on the source topic).
@@ -467,3 +470,71 @@ def test_in_process_cache_is_bounded(clock: FakeClock) -> None:
     cache.set("e", b"5", 60)  # full of live entries: one is evicted, never more than 3
     assert sum(cache.get(k) is not None for k in ("b", "c", "d", "e")) == 3
     assert cache.get("e") == b"5"
+
+
+def test_events_carry_the_inbound_trace() -> None:
+    """A W3C traceparent is on every event: the caller's when inside an RPC, else new."""
+    bus = InProcessBus()
+    publisher = Publisher(bus, source="//learnflow.dev/test")
+    publisher.publish("progress.events", graded("s1"), key="s1")
+    fresh = bus.records("progress.events")[-1].headers["traceparent"]
+    assert re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-01", fresh)
+
+    inbound = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    token = _current.set(CallContext("/x/Y", "req", None, None, None, traceparent=inbound))
+    try:
+        publisher.publish("progress.events", graded("s1"), key="s1")
+    finally:
+        _current.reset(token)
+    assert bus.records("progress.events")[-1].headers["traceparent"] == inbound
+
+
+class _FlakyCommitBus(InProcessBus):
+    """An in-process bus whose first commit fails, as a Kafka commit can in a rebalance."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed_commits = 0
+
+    def consumer(self, group_id: str, topics: Sequence[str]) -> ConsumerClient:
+        inner = super().consumer(group_id, topics)
+        bus = self
+
+        class Client:
+            def poll(self, max_records: int, timeout: float) -> list[Record]:
+                return inner.poll(max_records, timeout)
+
+            def commit(self, records: Sequence[Record]) -> None:
+                if bus.failed_commits == 0:
+                    bus.failed_commits += 1
+                    raise RuntimeError("commit failed: rebalance in progress")
+                inner.commit(records)
+
+            def close(self) -> None:
+                inner.close()
+
+        return Client()
+
+
+def test_consumer_survives_a_failed_commit_and_redelivers() -> None:
+    bus = _FlakyCommitBus()
+    publisher = Publisher(bus, source="//learnflow.dev/test")
+    seen: list[str] = []
+    loop = ConsumerLoop(
+        bus,
+        group_id="g-flaky",
+        topics=["progress.events"],
+        handler=lambda batch: seen.extend(e.record.event_id for e in batch),
+        poll_timeout=0.05,
+    )
+    event_id = publisher.publish("progress.events", graded("s1"), key="s1")
+    loop.start()
+    deadline = time.monotonic() + 10
+    while seen.count(event_id) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    loop.stop()
+    # Handled once, commit failed, the loop rejoined and got the event again; alive.
+    assert bus.failed_commits == 1
+    assert seen.count(event_id) == 2
+    assert loop.stats.processed >= 1
+    assert wait_until(lambda: not uncommitted(bus, "g-flaky"))
