@@ -116,3 +116,25 @@ def test_run_command_serves_the_mesh_and_gateway(mint_token: MintToken, settings
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_probe_command_reports_serving(mesh: dict[str, int]) -> None:
+    """`learnflow probe` is what docker-compose health checks run."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "services.cli",
+            "probe",
+            str(mesh["mastery"]),
+            "--host",
+            "127.0.0.1",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "SERVING"
