@@ -10,22 +10,8 @@
 # (not the jar cache .infra/kafka/libs, nor .infra/bin).
 set -euo pipefail
 
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-STATE="$REPO/.infra"
-STARTED="$STATE/started"
-WAIT_SECS="${INFRA_WAIT_SECS:-60}"
-
-PG_DATA="$STATE/pg/data"
-REDIS_DIR="$STATE/redis"
-KAFKA_DIR="$STATE/kafka"
-KAFKA_CONF="$KAFKA_DIR/config/server.properties"
-KAFKA_PID="$KAFKA_DIR/kafka.pid"
-
-log() { printf '[infra] %s\n' "$*" >&2; }
-die() {
-    log "ERROR: $*"
-    exit 1
-}
+# shellcheck source=infra/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 PURGE=0
 ONLY=""

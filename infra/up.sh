@@ -19,39 +19,13 @@ set -Eeuo pipefail
 # Never exit silently: name the command that failed.
 trap 'printf "[infra] ERROR: line %s: %s failed (exit %s)\n" "$LINENO" "$BASH_COMMAND" "$?" >&2' ERR
 
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-STATE="$REPO/.infra"
-LOGS="$STATE/logs"
-STARTED="$STATE/started"
-WAIT_SECS="${INFRA_WAIT_SECS:-60}"
+# shellcheck source=infra/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-PG_PORT="${PGPORT_LEARNFLOW:-5432}"
-PG_DIR="$STATE/pg"
-PG_DATA="$PG_DIR/data"
-PG_LOG="$LOGS/postgres.log"
-
-REDIS_PORT=6379
-REDIS_DIR="$STATE/redis"
-REDIS_LOG="$LOGS/redis.log"
-
-KAFKA_PORT=9092
-KAFKA_CONTROLLER_PORT=9093
-KAFKA_DIR="$STATE/kafka"
-KAFKA_LIBS="$KAFKA_DIR/libs"
-KAFKA_CONF="$KAFKA_DIR/config/server.properties"
-KAFKA_PID="$KAFKA_DIR/kafka.pid"
-KAFKA_LOG="$LOGS/kafka.log"
 KAFKA_POM="$REPO/infra/kafka/pom.xml"
 KAFKA_LOG4J="$REPO/infra/kafka/log4j2.properties"
-
 PY="${LEARNFLOW_PYTHON:-$REPO/.venv/bin/python}"
 
-
-log() { printf '[infra] %s\n' "$*" >&2; }
-die() {
-    log "ERROR: $*"
-    exit 1
-}
 show_tail() { # show_tail FILE...: the evidence a failed wait needs
     local f
     for f in "$@"; do

@@ -1,23 +1,18 @@
 """Wires the debug service into a kit server.
 
-Its RPCs are not implemented yet: the generated base servicer raises
-NotImplementedError, which the kit answers as UNIMPLEMENTED naming the method.
+Its contract is served (health, reflection, the gateway's routes) but its RPCs are not
+implemented yet: each answers UNIMPLEMENTED naming the method.
 """
 
 from __future__ import annotations
 
-import grpc
 from learnflow.debug.v1 import debug_pb2_grpc
 
 from services.kit.runtime import Runtime
-from services.kit.server import ServiceParts, not_implemented_yet
-
-
-def _register(server: grpc.Server) -> None:
-    debug_pb2_grpc.add_DebugServiceServicer_to_server(
-        not_implemented_yet(debug_pb2_grpc.DebugServiceServicer), server
-    )
+from services.kit.server import ServiceParts, not_implemented_parts
 
 
 def build(runtime: Runtime) -> ServiceParts:
-    return ServiceParts(register=_register)
+    return not_implemented_parts(
+        (debug_pb2_grpc.add_DebugServiceServicer_to_server, debug_pb2_grpc.DebugServiceServicer),
+    )

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Mapping
@@ -19,10 +22,24 @@ from services.kit.config import RUN_DIR, Settings
 log = logging.getLogger("learnflow.gateway")
 
 
+def _die_with_parent() -> None:
+    """In the Envoy child, before exec: get SIGTERM when the parent dies, even by SIGKILL,
+    so no orphaned Envoy keeps (and silently shares) the gateway ports."""
+    if sys.platform == "linux":
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
 def port_is_free(port: int, host: str = "0.0.0.0") -> bool:
     # Envoy listeners use SO_REUSEPORT: a leftover Envoy would silently share the port
     # with a new one, so refuse to start unless nobody holds it.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # SO_REUSEADDR: closed connections in TIME_WAIT (e.g. our own /ready polling of a
+        # previous run) do not count; a live listener still makes bind() fail.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError:
@@ -73,6 +90,7 @@ class Gateway:
                 ],
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, no locks or threads
             )
         self._wait_ready(timeout)
         log.info("gateway ready", extra={"url": self.url, "config": str(self.config_path)})

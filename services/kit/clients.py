@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 
+from services.kit.errors import DeadlineExceeded
 from services.kit.interceptors import REQUEST_ID_KEY, maybe_current_call
 
 DEFAULT_TIMEOUT_SECONDS = 5.0
@@ -37,6 +38,10 @@ def propagated_details(details: grpc.ClientCallDetails) -> grpc.ClientCallDetail
     if call is not None:
         remaining = call.time_remaining()
         if remaining is not None:
+            if remaining <= 0:
+                raise DeadlineExceeded(
+                    f"deadline of {call.method} passed before calling {details.method}"
+                )
             timeout = remaining if timeout is None else min(timeout, remaining)
         keys = {key for key, _ in metadata}
         if call.authorization and "authorization" not in keys:

@@ -114,6 +114,11 @@ class Unavailable(LearnFlowError):
     reason = "DEPENDENCY_UNAVAILABLE"
 
 
+class DeadlineExceeded(LearnFlowError):
+    code = code_pb2.DEADLINE_EXCEEDED
+    reason = "DEADLINE_EXCEEDED"
+
+
 class NotImplementedYet(LearnFlowError):
     code = code_pb2.UNIMPLEMENTED
     reason = "NOT_IMPLEMENTED"

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2_grpc
@@ -38,6 +38,20 @@ def not_implemented_yet(servicer_class: Callable[[], ServicerT]) -> ServicerT:
     which the interceptor answers as UNIMPLEMENTED naming the method. (The generated
     type stubs mark the methods abstract; at run time the base class is concrete.)"""
     return servicer_class()
+
+
+Registration = tuple[Callable[[Any, grpc.Server], None], Callable[[], Any]]
+"""A generated `add_XServicer_to_server` function and its base servicer class."""
+
+
+def not_implemented_parts(*registrations: Registration) -> ServiceParts:
+    """Parts for a service whose contract is served but not implemented yet."""
+
+    def register(server: grpc.Server) -> None:
+        for add_to_server, servicer_class in registrations:
+            add_to_server(not_implemented_yet(servicer_class), server)
+
+    return ServiceParts(register=register)
 
 
 @dataclass

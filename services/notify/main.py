@@ -1,23 +1,21 @@
 """Wires the notify service into a kit server.
 
-Its RPCs are not implemented yet: the generated base servicer raises
-NotImplementedError, which the kit answers as UNIMPLEMENTED naming the method.
+Its contract is served (health, reflection, the gateway's routes) but its RPCs are not
+implemented yet: each answers UNIMPLEMENTED naming the method.
 """
 
 from __future__ import annotations
 
-import grpc
 from learnflow.notify.v1 import notify_pb2_grpc
 
 from services.kit.runtime import Runtime
-from services.kit.server import ServiceParts, not_implemented_yet
-
-
-def _register(server: grpc.Server) -> None:
-    notify_pb2_grpc.add_NotifyServiceServicer_to_server(
-        not_implemented_yet(notify_pb2_grpc.NotifyServiceServicer), server
-    )
+from services.kit.server import ServiceParts, not_implemented_parts
 
 
 def build(runtime: Runtime) -> ServiceParts:
-    return ServiceParts(register=_register)
+    return not_implemented_parts(
+        (
+            notify_pb2_grpc.add_NotifyServiceServicer_to_server,
+            notify_pb2_grpc.NotifyServiceServicer,
+        ),
+    )

@@ -99,9 +99,9 @@ def test_run_command_serves_the_mesh_and_gateway(mint_token: MintToken, settings
             if line.startswith("Ctrl-C"):
                 break
         text = "".join(banner)
-        assert "LearnFlow is up" in text, text + (
-            process.stderr.read() if process.poll() is not None and process.stderr else ""
-        )
+        if "LearnFlow is up" not in text:
+            process.kill()
+            pytest.fail(f"the run command did not start:\n{text}\n{process.communicate()[1]}")
         assert "postgres=DATABASE_URL" in text and "kafka=KAFKA_BOOTSTRAP_SERVERS" in text
         reply = httpx.get(
             f"http://127.0.0.1:{GATEWAY_PORT + offset}/v1/topics/files",

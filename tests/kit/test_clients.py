@@ -12,8 +12,9 @@ from learnflow.concepts.v1 import concepts_pb2, concepts_pb2_grpc
 
 from services.concepts.main import build as build_concepts
 from services.kit.catalogue import SERVICES_BY_NAME
-from services.kit.clients import service_channel
+from services.kit.clients import _ClientCallDetails, propagated_details, service_channel
 from services.kit.config import Settings
+from services.kit.errors import DeadlineExceeded
 from services.kit.interceptors import CallContext, _current
 from services.kit.runtime import Runtime
 from services.kit.server import LearnFlowServer
@@ -65,17 +66,28 @@ def test_token_and_request_id_are_forwarded(
     assert logged and logged[0].principal == "alice"  # type: ignore[attr-defined]
 
 
-def test_outgoing_call_cannot_outlive_the_incoming_one(
+def test_outgoing_timeout_is_capped_by_the_incoming_deadline(mint_token: MintToken) -> None:
+    details = _ClientCallDetails("/x.Y/Z", 30.0, [], None, None, None)
+    reset = _inside_call(mint_token("alice"), remaining=0.25)
+    try:
+        capped = propagated_details(details)
+        unbounded = propagated_details(details._replace(timeout=None))
+    finally:
+        _current.reset(reset)
+    assert capped.timeout == pytest.approx(0.25)
+    assert unbounded.timeout == pytest.approx(0.25)
+
+
+def test_no_call_is_made_once_the_incoming_deadline_has_passed(
     downstream: str, mint_token: MintToken
 ) -> None:
-    reset = _inside_call(mint_token("alice"), remaining=0.000001)
+    reset = _inside_call(mint_token("alice"), remaining=0.0)
     try:
         stub = concepts_pb2_grpc.ConceptsServiceStub(service_channel(downstream))
-        with pytest.raises(grpc.RpcError) as caught:
+        with pytest.raises(DeadlineExceeded, match="passed before calling"):
             stub.ListTopics(concepts_pb2.ListTopicsRequest(), timeout=30)
     finally:
         _current.reset(reset)
-    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
 
 
 def test_outside_a_call_nothing_is_forwarded(downstream: str) -> None:

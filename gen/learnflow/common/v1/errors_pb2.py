@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n learnflow/common/v1/errors.proto\x12\x13learnflow.common.v1*\xa3\x02\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x12\n\x0eINVALID_FIELDS\x10\x01\x12\x11\n\rTOKEN_MISSING\x10\x02\x12\x11\n\rTOKEN_INVALID\x10\x03\x12\x11\n\rACCESS_DENIED\x10\x04\x12\x16\n\x12RESOURCE_NOT_FOUND\x10\x05\x12\x1b\n\x17RESOURCE_ALREADY_EXISTS\x10\x06\x12\x17\n\x13\x46\x41ILED_PRECONDITION\x10\x07\x12\x16\n\x12RESOURCE_EXHAUSTED\x10\x08\x12\x1a\n\x16\x44\x45PENDENCY_UNAVAILABLE\x10\t\x12\x13\n\x0fNOT_IMPLEMENTED\x10\n\x12\x12\n\x0eINTERNAL_ERROR\x10\x0b\x42\x02P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n learnflow/common/v1/errors.proto\x12\x13learnflow.common.v1*\xba\x02\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x12\n\x0eINVALID_FIELDS\x10\x01\x12\x11\n\rTOKEN_MISSING\x10\x02\x12\x11\n\rTOKEN_INVALID\x10\x03\x12\x11\n\rACCESS_DENIED\x10\x04\x12\x16\n\x12RESOURCE_NOT_FOUND\x10\x05\x12\x1b\n\x17RESOURCE_ALREADY_EXISTS\x10\x06\x12\x17\n\x13\x46\x41ILED_PRECONDITION\x10\x07\x12\x16\n\x12RESOURCE_EXHAUSTED\x10\x08\x12\x1a\n\x16\x44\x45PENDENCY_UNAVAILABLE\x10\t\x12\x13\n\x0fNOT_IMPLEMENTED\x10\n\x12\x12\n\x0eINTERNAL_ERROR\x10\x0b\x12\x15\n\x11\x44\x45\x41\x44LINE_EXCEEDED\x10\x0c\x42\x02P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,5 +33,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'P\001'
   _globals['_ERRORREASON']._serialized_start=58
-  _globals['_ERRORREASON']._serialized_end=349
+  _globals['_ERRORREASON']._serialized_end=372
 # @@protoc_insertion_point(module_scope)

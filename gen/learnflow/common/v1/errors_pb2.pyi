@@ -46,6 +46,8 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """The RPC is part of the contract but not implemented by this server yet."""
     INTERNAL_ERROR: _ErrorReason.ValueType  # 11
     """An unexpected internal error; the request id in the logs tells which."""
+    DEADLINE_EXCEEDED: _ErrorReason.ValueType  # 12
+    """The caller's deadline passed before the work (or a call it needed) could finish."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """The machine-readable `reason` of the `google.rpc.ErrorInfo` attached to every
@@ -77,4 +79,6 @@ NOT_IMPLEMENTED: ErrorReason.ValueType  # 10
 """The RPC is part of the contract but not implemented by this server yet."""
 INTERNAL_ERROR: ErrorReason.ValueType  # 11
 """An unexpected internal error; the request id in the logs tells which."""
+DEADLINE_EXCEEDED: ErrorReason.ValueType  # 12
+"""The caller's deadline passed before the work (or a call it needed) could finish."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
