@@ -26,6 +26,13 @@ from typing import Protocol, cast
 
 from google.protobuf.message import DecodeError, Message
 from learnflow.events.v1 import events_pb2
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_when_event_set,
+    wait_exponential,
+)
 
 from services.kit.interceptors import maybe_current_call
 
@@ -287,29 +294,43 @@ class ConsumerLoop:
         self.stats.processed += len(records)
 
     def _with_retry(self, work: Callable[[], None]) -> bool:
-        """True when `work` succeeded; retries transient errors until it does or we stop."""
-        delay = 0.05
-        while True:
-            try:
-                work()
-                return True
-            except PoisonEventError as exc:
-                self._last_error = exc
-                return False
-            except self._transient as exc:
-                self.stats.retries += 1
-                self.stats.errors[type(exc).__name__] += 1
-                log.warning(
-                    "transient failure, retrying",
-                    extra={"group": self._group_id, "error": repr(exc), "delay_s": delay},
-                )
-                if self._stop.wait(delay):
-                    raise
-                delay = min(delay * 2, self._max_backoff)
-            except Exception as exc:
-                self._last_error = exc
-                self.stats.errors[type(exc).__name__] += 1
-                return False
+        """True when `work` succeeded. Transient errors are retried with exponential
+        backoff (capped at max_backoff) for as long as it takes, until the loop stops;
+        then the last one is raised and nothing is committed."""
+        retrying = Retrying(
+            retry=retry_if_exception_type(self._transient),
+            wait=wait_exponential(multiplier=0.05, max=self._max_backoff),
+            stop=stop_when_event_set(self._stop),
+            sleep=self._sleep_unless_stopped,
+            before_sleep=self._on_retry,
+            reraise=True,
+        )
+        try:
+            retrying(work)
+            return True
+        except self._transient:
+            raise
+        except Exception as exc:  # poison, or an error that retrying cannot fix
+            self._last_error = exc
+            self.stats.errors[type(exc).__name__] += 1
+            return False
+
+    def _sleep_unless_stopped(self, seconds: float) -> None:
+        self._stop.wait(seconds)  # a stop request ends the backoff at once
+
+    def _on_retry(self, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        self.stats.retries += 1
+        self.stats.errors[type(error).__name__] += 1
+        log.warning(
+            "transient failure, retrying",
+            extra={
+                "group": self._group_id,
+                "error": repr(error),
+                "attempt": state.attempt_number,
+                "delay_s": round(state.upcoming_sleep, 3),
+            },
+        )
 
     def _dead_letter(self, record: Record, error: BaseException) -> None:
         headers = dict(record.headers)
