@@ -7,6 +7,7 @@ REDIS_URL -> in-process cache, no OPENAI_API_KEY -> offline agent engines.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -73,8 +74,6 @@ class Settings(BaseSettings):
 
     def address_of(self, service: str) -> str:
         """Where to reach another LearnFlow service: <SERVICE>_ADDR or localhost:<port>."""
-        import os
-
         for spec in SERVICES:
             if spec.name == service:
                 return os.environ.get(spec.address_env, f"localhost:{spec.port}")

@@ -8,7 +8,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from services.kit.errors import FieldViolation, InvalidArgument
+from services.kit.errors import Validator
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,9 +26,8 @@ def parse_page(
 ) -> Page:
     """Validate a request's page fields. `query` identifies the filters: a token made for
     one query is rejected for another (AIP-158: other fields must match)."""
-    violations = []
-    if page_size < 0:
-        violations.append(FieldViolation("page_size", "must not be negative"))
+    checks = Validator()
+    checks.check(page_size >= 0, "page_size", "must not be negative")
     offset = 0
     if page_token:
         try:
@@ -37,13 +36,8 @@ def parse_page(
             if offset < 0 or decoded["q"] != _fingerprint(query):
                 raise ValueError
         except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
-            violations.append(
-                FieldViolation(
-                    "page_token", "is not a token from a previous response to this query"
-                )
-            )
-    if violations:
-        raise InvalidArgument(violations)
+            checks.add("page_token", "is not a token from a previous response to this query")
+    checks.raise_if_invalid()
     size = default if page_size == 0 else min(page_size, maximum)
     return Page(offset=offset, size=size)
 
