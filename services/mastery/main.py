@@ -1,10 +1,5 @@
-"""Wires the mastery service into a kit server.
-
-Its RPCs are not implemented yet: the generated base servicer raises
-NotImplementedError, which the kit answers as UNIMPLEMENTED naming the method. Its
-dependencies are real already: the `mastery` schema is migrated at start and health
-follows Postgres, the bus and the cache.
-"""
+"""Wires the mastery engine: store, cache, outbox publisher, the progress.events
+consumer, recalculations, and the two servicers."""
 
 from __future__ import annotations
 
@@ -15,25 +10,38 @@ from google.longrunning import operations_pb2_grpc
 from learnflow.mastery.v1 import mastery_pb2_grpc
 
 from services.kit.runtime import Runtime
-from services.kit.server import ServiceParts, not_implemented_yet
-
-
-def _register(server: grpc.Server) -> None:
-    mastery_pb2_grpc.add_MasteryServiceServicer_to_server(
-        not_implemented_yet(mastery_pb2_grpc.MasteryServiceServicer), server
-    )
-    operations_pb2_grpc.add_OperationsServicer_to_server(
-        not_implemented_yet(operations_pb2_grpc.OperationsServicer), server
-    )
-
+from services.kit.server import ServiceParts
+from services.mastery.consumer import progress_consumer
+from services.mastery.engine import MasteryEngine
+from services.mastery.publisher import OutboxSender, encode_changes
+from services.mastery.recalculation import Recalculations
+from services.mastery.servicer import MasteryServicer, OperationsServicer
+from services.mastery.store import MasteryStore
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def build(runtime: Runtime) -> ServiceParts:
-    db = runtime.database("mastery", MIGRATIONS)
+    db = runtime.database("mastery", MIGRATIONS, max_size=16)
     bus, cache = runtime.bus, runtime.cache
+    engine = MasteryEngine(MasteryStore(db), cache, encode_changes, OutboxSender(bus))
+    recalculations = Recalculations(engine)
+    consumer = progress_consumer(bus, engine)
+
+    def register(server: grpc.Server) -> None:
+        # RPCs not implemented here fall through to the generated base (UNIMPLEMENTED);
+        # its type stubs call them abstract.
+        servicer = MasteryServicer(engine, cache, recalculations)  # type: ignore[abstract]
+        mastery_pb2_grpc.add_MasteryServiceServicer_to_server(servicer, server)
+        operations_pb2_grpc.add_OperationsServicer_to_server(OperationsServicer(engine), server)
+
+    def start() -> None:
+        engine.drain_outbox()  # announcements committed before a crash
+        consumer.start()
+
     return ServiceParts(
-        register=_register,
+        register=register,
         checks={"postgres": db.check, "bus": bus.check, "cache": cache.check},
+        start_background=[start],
+        on_stop=[consumer.stop, lambda: recalculations.wait(5.0)],
     )

@@ -1,0 +1,30 @@
+"""AIP-122 resource names: parse `students/alice/mastery` against `students/*/mastery`."""
+
+from __future__ import annotations
+
+from services.kit.errors import FieldViolation, InvalidArgument
+
+MAX_ID_LENGTH = 256
+
+
+def parse_name(value: str, pattern: str, field: str) -> list[str]:
+    """The `*` segments of `value` matched against `pattern`, or INVALID_ARGUMENT naming
+    `field`. An id is any non-empty text without '/' (user ids come from an identity
+    provider and may hold '@' or '|'), at most 256 characters."""
+    parts, template = value.split("/"), pattern.split("/")
+    ids: list[str] = []
+    ok = len(parts) == len(template)
+    if ok:
+        for part, expected in zip(parts, template, strict=True):
+            if expected == "*":
+                if not part or len(part) > MAX_ID_LENGTH:
+                    ok = False
+                    break
+                ids.append(part)
+            elif part != expected:
+                ok = False
+                break
+    if not ok:
+        shown = value if len(value) <= 80 else value[:77] + "..."
+        raise InvalidArgument([FieldViolation(field, f"must look like {pattern!r}, got {shown!r}")])
+    return ids

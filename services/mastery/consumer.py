@@ -1,0 +1,74 @@
+"""progress.events in: CloudEvents with protobuf payloads, turned into domain events."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC
+
+import psycopg
+from learnflow.events.v1 import events_pb2
+
+from services.kit.bus import PROGRESS_EVENTS, Bus, ConsumerLoop, Envelope, PoisonEventError
+from services.mastery.domain.events import InvalidEventError, ProgressEvent, validate
+from services.mastery.domain.model import Component
+from services.mastery.engine import MasteryEngine
+
+GROUP_ID = "mastery-engine"
+
+
+def to_domain(envelope: Envelope) -> ProgressEvent:
+    """The domain event for a decoded CloudEvent; raises PoisonEventError when it can never apply."""
+    message = envelope.message
+    record = envelope.record
+    if isinstance(message, events_pb2.ExerciseGraded):
+        component, subject, value = Component.COMPLETION, message.exercise_id, message.score
+    elif isinstance(message, events_pb2.QuizGraded):
+        component, subject, value = Component.QUIZ, message.quiz, message.score
+    elif isinstance(message, events_pb2.CodeReviewed):
+        if not 0 <= message.quality_score <= 100:
+            raise PoisonEventError(f"quality_score {message.quality_score} is outside 0..100")
+        component, subject, value = (
+            Component.QUALITY,
+            message.code_review,
+            message.quality_score / 100,
+        )
+    elif isinstance(message, events_pb2.HintRevealed):
+        component, subject, value = None, message.diagnosis, 0.0
+    else:
+        raise PoisonEventError(f"{record.event_type} does not belong on {PROGRESS_EVENTS}")
+    student = message.student
+    if not message.HasField("occur_time"):
+        raise PoisonEventError(f"{record.event_type} {record.event_id}: no occur_time")
+    try:
+        return validate(
+            ProgressEvent(
+                source=record.source,
+                event_id=record.event_id,
+                event_type=record.event_type,
+                student_id=student.student_id,
+                cohort=student.cohort,
+                time_zone=student.time_zone,
+                topic=int(message.topic),
+                component=component,
+                subject=subject,
+                value=value,
+                occur_time=message.occur_time.ToDatetime(tzinfo=UTC),
+            )
+        )
+    except InvalidEventError as exc:
+        raise PoisonEventError(str(exc)) from None
+
+
+def progress_consumer(bus: Bus, engine: MasteryEngine, *, batch_size: int = 1000) -> ConsumerLoop:
+    def handle(batch: Sequence[Envelope]) -> None:
+        engine.ingest([to_domain(envelope) for envelope in batch])
+
+    return ConsumerLoop(
+        bus,
+        group_id=GROUP_ID,
+        topics=[PROGRESS_EVENTS],
+        handler=handle,
+        # The database or broker being briefly away is retried; nothing is committed meanwhile.
+        transient=(psycopg.OperationalError, TimeoutError),
+        batch_size=batch_size,
+    )

@@ -1,0 +1,241 @@
+"""The mastery model: components, the weighted score, bands and streaks.
+
+Pure, typed Python: no transport, no storage. Everything here is a function of the
+evidence aggregates, and every aggregate is order-independent (a best score, sums and
+counts, a set of active days), so events applied in any order give the same mastery.
+
+Definitions (per student, per topic, and overall across topics):
+- completion: the mean, over the exercises attempted, of the best score per exercise
+  (a score is the share of tests passed, in [0, 1]); retrying an exercise can only
+  raise its best score.
+- quiz: the mean of all quiz scores (each in [0, 1]).
+- quality: the mean code-review quality score / 100.
+- consistency: days with any activity in the last 30 days (today included, counted in
+  the student's time zone) / 30.
+- mastery = 0.4 * completion + 0.3 * quiz + 0.2 * quality + 0.1 * consistency.
+- No evidence for a component: it counts as 0 (and its evidence count is 0). No
+  evidence at all: score 0 and no band (MASTERY_BAND_UNSPECIFIED).
+- Band, from percent = score * 100 rounded half up to an integer: red 0-40,
+  yellow 41-70, green 71-90, blue 91-100. So 0.405 is 41 % (yellow), 0.7049 is 70 %.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from enum import IntEnum
+
+CONSISTENCY_WINDOW_DAYS = 30
+
+
+class Component(IntEnum):
+    """Values match learnflow.mastery.v1.Component."""
+
+    COMPLETION = 1
+    QUIZ = 2
+    QUALITY = 3
+
+
+class Band(IntEnum):
+    """Values match learnflow.common.v1.MasteryBand."""
+
+    NONE = 0
+    RED = 1
+    YELLOW = 2
+    GREEN = 3
+    BLUE = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Components:
+    completion: float = 0.0
+    quiz: float = 0.0
+    quality: float = 0.0
+    consistency: float = 0.0
+
+
+WEIGHTS = Components(completion=0.4, quiz=0.3, quality=0.2, consistency=0.1)
+
+
+def weighted_score(c: Components) -> float:
+    score = (
+        WEIGHTS.completion * c.completion
+        + WEIGHTS.quiz * c.quiz
+        + WEIGHTS.quality * c.quality
+        + WEIGHTS.consistency * c.consistency
+    )
+    return min(1.0, max(0.0, score))
+
+
+def percent(score: float) -> int:
+    """score * 100 rounded half up; float noise below 1e-9 is ignored (0.405 -> 41)."""
+    return math.floor(round(score * 100, 9) + 0.5)
+
+
+def band_of(score: float) -> Band:
+    p = percent(score)
+    if p <= 40:
+        return Band.RED
+    if p <= 70:
+        return Band.YELLOW
+    if p <= 90:
+        return Band.GREEN
+    return Band.BLUE
+
+
+@dataclass(frozen=True, slots=True)
+class Aggregates:
+    """Order-independent evidence aggregates for one student and one topic (or overall)."""
+
+    exercise_best_sum: float = 0.0
+    exercise_count: int = 0
+    quiz_sum: float = 0.0
+    quiz_count: int = 0
+    quality_sum: float = 0.0  # quality scores already divided by 100
+    quality_count: int = 0
+    active_days_last_30: int = 0
+
+    @property
+    def has_evidence(self) -> bool:
+        return bool(self.exercise_count or self.quiz_count or self.quality_count)
+
+    def components(self) -> Components:
+        return Components(
+            completion=self.exercise_best_sum / self.exercise_count if self.exercise_count else 0.0,
+            quiz=self.quiz_sum / self.quiz_count if self.quiz_count else 0.0,
+            quality=self.quality_sum / self.quality_count if self.quality_count else 0.0,
+            consistency=min(1.0, self.active_days_last_30 / CONSISTENCY_WINDOW_DAYS),
+        )
+
+    def __add__(self, other: Aggregates) -> Aggregates:
+        """Combine topics into overall (active days are not additive: set them after)."""
+        return Aggregates(
+            exercise_best_sum=self.exercise_best_sum + other.exercise_best_sum,
+            exercise_count=self.exercise_count + other.exercise_count,
+            quiz_sum=self.quiz_sum + other.quiz_sum,
+            quiz_count=self.quiz_count + other.quiz_count,
+            quality_sum=self.quality_sum + other.quality_sum,
+            quality_count=self.quality_count + other.quality_count,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Mastery:
+    """The mastery of one topic, or overall (topic 0)."""
+
+    topic: int
+    score: float
+    band: Band
+    components: Components
+
+    @staticmethod
+    def of(topic: int, aggregates: Aggregates) -> Mastery:
+        components = aggregates.components()
+        if not aggregates.has_evidence and aggregates.active_days_last_30 == 0:
+            return Mastery(topic, 0.0, Band.NONE, components)
+        score = weighted_score(components)
+        return Mastery(topic, score, band_of(score), components)
+
+
+OVERALL = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StudentMastery:
+    overall: Mastery
+    topics: Mapping[int, Mastery]
+
+
+def student_mastery(
+    per_topic: Mapping[int, Aggregates], overall_active_days_last_30: int
+) -> StudentMastery:
+    """Per-topic mastery and overall. Overall pools the evidence of every topic (a mean
+    over all exercises, all quizzes, all reviews), not a mean of topic scores, so a
+    topic with one exercise weighs as much as one exercise."""
+    total = Aggregates()
+    for aggregates in per_topic.values():
+        total = total + aggregates
+    total = Aggregates(
+        exercise_best_sum=total.exercise_best_sum,
+        exercise_count=total.exercise_count,
+        quiz_sum=total.quiz_sum,
+        quiz_count=total.quiz_count,
+        quality_sum=total.quality_sum,
+        quality_count=total.quality_count,
+        active_days_last_30=overall_active_days_last_30,
+    )
+    topics = {
+        topic: Mastery.of(topic, aggregates)
+        for topic, aggregates in per_topic.items()
+        if aggregates.has_evidence or aggregates.active_days_last_30
+    }
+    return StudentMastery(overall=Mastery.of(OVERALL, total), topics=topics)
+
+
+def changed(before: Mastery | None, after: Mastery, tolerance: float = 1e-9) -> bool:
+    if before is None:
+        return after.band is not Band.NONE or after.score > 0
+    return abs(before.score - after.score) > tolerance or before.band is not after.band
+
+
+# -- streaks and activity -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Streak:
+    current_days: int = 0
+    longest_days: int = 0
+    last_active: date | None = None
+
+
+def streak(active_days: Iterable[date], today: date) -> Streak:
+    """Consecutive active days. The current streak ends today or yesterday (a student
+    who has not practised yet today keeps yesterday's streak); otherwise it is 0."""
+    days = sorted(set(active_days))
+    if not days:
+        return Streak()
+    longest = run = 1
+    for previous, day in itertools.pairwise(days):
+        run = run + 1 if day - previous == timedelta(days=1) else 1
+        longest = max(longest, run)
+    last = days[-1]
+    current = 0
+    if today - last <= timedelta(days=1):
+        current = 1
+        index = len(days) - 1
+        while index > 0 and days[index] - days[index - 1] == timedelta(days=1):
+            current += 1
+            index -= 1
+    return Streak(current_days=current, longest_days=longest, last_active=last)
+
+
+def window_start(today: date) -> date:
+    """First day counted by consistency: 30 days ending today."""
+    return today - timedelta(days=CONSISTENCY_WINDOW_DAYS - 1)
+
+
+@dataclass
+class ExerciseAttempt:
+    """The best score of one exercise, merged across attempts."""
+
+    exercise_id: str
+    topic: int
+    best: float
+    attempts: int = 1
+
+    def merge(self, score: float) -> None:
+        self.best = max(self.best, score)
+        self.attempts += 1
+
+
+@dataclass
+class BatchAggregates:
+    """What one batch of new events adds, pre-merged so each key is written once."""
+
+    exercises: dict[tuple[str, str], ExerciseAttempt] = field(default_factory=dict)
+    # (student, topic) -> [quiz_sum, quiz_count, quality_sum, quality_count]
+    totals: dict[tuple[str, int], list[float]] = field(default_factory=dict)
+    active_days: set[tuple[str, int, date]] = field(default_factory=set)

@@ -1,0 +1,122 @@
+"""The mastery engine's use cases, free of transport: ingest a batch of progress
+events, read a student's mastery, list a cohort, query history. The consumer, the
+servicer and batch jobs all go through here."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, date, datetime
+
+from services.kit.auth import Principal, Role
+from services.kit.cache import Cache
+from services.kit.errors import NotFound, PermissionDenied
+from services.mastery.domain.events import ProgressEvent
+from services.mastery.domain.history import Granularity, HistoryPoint, Summary, aggregate, summarise
+from services.mastery.store import (
+    Change,
+    CohortRow,
+    MasteryStore,
+    MasteryView,
+    OutboxMessage,
+    Student,
+)
+
+log = logging.getLogger("learnflow.mastery")
+
+MASTERY_CACHE_TTL_SECONDS = 3600.0
+
+Clock = Callable[[], datetime]
+Encoder = Callable[[Sequence[Change]], Iterable[OutboxMessage]]
+Sender = Callable[[Sequence[OutboxMessage]], None]
+
+
+def mastery_cache_key(student_id: str) -> str:
+    return f"mastery:v1:{student_id}"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class MasteryEngine:
+    def __init__(
+        self,
+        store: MasteryStore,
+        cache: Cache,
+        encode: Encoder,
+        send: Sender,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.store = store
+        self.cache = cache
+        self._encode = encode
+        self._send = send
+        self._clock = clock
+
+    # -- writes ---------------------------------------------------------------------
+
+    def ingest(self, events: Sequence[ProgressEvent]) -> list[Change]:
+        """Apply a batch (one transaction), then forget cached mastery and announce changes.
+
+        Duplicates change nothing. If the process dies after the commit, the outbox still
+        holds the announcements and the next drain sends them."""
+        changes = self.store.apply_batch(events, self._clock(), self._encode)
+        self.forget({e.student_id for e in events})
+        self.drain_outbox()
+        return changes
+
+    def forget(self, student_ids: Iterable[str]) -> None:
+        keys = [mastery_cache_key(s) for s in student_ids]
+        try:
+            self.cache.delete(*keys)
+        except Exception:
+            log.warning("cache invalidation failed", exc_info=True)
+
+    def drain_outbox(self) -> int:
+        sent = 0
+        while True:
+            count = self.store.drain_outbox(self._send)
+            sent += count
+            if count == 0:
+                return sent
+
+    # -- reads ------------------------------------------------------------------------
+
+    def authorised_student(self, principal: Principal, student_id: str) -> Student:
+        """The student, if the caller may see them (students: self; teachers: their
+        cohorts; admins: all). Students are refused before any lookup, so they cannot
+        probe which ids exist."""
+        if principal.role is Role.STUDENT and principal.subject != student_id:
+            raise PermissionDenied(
+                f"student {principal.subject!r} may not access student {student_id!r}",
+                metadata={"student": student_id},
+            )
+        student = self.store.student(student_id)
+        if student is None:
+            raise NotFound(
+                f"students/{student_id} has no mastery yet", metadata={"student": student_id}
+            )
+        principal.require_student(student_id, student.cohort or None)
+        return student
+
+    def mastery(self, student: Student) -> MasteryView:
+        return self.store.mastery_view(student, self._clock())
+
+    def cohort(
+        self, principal: Principal, cohort: str, order_by: str, band: int, offset: int, limit: int
+    ) -> tuple[list[CohortRow], int]:
+        principal.require_cohort(cohort)
+        return self.store.cohort_page(cohort, order_by, band, offset, limit)
+
+    def history(
+        self,
+        student: Student,
+        topic: int,
+        start: date,
+        end: date,
+        granularity: Granularity,
+    ) -> tuple[list[HistoryPoint], Summary]:
+        snapshots, before = self.store.daily_history(student.student_id, topic, start, end)
+        points = aggregate(snapshots, start, end, granularity, before)
+        return points, summarise(points)

@@ -1,0 +1,63 @@
+"""mastery.updated: what a change looks like on the wire, and how the outbox is sent."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from learnflow.events.v1 import events_pb2
+
+from services.kit.bus import MASTERY_UPDATED, Bus, Publisher
+from services.mastery.store import Change, OutboxMessage
+
+SOURCE = "//learnflow.dev/mastery"
+
+
+def encode_changes(changes: Sequence[Change]) -> list[OutboxMessage]:
+    messages = []
+    now = Timestamp()
+    now.GetCurrentTime()
+    for change in changes:
+        before = change.before.get(0)
+        after = change.after.overall
+        event = events_pb2.MasteryUpdated(
+            student=events_pb2.StudentRef(
+                student_id=change.student, cohort=change.cohort, time_zone=change.time_zone
+            ),
+            previous_score=before.score if before else 0.0,
+            score=after.score,
+            previous_band=int(before.band) if before else 0,  # type: ignore[arg-type]
+            band=int(after.band),  # type: ignore[arg-type]
+            topics=[
+                events_pb2.MasteryUpdated.TopicChange(
+                    topic=m.topic,  # type: ignore[arg-type]
+                    previous_score=change.before[m.topic].score
+                    if m.topic in change.before
+                    else 0.0,
+                    score=m.score,
+                    band=int(m.band),  # type: ignore[arg-type]
+                )
+                for m in change.changed_topics()
+            ],
+            cause_event_id=change.cause_event_id,
+            update_time=now,
+        )
+        messages.append(OutboxMessage(MASTERY_UPDATED, change.student, event.SerializeToString()))
+    return messages
+
+
+class OutboxSender:
+    """Publishes outbox rows; returns only once the broker acknowledged them."""
+
+    def __init__(self, bus: Bus) -> None:
+        self._bus = bus
+        self._publisher = Publisher(bus, SOURCE)
+
+    def __call__(self, messages: Sequence[OutboxMessage]) -> None:
+        for message in messages:
+            event = events_pb2.MasteryUpdated.FromString(message.payload)
+            # A stable id: a resend after a crash is recognisably the same event.
+            self._publisher.publish(
+                message.topic, event, key=message.key, event_id=f"mastery-outbox-{message.id}"
+            )
+        self._bus.flush()

@@ -1,0 +1,93 @@
+"""Batch recalculation as a long-running operation (AIP-151), in a background thread.
+
+Students are processed in chunks, each in its own transaction (rebuilt from their
+evidence); progress goes to the operation's metadata after every chunk, and a
+cancellation request is honoured between chunks.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from datetime import UTC, datetime
+
+from google.protobuf import any_pb2
+from learnflow.mastery.v1 import mastery_pb2
+
+from services.mastery.convert import timestamp
+from services.mastery.engine import MasteryEngine
+from services.mastery.publisher import encode_changes
+
+log = logging.getLogger("learnflow.mastery.recalculation")
+
+CHUNK = 1000
+
+
+def _pack(
+    message: mastery_pb2.RecalculateMasteryMetadata | mastery_pb2.RecalculateMasteryResponse,
+) -> bytes:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed.SerializeToString()
+
+
+class Recalculations:
+    def __init__(self, engine: MasteryEngine) -> None:
+        self._engine = engine
+        self._threads: list[threading.Thread] = []
+
+    def start(self, cohort: str | None, created_by: str) -> str:
+        name = f"operations/recalculate-{uuid.uuid4().hex}"
+        started = datetime.now(UTC)
+        ids = self._engine.store.student_ids(cohort)
+        metadata = mastery_pb2.RecalculateMasteryMetadata(
+            total_students=len(ids), start_time=timestamp(started), update_time=timestamp(started)
+        )
+        self._engine.store.create_operation(name, created_by, _pack(metadata))
+        thread = threading.Thread(
+            target=self._run, args=(name, ids, metadata), name=f"recalc-{name[-8:]}", daemon=True
+        )
+        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+        thread.start()
+        return name
+
+    def _run(
+        self, name: str, ids: list[str], metadata: mastery_pb2.RecalculateMasteryMetadata
+    ) -> None:
+        store = self._engine.store
+        changed = 0
+        try:
+            for offset in range(0, len(ids), CHUNK):
+                chunk = ids[offset : offset + CHUNK]
+                changed += store.recalculate(chunk, datetime.now(UTC), encode_changes)
+                self._engine.forget(chunk)
+                self._engine.drain_outbox()
+                metadata.processed_students = offset + len(chunk)
+                metadata.update_time.CopyFrom(timestamp(datetime.now(UTC)))
+                if store.update_operation(name, metadata=_pack(metadata)):
+                    metadata.cancel_requested = True
+                    store.update_operation(
+                        name, metadata=_pack(metadata), done=True, error=(1, "cancelled")
+                    )
+                    log.info("recalculation cancelled", extra={"operation": name})
+                    return
+            response = mastery_pb2.RecalculateMasteryResponse(
+                processed_students=len(ids),
+                changed_students=changed,
+                end_time=timestamp(datetime.now(UTC)),
+            )
+            store.update_operation(
+                name, metadata=_pack(metadata), done=True, response=_pack(response)
+            )
+            log.info(
+                "recalculation done",
+                extra={"operation": name, "students": len(ids), "changed": changed},
+            )
+        except Exception as exc:  # noqa: BLE001 - the operation records the failure
+            log.exception("recalculation failed", extra={"operation": name})
+            store.update_operation(name, metadata=_pack(metadata), done=True, error=(13, str(exc)))
+
+    def wait(self, timeout: float) -> None:
+        for thread in self._threads:
+            thread.join(timeout)

@@ -1,0 +1,228 @@
+"""MasteryService and google.longrunning.Operations: decode, call the engine, encode.
+
+GetMastery answers from the read cache (Redis, 1 h, dropped on every update) when it
+can; the cached message carries the student's cohort, so authorisation still holds.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import date
+
+import grpc
+from google.longrunning import operations_pb2, operations_pb2_grpc
+from google.protobuf import any_pb2, empty_pb2
+from google.rpc import status_pb2
+from google.type import date_pb2
+from learnflow.mastery.v1 import mastery_pb2, mastery_pb2_grpc
+
+from services.kit.auth import Principal, Role
+from services.kit.cache import Cache
+from services.kit.errors import NotFound, PermissionDenied, Validator
+from services.kit.interceptors import current_principal
+from services.kit.names import parse_name
+from services.kit.pagination import next_page_token, parse_page
+from services.mastery import convert
+from services.mastery.domain.events import MAX_TOPIC
+from services.mastery.domain.history import MAX_RANGE_DAYS, Granularity
+from services.mastery.engine import MASTERY_CACHE_TTL_SECONDS, MasteryEngine, mastery_cache_key
+from services.mastery.recalculation import Recalculations
+from services.mastery.store import ORDERINGS
+
+MAX_BAND = 4
+
+
+def _date(value: date_pb2.Date, field: str, checks: Validator) -> date | None:
+    try:
+        return date(value.year, value.month, value.day)
+    except ValueError:
+        checks.add(field, "must be a valid calendar date")
+        return None
+
+
+class MasteryServicer(mastery_pb2_grpc.MasteryServiceServicer):
+    def __init__(self, engine: MasteryEngine, cache: Cache, recalculations: Recalculations) -> None:
+        self._engine = engine
+        self._cache = cache
+        self._recalculations = recalculations
+
+    def GetMastery(
+        self, request: mastery_pb2.GetMasteryRequest, context: grpc.ServicerContext
+    ) -> mastery_pb2.Mastery:
+        (student_id,) = parse_name(request.name, "students/*/mastery", "name")
+        principal = current_principal()
+        cached = self._cached(student_id)
+        if cached is not None and self._may_read(principal, student_id, cached.cohort):
+            return cached
+        student = self._engine.authorised_student(principal, student_id)
+        message = convert.mastery(self._engine.mastery(student))
+        try:
+            self._cache.set(
+                mastery_cache_key(student_id),
+                message.SerializeToString(),
+                MASTERY_CACHE_TTL_SECONDS,
+            )
+        except Exception:  # noqa: BLE001, S110 - a cache outage only costs speed
+            pass
+        return message
+
+    def _cached(self, student_id: str) -> mastery_pb2.Mastery | None:
+        try:
+            raw = self._cache.get(mastery_cache_key(student_id))
+        except Exception:  # noqa: BLE001 - a cache outage only costs speed
+            return None
+        return mastery_pb2.Mastery.FromString(raw) if raw is not None else None
+
+    @staticmethod
+    def _may_read(principal: Principal, student_id: str, cohort_name: str) -> bool:
+        cohort = cohort_name.removeprefix("cohorts/") or None
+        return principal.can_access_student(student_id, cohort)
+
+    def ListCohortMasteries(
+        self, request: mastery_pb2.ListCohortMasteriesRequest, context: grpc.ServicerContext
+    ) -> mastery_pb2.ListCohortMasteriesResponse:
+        checks = Validator()
+        cohort = ""
+        try:
+            (cohort,) = parse_name(request.cohort, "cohorts/*", "cohort")
+        except Exception:  # noqa: BLE001 - reported with the other fields below
+            checks.add("cohort", "must look like 'cohorts/*'")
+        order_by = " ".join(request.order_by.lower().split()) or "name"
+        order_by = order_by.replace(" asc", "")
+        checks.check(
+            order_by in ORDERINGS, "order_by", f"must be one of {', '.join(sorted(ORDERINGS))}"
+        )
+        checks.check(0 <= request.band <= MAX_BAND, "band", "is not a mastery band")
+        checks.check(request.page_size >= 0, "page_size", "must not be negative")
+        checks.raise_if_invalid()
+        query = f"{cohort}|{order_by}|{request.band}"
+        page = parse_page(
+            request.page_size, request.page_token, default=50, maximum=500, query=query
+        )
+        rows, total = self._engine.cohort(
+            current_principal(), cohort, order_by, request.band, page.offset, page.size
+        )
+        return mastery_pb2.ListCohortMasteriesResponse(
+            masteries=[convert.cohort_row(r) for r in rows],
+            next_page_token=next_page_token(page, total, query),
+            total_size=total,
+        )
+
+    def QueryMasteryHistory(
+        self, request: mastery_pb2.QueryMasteryHistoryRequest, context: grpc.ServicerContext
+    ) -> mastery_pb2.QueryMasteryHistoryResponse:
+        checks = Validator()
+        student_id = ""
+        try:
+            (student_id,) = parse_name(request.name, "students/*/mastery", "name")
+        except Exception:  # noqa: BLE001 - reported with the other fields below
+            checks.add("name", "must look like 'students/*/mastery'")
+        start = _date(request.start_date, "start_date", checks)
+        end = _date(request.end_date, "end_date", checks)
+        if start and end:
+            checks.check(end >= start, "end_date", "must not be before start_date")
+            checks.check(
+                (end - start).days < MAX_RANGE_DAYS,
+                "end_date",
+                f"the range may span at most {MAX_RANGE_DAYS} days",
+            )
+        checks.check(
+            request.granularity in (1, 2, 3), "granularity", "must be DAILY, WEEKLY or MONTHLY"
+        )
+        checks.check(0 <= request.topic <= MAX_TOPIC, "topic", "is not a curriculum topic")
+        checks.raise_if_invalid()
+        assert start is not None and end is not None
+        student = self._engine.authorised_student(current_principal(), student_id)
+        points, summary = self._engine.history(
+            student, int(request.topic), start, end, Granularity(request.granularity)
+        )
+        return convert.history(points, summary)
+
+    def RecalculateMastery(
+        self, request: mastery_pb2.RecalculateMasteryRequest, context: grpc.ServicerContext
+    ) -> operations_pb2.Operation:
+        principal = current_principal()
+        scope = request.WhichOneof("scope")
+        checks = Validator()
+        checks.check(scope is not None, "scope", "set exactly one of cohort or all_students")
+        if scope == "all_students":
+            checks.check(request.all_students, "all_students", "must be true when set")
+        checks.raise_if_invalid()
+        cohort: str | None = None
+        if scope == "cohort":
+            (cohort,) = parse_name(request.cohort, "cohorts/*", "cohort")
+            principal.require_cohort(cohort)
+        else:
+            principal.require_role(Role.ADMIN)
+        name = self._recalculations.start(cohort, principal.subject)
+        return _operation(self._engine, name, principal)
+
+
+def _operation(engine: MasteryEngine, name: str, principal: Principal) -> operations_pb2.Operation:
+    row = engine.store.operation(name)
+    if row is None:
+        raise NotFound(f"{name} does not exist", metadata={"name": name})
+    _, created_by, done, _cancel, metadata, response, error_code, error_message = row
+    if principal.role is not Role.ADMIN and created_by != principal.subject:
+        raise PermissionDenied(f"{name} belongs to another user")
+    operation = operations_pb2.Operation(
+        name=name, done=done, metadata=any_pb2.Any.FromString(bytes(metadata))
+    )
+    if error_code is not None:
+        operation.error.CopyFrom(status_pb2.Status(code=error_code, message=error_message or ""))
+    elif response is not None:
+        operation.response.CopyFrom(any_pb2.Any.FromString(bytes(response)))
+    return operation
+
+
+class OperationsServicer(operations_pb2_grpc.OperationsServicer):  # type: ignore[misc]
+    """google.longrunning.Operations for the recalculations this server runs."""
+
+    def __init__(self, engine: MasteryEngine) -> None:
+        self._engine = engine
+
+    def GetOperation(
+        self, request: operations_pb2.GetOperationRequest, context: grpc.ServicerContext
+    ) -> operations_pb2.Operation:
+        parse_name(request.name, "operations/*", "name")
+        return _operation(self._engine, request.name, current_principal())
+
+    def ListOperations(
+        self, request: operations_pb2.ListOperationsRequest, context: grpc.ServicerContext
+    ) -> operations_pb2.ListOperationsResponse:
+        principal = current_principal()
+        mine = None if principal.role is Role.ADMIN else principal.subject
+        page = parse_page(request.page_size, request.page_token, default=50, maximum=200)
+        rows = self._engine.store.operations(mine, page.offset, page.size + 1)
+        operations = [_operation(self._engine, r[0], principal) for r in rows[: page.size]]
+        more = len(rows) > page.size
+        return operations_pb2.ListOperationsResponse(
+            operations=operations,
+            next_page_token=next_page_token(page, page.offset + page.size + 1) if more else "",
+        )
+
+    def CancelOperation(
+        self, request: operations_pb2.CancelOperationRequest, context: grpc.ServicerContext
+    ) -> empty_pb2.Empty:
+        parse_name(request.name, "operations/*", "name")
+        _operation(self._engine, request.name, current_principal())  # exists, and is theirs
+        self._engine.store.request_cancel(request.name)
+        return empty_pb2.Empty()
+
+    def WaitOperation(
+        self, request: operations_pb2.WaitOperationRequest, context: grpc.ServicerContext
+    ) -> operations_pb2.Operation:
+        parse_name(request.name, "operations/*", "name")
+        principal = current_principal()
+        limit = (
+            request.timeout.ToTimedelta().total_seconds() if request.HasField("timeout") else 30.0
+        )
+        remaining = context.time_remaining()
+        if remaining is not None:
+            limit = min(limit, max(0.0, remaining - 0.05))
+        deadline = time.monotonic() + limit
+        while True:
+            operation = _operation(self._engine, request.name, principal)
+            if operation.done or time.monotonic() >= deadline:
+                return operation
+            time.sleep(0.1)

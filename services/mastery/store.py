@@ -1,0 +1,700 @@
+"""The mastery engine's Postgres store (schema `mastery`).
+
+Ingestion applies a batch of events in one transaction: claim the (source, id) pairs
+(duplicates drop out here), record the evidence, merge the order-independent aggregates,
+recompute the affected students, write snapshots and the outbox. Student rows are locked
+in sorted order first, so concurrent batches and recalculations serialise per student
+without deadlocks.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from psycopg import Cursor
+
+from services.kit.db import Database
+from services.mastery.domain.events import ProgressEvent, aggregate_batch, local_day, zone
+from services.mastery.domain.history import DailySnapshot
+from services.mastery.domain.model import (
+    OVERALL,
+    Aggregates,
+    Band,
+    Component,
+    Components,
+    Mastery,
+    StudentMastery,
+    changed,
+    student_mastery,
+    window_start,
+)
+
+LATEST_PER_COMPONENT = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Student:
+    student_id: str
+    cohort: str
+    time_zone: str
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A student whose mastery changed, with what it was and what it is."""
+
+    student: str
+    cohort: str
+    time_zone: str
+    before: dict[int, Mastery]
+    after: StudentMastery
+    cause_event_id: str
+
+    def changed_topics(self) -> list[Mastery]:
+        return [m for t, m in self.after.topics.items() if changed(self.before.get(t), m)]
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    topic: str
+    key: str
+    payload: bytes
+    id: int = 0  # assigned by the outbox table; the stable id of the published event
+
+
+@dataclass(frozen=True, slots=True)
+class EvidenceRow:
+    source: str
+    event_id: str
+    event_type: str
+    component: int
+    topic: int
+    subject: str
+    value: float
+    occur_time: datetime
+
+
+@dataclass
+class EvidenceCounts:
+    count: int = 0
+    latest: list[EvidenceRow] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class MasteryView:
+    """Everything GetMastery shows, computed now from the aggregates."""
+
+    student: Student
+    mastery: StudentMastery
+    active_days: list[date]
+    active_days_last_30: int
+    today: date
+    # (topic, component) -> counts and latest; topic 0 is overall.
+    evidence: dict[tuple[int, int], EvidenceCounts]
+    updated_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class CohortRow:
+    student_id: str
+    cohort: str
+    overall: Mastery | None
+    topics: dict[int, Mastery]
+    updated_at: datetime | None
+
+
+ORDERINGS = {
+    "name": "s.student_id ASC",
+    "name desc": "s.student_id DESC",
+    "score": "coalesce(m.score, 0) ASC, s.student_id",
+    "score desc": "coalesce(m.score, 0) DESC, s.student_id",
+    "update_time": "m.updated_at ASC NULLS FIRST, s.student_id",
+    "update_time desc": "m.updated_at DESC NULLS LAST, s.student_id",
+}
+
+
+def _mastery_from_row(topic: int, row: Sequence[Any]) -> Mastery:
+    score, band, completion, quiz, quality, consistency = row
+    return Mastery(topic, score, Band(band), Components(completion, quiz, quality, consistency))
+
+
+class MasteryStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- ingestion --------------------------------------------------------------
+
+    def apply_batch(
+        self,
+        events: Sequence[ProgressEvent],
+        now: datetime,
+        encode: Callable[[Sequence[Change]], Iterable[OutboxMessage]],
+    ) -> list[Change]:
+        with self.db.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            fresh = self._claim(cur, events)
+            if not fresh:
+                return []
+            students = self._upsert_students(cur, fresh)
+            self._record_evidence(cur, fresh)
+            self._merge_aggregates(cur, fresh, {s: st.time_zone for s, st in students.items()})
+            changes = self._recompute(
+                cur, students, now, cause={e.student_id: e.event_id for e in fresh}
+            )
+            events_per_student: dict[str, int] = defaultdict(int)
+            for event in fresh:
+                events_per_student[event.student_id] += 1
+            self._write_snapshots(cur, changes, now, events_per_student)
+            self._enqueue(cur, encode(changes))
+            return changes
+
+    @staticmethod
+    def _claim(cur: Cursor[Any], events: Sequence[ProgressEvent]) -> list[ProgressEvent]:
+        unique: dict[tuple[str, str], ProgressEvent] = {}
+        for event in events:
+            unique.setdefault(event.key, event)
+        rows = cur.execute(
+            "INSERT INTO processed_events (source, event_id) "
+            "SELECT * FROM unnest(%s::text[], %s::text[]) "
+            "ON CONFLICT DO NOTHING RETURNING source, event_id",
+            ([k[0] for k in unique], [k[1] for k in unique]),
+        ).fetchall()
+        return [unique[(source, event_id)] for source, event_id in rows]
+
+    @staticmethod
+    def _upsert_students(cur: Cursor[Any], events: Sequence[ProgressEvent]) -> dict[str, Student]:
+        latest: dict[str, ProgressEvent] = {}
+        for event in events:
+            seen = latest.get(event.student_id)
+            if seen is None or event.occur_time >= seen.occur_time:
+                latest[event.student_id] = event
+        ids = sorted(latest)  # a fixed lock order: no deadlock between concurrent batches
+        rows = cur.execute(
+            "INSERT INTO students AS s (student_id, cohort, time_zone) "
+            "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]) "
+            "ON CONFLICT (student_id) DO UPDATE SET "
+            "  cohort = CASE WHEN EXCLUDED.cohort <> '' THEN EXCLUDED.cohort ELSE s.cohort END, "
+            "  time_zone = CASE WHEN EXCLUDED.time_zone <> '' THEN EXCLUDED.time_zone "
+            "                   ELSE s.time_zone END, "
+            "  updated_at = now() "
+            "RETURNING student_id, cohort, time_zone, created_at, updated_at",
+            (
+                ids,
+                [latest[i].cohort for i in ids],
+                [latest[i].time_zone or "UTC" for i in ids],
+            ),
+        ).fetchall()
+        return {row[0]: Student(*row) for row in rows}
+
+    @staticmethod
+    def _record_evidence(cur: Cursor[Any], events: Sequence[ProgressEvent]) -> None:
+        with cur.copy(
+            "COPY evidence (student_id, source, event_id, event_type, component, topic, "
+            "subject, value, occur_time) FROM STDIN"
+        ) as copy:
+            for e in events:
+                copy.write_row(
+                    (
+                        e.student_id,
+                        e.source,
+                        e.event_id,
+                        e.event_type,
+                        int(e.component or 0),
+                        e.topic,
+                        e.subject,
+                        e.value,
+                        e.occur_time,
+                    )
+                )
+
+    @staticmethod
+    def _merge_aggregates(
+        cur: Cursor[Any], events: Sequence[ProgressEvent], time_zone_of: dict[str, str]
+    ) -> None:
+        batch = aggregate_batch(events, time_zone_of)
+        if batch.exercises:
+            keys = sorted(batch.exercises)
+            attempts = [batch.exercises[k] for k in keys]
+            cur.execute(
+                "INSERT INTO exercise_best AS b (student_id, exercise_id, topic, best, attempts) "
+                "SELECT * FROM unnest(%s::text[], %s::text[], %s::smallint[], "
+                "                     %s::float8[], %s::int[]) "
+                "ON CONFLICT (student_id, exercise_id) DO UPDATE SET "
+                "  best = greatest(b.best, EXCLUDED.best), attempts = b.attempts + EXCLUDED.attempts",
+                (
+                    [k[0] for k in keys],
+                    [k[1] for k in keys],
+                    [a.topic for a in attempts],
+                    [a.best for a in attempts],
+                    [a.attempts for a in attempts],
+                ),
+            )
+        if batch.totals:
+            keys_t = sorted(batch.totals)
+            totals = [batch.totals[k] for k in keys_t]
+            cur.execute(
+                "INSERT INTO topic_totals AS t "
+                "  (student_id, topic, quiz_sum, quiz_count, quality_sum, quality_count) "
+                "SELECT * FROM unnest(%s::text[], %s::smallint[], %s::float8[], %s::int[], "
+                "                     %s::float8[], %s::int[]) "
+                "ON CONFLICT (student_id, topic) DO UPDATE SET "
+                "  quiz_sum = t.quiz_sum + EXCLUDED.quiz_sum, "
+                "  quiz_count = t.quiz_count + EXCLUDED.quiz_count, "
+                "  quality_sum = t.quality_sum + EXCLUDED.quality_sum, "
+                "  quality_count = t.quality_count + EXCLUDED.quality_count",
+                (
+                    [k[0] for k in keys_t],
+                    [k[1] for k in keys_t],
+                    [t[0] for t in totals],
+                    [int(t[1]) for t in totals],
+                    [t[2] for t in totals],
+                    [int(t[3]) for t in totals],
+                ),
+            )
+        days = sorted(batch.active_days)
+        cur.execute(
+            "INSERT INTO active_days (student_id, topic, day) "
+            "SELECT * FROM unnest(%s::text[], %s::smallint[], %s::date[]) ON CONFLICT DO NOTHING",
+            ([d[0] for d in days], [d[1] for d in days], [d[2] for d in days]),
+        )
+
+    # -- computing mastery from the aggregates -----------------------------------
+
+    @staticmethod
+    def _aggregates(
+        cur: Cursor[Any], students: dict[str, Student], now: datetime
+    ) -> dict[str, tuple[dict[int, Aggregates], int, date]]:
+        """Per student: aggregates per topic, overall active days in the window, today."""
+        ids = sorted(students)
+        exercises: dict[str, dict[int, tuple[float, int]]] = defaultdict(dict)
+        for sid, topic, total, count in cur.execute(
+            "SELECT student_id, topic, sum(best), count(*) FROM exercise_best "
+            "WHERE student_id = ANY(%s) GROUP BY 1, 2",
+            (ids,),
+        ):
+            exercises[sid][topic] = (total, count)
+        totals: dict[str, dict[int, tuple[float, int, float, int]]] = defaultdict(dict)
+        for sid, topic, qs, qc, ls, lc in cur.execute(
+            "SELECT student_id, topic, quiz_sum, quiz_count, quality_sum, quality_count "
+            "FROM topic_totals WHERE student_id = ANY(%s)",
+            (ids,),
+        ):
+            totals[sid][topic] = (qs, qc, ls, lc)
+        # The earliest window start any time zone can have today (UTC-12 vs UTC+14).
+        earliest = window_start(now.date()) - timedelta(days=2)
+        days: dict[str, list[tuple[int, date]]] = defaultdict(list)
+        for sid, topic, day in cur.execute(
+            "SELECT student_id, topic, day FROM active_days WHERE student_id = ANY(%s) AND day >= %s",
+            (ids, earliest),
+        ):
+            days[sid].append((topic, day))
+        result = {}
+        for sid, student in students.items():
+            today = now.astimezone(zone(student.time_zone)).date()
+            start = window_start(today)
+            recent = [(t, d) for t, d in days[sid] if start <= d <= today]
+            per_topic_days: dict[int, set[date]] = defaultdict(set)
+            for topic, day in recent:
+                per_topic_days[topic].add(day)
+            topics = set(exercises[sid]) | set(totals[sid]) | set(per_topic_days)
+            per_topic = {}
+            for topic in topics:
+                ex_sum, ex_count = exercises[sid].get(topic, (0.0, 0))
+                qs, qc, ls, lc = totals[sid].get(topic, (0.0, 0, 0.0, 0))
+                per_topic[topic] = Aggregates(
+                    exercise_best_sum=ex_sum,
+                    exercise_count=ex_count,
+                    quiz_sum=qs,
+                    quiz_count=qc,
+                    quality_sum=ls,
+                    quality_count=lc,
+                    active_days_last_30=len(per_topic_days.get(topic, ())),
+                )
+            overall_days = len({d for _, d in recent})
+            result[sid] = (per_topic, overall_days, today)
+        return result
+
+    @staticmethod
+    def _current(cur: Cursor[Any], ids: Sequence[str]) -> dict[str, dict[int, Mastery]]:
+        current: dict[str, dict[int, Mastery]] = defaultdict(dict)
+        for sid, topic, *values in cur.execute(
+            "SELECT student_id, topic, score, band, completion, quiz, quality, consistency "
+            "FROM mastery_current WHERE student_id = ANY(%s)",
+            (list(ids),),
+        ):
+            current[sid][topic] = _mastery_from_row(topic, values)
+        return current
+
+    def _recompute(
+        self,
+        cur: Cursor[Any],
+        students: dict[str, Student],
+        now: datetime,
+        cause: dict[str, str],
+    ) -> list[Change]:
+        aggregates = self._aggregates(cur, students, now)
+        before = self._current(cur, sorted(students))
+        changes: list[Change] = []
+        rows: list[tuple[Any, ...]] = []
+        for sid in sorted(students):
+            per_topic, overall_days, _today = aggregates[sid]
+            after = student_mastery(per_topic, overall_days)
+            previous = before.get(sid, {})
+            masteries = [after.overall, *after.topics.values()]
+            if not any(changed(previous.get(m.topic), m) for m in masteries):
+                continue
+            student = students[sid]
+            changes.append(
+                Change(sid, student.cohort, student.time_zone, previous, after, cause.get(sid, ""))
+            )
+            for m in masteries:
+                c = m.components
+                rows.append(
+                    (
+                        sid,
+                        m.topic,
+                        m.score,
+                        int(m.band),
+                        c.completion,
+                        c.quiz,
+                        c.quality,
+                        c.consistency,
+                    )
+                )
+        if rows:
+            columns = list(zip(*rows, strict=True))
+            cur.execute(
+                "INSERT INTO mastery_current AS m (student_id, topic, score, band, completion, "
+                "  quiz, quality, consistency, updated_at) "
+                "SELECT *, %s FROM unnest(%s::text[], %s::smallint[], %s::float8[], "
+                "  %s::smallint[], %s::float8[], %s::float8[], %s::float8[], %s::float8[]) "
+                "ON CONFLICT (student_id, topic) DO UPDATE SET score = EXCLUDED.score, "
+                "  band = EXCLUDED.band, completion = EXCLUDED.completion, quiz = EXCLUDED.quiz, "
+                "  quality = EXCLUDED.quality, consistency = EXCLUDED.consistency, "
+                "  updated_at = EXCLUDED.updated_at",
+                (now, *[list(c) for c in columns]),
+            )
+        return changes
+
+    @staticmethod
+    def _write_snapshots(
+        cur: Cursor[Any], changes: Sequence[Change], now: datetime, events: dict[str, int]
+    ) -> None:
+        """Today's row in each changed student's history (in their time zone)."""
+        rows = []
+        for change in changes:
+            day = local_day(now, change.time_zone)
+            for m in [change.after.overall, *change.after.topics.values()]:
+                c = m.components
+                count = events.get(change.student, 0) if m.topic == OVERALL else 0
+                rows.append(
+                    (
+                        change.student,
+                        m.topic,
+                        day,
+                        m.score,
+                        c.completion,
+                        c.quiz,
+                        c.quality,
+                        c.consistency,
+                        count,
+                    )
+                )
+        if not rows:
+            return
+        columns = list(zip(*rows, strict=True))
+        cur.execute(
+            "INSERT INTO mastery_daily AS d (student_id, topic, day, score, completion, quiz, "
+            "  quality, consistency, event_count) "
+            "SELECT * FROM unnest(%s::text[], %s::smallint[], %s::date[], %s::float8[], "
+            "  %s::float8[], %s::float8[], %s::float8[], %s::float8[], %s::int[]) "
+            "ON CONFLICT (student_id, topic, day) DO UPDATE SET score = EXCLUDED.score, "
+            "  completion = EXCLUDED.completion, quiz = EXCLUDED.quiz, "
+            "  quality = EXCLUDED.quality, consistency = EXCLUDED.consistency, "
+            "  event_count = d.event_count + EXCLUDED.event_count",
+            [list(c) for c in columns],
+        )
+
+    @staticmethod
+    def _enqueue(cur: Cursor[Any], messages: Iterable[OutboxMessage]) -> None:
+        batch = list(messages)
+        if batch:
+            cur.execute(
+                "INSERT INTO outbox (topic, key, payload) "
+                "SELECT * FROM unnest(%s::text[], %s::text[], %s::bytea[])",
+                ([m.topic for m in batch], [m.key for m in batch], [m.payload for m in batch]),
+            )
+
+    # -- outbox ---------------------------------------------------------------------
+
+    def drain_outbox(
+        self, send: Callable[[Sequence[OutboxMessage]], None], limit: int = 1000
+    ) -> int:
+        """Hand pending messages to `send` (which must not return before the broker has
+        them) and delete them; returns how many. Concurrent drainers skip locked rows."""
+        with self.db.pool.connection() as conn, conn.transaction():
+            rows = conn.execute(
+                "SELECT id, topic, key, payload FROM outbox ORDER BY id "
+                "LIMIT %s FOR UPDATE SKIP LOCKED",
+                (limit,),
+            ).fetchall()
+            if not rows:
+                return 0
+            send(
+                [
+                    OutboxMessage(topic, key, bytes(payload), id_)
+                    for id_, topic, key, payload in rows
+                ]
+            )
+            conn.execute("DELETE FROM outbox WHERE id = ANY(%s)", ([r[0] for r in rows],))
+            return len(rows)
+
+    # -- reads ------------------------------------------------------------------
+
+    def student(self, student_id: str) -> Student | None:
+        with self.db.pool.connection() as conn:
+            row = conn.execute(
+                "SELECT student_id, cohort, time_zone, created_at, updated_at FROM students "
+                "WHERE student_id = %s",
+                (student_id,),
+            ).fetchone()
+        return Student(*row) if row else None
+
+    def mastery_view(self, student: Student, now: datetime) -> MasteryView:
+        with self.db.pool.connection() as conn, conn.cursor() as cur:
+            per_topic, overall_days, today = self._aggregates(
+                cur, {student.student_id: student}, now
+            )[student.student_id]
+            all_days = [
+                row[0]
+                for row in cur.execute(
+                    "SELECT DISTINCT day FROM active_days WHERE student_id = %s ORDER BY day",
+                    (student.student_id,),
+                )
+            ]
+            evidence: dict[tuple[int, int], EvidenceCounts] = defaultdict(EvidenceCounts)
+            for topic, component, count in cur.execute(
+                "SELECT topic, component, count(*) FROM evidence "
+                "WHERE student_id = %s AND component > 0 GROUP BY 1, 2",
+                (student.student_id,),
+            ):
+                evidence[(topic, component)].count = count
+                evidence[(OVERALL, component)].count += count
+            for row in cur.execute(
+                "SELECT source, event_id, event_type, component, topic, subject, value, occur_time "
+                "FROM (SELECT *, row_number() OVER (PARTITION BY topic, component "
+                "                                   ORDER BY occur_time DESC, event_id) AS rank "
+                "      FROM evidence WHERE student_id = %s AND component > 0) ranked "
+                "WHERE rank <= %s ORDER BY occur_time DESC, event_id",
+                (student.student_id, LATEST_PER_COMPONENT),
+            ):
+                item = EvidenceRow(*row)
+                evidence[(item.topic, item.component)].latest.append(item)
+                overall = evidence[(OVERALL, item.component)].latest
+                if len(overall) < LATEST_PER_COMPONENT:
+                    overall.append(item)
+            updated = cur.execute(
+                "SELECT updated_at FROM mastery_current WHERE student_id = %s AND topic = 0",
+                (student.student_id,),
+            ).fetchone()
+        return MasteryView(
+            student=student,
+            mastery=student_mastery(per_topic, overall_days),
+            active_days=all_days,
+            active_days_last_30=overall_days,
+            today=today,
+            evidence=dict(evidence),
+            updated_at=updated[0] if updated else None,
+        )
+
+    def cohort_page(
+        self, cohort: str, order_by: str, band: int, offset: int, limit: int
+    ) -> tuple[list[CohortRow], int]:
+        band_filter = "AND m.band = %(band)s" if band else ""
+        params = {"cohort": cohort, "band": band, "limit": limit, "offset": offset}
+        with self.db.pool.connection() as conn, conn.cursor() as cur:
+            total = cur.execute(
+                "SELECT count(*) FROM students s LEFT JOIN mastery_current m "
+                "  ON m.student_id = s.student_id AND m.topic = 0 "
+                f"WHERE s.cohort = %(cohort)s {band_filter}",
+                params,
+            ).fetchone()
+            rows = cur.execute(
+                "SELECT s.student_id, s.cohort, m.score, m.band, m.completion, m.quiz, m.quality, "
+                "  m.consistency, m.updated_at "
+                "FROM students s LEFT JOIN mastery_current m "
+                "  ON m.student_id = s.student_id AND m.topic = 0 "
+                f"WHERE s.cohort = %(cohort)s {band_filter} "
+                f"ORDER BY {ORDERINGS[order_by]} LIMIT %(limit)s OFFSET %(offset)s",
+                params,
+            ).fetchall()
+            ids = [r[0] for r in rows]
+            topics = self._current(cur, ids)
+        page = []
+        for sid, cohort_id, score, band_value, *components, updated_at in rows:
+            overall = None
+            if score is not None:
+                overall = _mastery_from_row(OVERALL, (score, band_value, *components))
+            per_topic = {t: m for t, m in topics.get(sid, {}).items() if t != OVERALL}
+            page.append(CohortRow(sid, cohort_id, overall, per_topic, updated_at))
+        return page, int(total[0]) if total else 0
+
+    def daily_history(
+        self, student_id: str, topic: int, start: date, end: date
+    ) -> tuple[list[DailySnapshot], DailySnapshot | None]:
+        with self.db.pool.connection() as conn, conn.cursor() as cur:
+            columns = "day, score, completion, quiz, quality, consistency, event_count"
+            rows = cur.execute(
+                f"SELECT {columns} FROM mastery_daily WHERE student_id = %s AND topic = %s "
+                "AND day BETWEEN %s AND %s ORDER BY day",
+                (student_id, topic, start, end),
+            ).fetchall()
+            before = cur.execute(
+                f"SELECT {columns} FROM mastery_daily WHERE student_id = %s AND topic = %s "
+                "AND day < %s ORDER BY day DESC LIMIT 1",
+                (student_id, topic, start),
+            ).fetchone()
+
+        def snapshot(row: Sequence[Any]) -> DailySnapshot:
+            day, score, completion, quiz, quality, consistency, count = row
+            return DailySnapshot(
+                day, score, Components(completion, quiz, quality, consistency), count
+            )
+
+        return [snapshot(r) for r in rows], snapshot(before) if before else None
+
+    # -- recalculation -----------------------------------------------------------
+
+    def student_ids(self, cohort: str | None) -> list[str]:
+        with self.db.pool.connection() as conn:
+            if cohort is None:
+                rows = conn.execute("SELECT student_id FROM students ORDER BY student_id")
+            else:
+                rows = conn.execute(
+                    "SELECT student_id FROM students WHERE cohort = %s ORDER BY student_id",
+                    (cohort,),
+                )
+            return [r[0] for r in rows]
+
+    def recalculate(
+        self,
+        ids: Sequence[str],
+        now: datetime,
+        encode: Callable[[Sequence[Change]], Iterable[OutboxMessage]],
+    ) -> int:
+        """Rebuild the aggregates of these students from their evidence and recompute
+        their mastery; returns how many changed."""
+        with self.db.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            rows = cur.execute(
+                "SELECT student_id, cohort, time_zone, created_at, updated_at FROM students "
+                "WHERE student_id = ANY(%s) ORDER BY student_id FOR UPDATE",
+                (list(ids),),
+            ).fetchall()
+            students = {r[0]: Student(*r) for r in rows}
+            locked = sorted(students)
+            for table in ("exercise_best", "topic_totals", "active_days"):
+                cur.execute(f"DELETE FROM {table} WHERE student_id = ANY(%s)", (locked,))  # noqa: S608
+            cur.execute(
+                "INSERT INTO exercise_best (student_id, exercise_id, topic, best, attempts) "
+                "SELECT student_id, subject, min(topic), max(value), count(*) FROM evidence "
+                "WHERE student_id = ANY(%s) AND component = %s GROUP BY student_id, subject",
+                (locked, int(Component.COMPLETION)),
+            )
+            cur.execute(
+                "INSERT INTO topic_totals (student_id, topic, quiz_sum, quiz_count, quality_sum, "
+                "  quality_count) "
+                "SELECT student_id, topic, "
+                "  coalesce(sum(value) FILTER (WHERE component = %s), 0), "
+                "  count(*) FILTER (WHERE component = %s), "
+                "  coalesce(sum(value) FILTER (WHERE component = %s), 0), "
+                "  count(*) FILTER (WHERE component = %s) "
+                "FROM evidence WHERE student_id = ANY(%s) AND component IN (%s, %s) "
+                "GROUP BY student_id, topic",
+                (
+                    int(Component.QUIZ),
+                    int(Component.QUIZ),
+                    int(Component.QUALITY),
+                    int(Component.QUALITY),
+                    locked,
+                    int(Component.QUIZ),
+                    int(Component.QUALITY),
+                ),
+            )
+            cur.execute(
+                "INSERT INTO active_days (student_id, topic, day) "
+                "SELECT DISTINCT e.student_id, e.topic, (e.occur_time AT TIME ZONE s.time_zone)::date "
+                "FROM evidence e JOIN students s USING (student_id) WHERE e.student_id = ANY(%s)",
+                (locked,),
+            )
+            changes = self._recompute(cur, students, now, cause={})
+            self._write_snapshots(cur, changes, now, {})
+            self._enqueue(cur, encode(changes))
+            return len(changes)
+
+    # -- operations -------------------------------------------------------------
+
+    def create_operation(self, name: str, created_by: str, metadata: bytes) -> None:
+        with self.db.pool.connection() as conn:
+            conn.execute(
+                "INSERT INTO operations (name, created_by, metadata) VALUES (%s, %s, %s)",
+                (name, created_by, metadata),
+            )
+
+    def update_operation(
+        self,
+        name: str,
+        *,
+        metadata: bytes,
+        done: bool = False,
+        response: bytes | None = None,
+        error: tuple[int, str] | None = None,
+    ) -> bool:
+        """Store progress; returns whether cancellation was requested."""
+        with self.db.pool.connection() as conn:
+            row = conn.execute(
+                "UPDATE operations SET metadata = %s, done = %s, response = %s, error_code = %s, "
+                "  error_message = %s, updated_at = now() WHERE name = %s "
+                "RETURNING cancel_requested",
+                (
+                    metadata,
+                    done,
+                    response,
+                    error[0] if error else None,
+                    error[1] if error else None,
+                    name,
+                ),
+            ).fetchone()
+        return bool(row and row[0])
+
+    def operation(self, name: str) -> tuple[Any, ...] | None:
+        with self.db.pool.connection() as conn:
+            row = conn.execute(
+                "SELECT name, created_by, done, cancel_requested, metadata, response, error_code, "
+                "  error_message FROM operations WHERE name = %s",
+                (name,),
+            ).fetchone()
+        return tuple(row) if row else None
+
+    def operations(self, created_by: str | None, offset: int, limit: int) -> list[tuple[Any, ...]]:
+        with self.db.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT name, created_by, done, cancel_requested, metadata, response, error_code, "
+                "  error_message FROM operations WHERE (%s::text IS NULL OR created_by = %s) "
+                "ORDER BY created_at DESC, name LIMIT %s OFFSET %s",
+                (created_by, created_by, limit, offset),
+            ).fetchall()
+        return [tuple(r) for r in rows]
+
+    def request_cancel(self, name: str) -> bool:
+        with self.db.pool.connection() as conn:
+            row = conn.execute(
+                "UPDATE operations SET cancel_requested = true, updated_at = now() "
+                "WHERE name = %s RETURNING name",
+                (name,),
+            ).fetchone()
+        return row is not None
