@@ -552,7 +552,7 @@ class _KafkaConsumer:
                     offset=msg.offset() or 0,
                     key=_text(msg.key()) if msg.key() is not None else None,
                     value=_bytes(msg.value()),
-                    headers={str(k): _text(v) for k, v in _header_pairs(msg.headers())},
+                    headers=decode_headers(msg.headers()),
                 )
             )
         return records
@@ -574,9 +574,10 @@ class _KafkaConsumer:
         self._consumer.close()
 
 
-def _header_pairs(raw: object) -> list[tuple[str, str | bytes | None]]:
-    # confluent-kafka returns a list of (key, value) pairs, or None without headers.
-    return cast(list[tuple[str, str | bytes | None]], raw or [])
+def decode_headers(raw: object) -> dict[str, str]:
+    """Kafka headers (confluent-kafka: a list of (key, bytes) pairs, or None) as text."""
+    pairs = cast(list[tuple[str, str | bytes | None]], raw or [])
+    return {str(key): _text(value) for key, value in pairs}
 
 
 def _text(value: str | bytes | None) -> str:

@@ -17,7 +17,7 @@ GROUP_ID = "mastery-engine"
 
 
 def to_domain(envelope: Envelope) -> ProgressEvent:
-    """The domain event for a decoded CloudEvent; raises PoisonEventError when it can never apply."""
+    """The domain event for a decoded CloudEvent; PoisonEventError if it can never apply."""
     message = envelope.message
     record = envelope.record
     if isinstance(message, events_pb2.ExerciseGraded):

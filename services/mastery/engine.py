@@ -104,7 +104,14 @@ class MasteryEngine:
         return self.store.mastery_view(student, self._clock())
 
     def cohort(
-        self, principal: Principal, cohort: str, order_by: str, band: int, offset: int, limit: int
+        self,
+        principal: Principal,
+        cohort: str,
+        *,
+        order_by: str,
+        band: int,
+        offset: int,
+        limit: int,
     ) -> tuple[list[CohortRow], int]:
         principal.require_cohort(cohort)
         return self.store.cohort_page(cohort, order_by, band, offset, limit)

@@ -33,8 +33,9 @@ def _pack(
 
 
 class Recalculations:
-    def __init__(self, engine: MasteryEngine) -> None:
+    def __init__(self, engine: MasteryEngine, chunk_size: int = CHUNK) -> None:
         self._engine = engine
+        self._chunk = chunk_size
         self._threads: list[threading.Thread] = []
 
     def start(self, cohort: str | None, created_by: str) -> str:
@@ -58,8 +59,8 @@ class Recalculations:
         store = self._engine.store
         changed = 0
         try:
-            for offset in range(0, len(ids), CHUNK):
-                chunk = ids[offset : offset + CHUNK]
+            for offset in range(0, len(ids), self._chunk):
+                chunk = ids[offset : offset + self._chunk]
                 changed += store.recalculate(chunk, datetime.now(UTC), encode_changes)
                 self._engine.forget(chunk)
                 self._engine.drain_outbox()
@@ -84,7 +85,7 @@ class Recalculations:
                 "recalculation done",
                 extra={"operation": name, "students": len(ids), "changed": changed},
             )
-        except Exception as exc:  # noqa: BLE001 - the operation records the failure
+        except Exception as exc:  # the operation records the failure
             log.exception("recalculation failed", extra={"operation": name})
             store.update_operation(name, metadata=_pack(metadata), done=True, error=(13, str(exc)))
 

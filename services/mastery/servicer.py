@@ -6,6 +6,7 @@ can; the cached message carries the student's cohort, so authorisation still hol
 
 from __future__ import annotations
 
+import contextlib
 import time
 from datetime import date
 
@@ -18,7 +19,7 @@ from learnflow.mastery.v1 import mastery_pb2, mastery_pb2_grpc
 
 from services.kit.auth import Principal, Role
 from services.kit.cache import Cache
-from services.kit.errors import NotFound, PermissionDenied, Validator
+from services.kit.errors import InvalidArgument, NotFound, PermissionDenied, Validator
 from services.kit.interceptors import current_principal
 from services.kit.names import parse_name
 from services.kit.pagination import next_page_token, parse_page
@@ -56,20 +57,18 @@ class MasteryServicer(mastery_pb2_grpc.MasteryServiceServicer):
             return cached
         student = self._engine.authorised_student(principal, student_id)
         message = convert.mastery(self._engine.mastery(student))
-        try:
+        with contextlib.suppress(Exception):  # a cache outage only costs speed
             self._cache.set(
                 mastery_cache_key(student_id),
                 message.SerializeToString(),
                 MASTERY_CACHE_TTL_SECONDS,
             )
-        except Exception:  # noqa: BLE001, S110 - a cache outage only costs speed
-            pass
         return message
 
     def _cached(self, student_id: str) -> mastery_pb2.Mastery | None:
         try:
             raw = self._cache.get(mastery_cache_key(student_id))
-        except Exception:  # noqa: BLE001 - a cache outage only costs speed
+        except Exception:  # a cache outage only costs speed
             return None
         return mastery_pb2.Mastery.FromString(raw) if raw is not None else None
 
@@ -85,7 +84,7 @@ class MasteryServicer(mastery_pb2_grpc.MasteryServiceServicer):
         cohort = ""
         try:
             (cohort,) = parse_name(request.cohort, "cohorts/*", "cohort")
-        except Exception:  # noqa: BLE001 - reported with the other fields below
+        except InvalidArgument:  # reported with the other fields below
             checks.add("cohort", "must look like 'cohorts/*'")
         order_by = " ".join(request.order_by.lower().split()) or "name"
         order_by = order_by.replace(" asc", "")
@@ -100,7 +99,12 @@ class MasteryServicer(mastery_pb2_grpc.MasteryServiceServicer):
             request.page_size, request.page_token, default=50, maximum=500, query=query
         )
         rows, total = self._engine.cohort(
-            current_principal(), cohort, order_by, request.band, page.offset, page.size
+            current_principal(),
+            cohort,
+            order_by=order_by,
+            band=request.band,
+            offset=page.offset,
+            limit=page.size,
         )
         return mastery_pb2.ListCohortMasteriesResponse(
             masteries=[convert.cohort_row(r) for r in rows],
@@ -115,7 +119,7 @@ class MasteryServicer(mastery_pb2_grpc.MasteryServiceServicer):
         student_id = ""
         try:
             (student_id,) = parse_name(request.name, "students/*/mastery", "name")
-        except Exception:  # noqa: BLE001 - reported with the other fields below
+        except InvalidArgument:  # reported with the other fields below
             checks.add("name", "must look like 'students/*/mastery'")
         start = _date(request.start_date, "start_date", checks)
         end = _date(request.end_date, "end_date", checks)

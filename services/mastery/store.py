@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from psycopg import Cursor
+from psycopg import Cursor, sql
 
 from services.kit.db import Database
 from services.mastery.domain.events import ProgressEvent, aggregate_batch, local_day, zone
@@ -225,7 +225,8 @@ class MasteryStore:
                 "SELECT * FROM unnest(%s::text[], %s::text[], %s::smallint[], "
                 "                     %s::float8[], %s::int[]) "
                 "ON CONFLICT (student_id, exercise_id) DO UPDATE SET "
-                "  best = greatest(b.best, EXCLUDED.best), attempts = b.attempts + EXCLUDED.attempts",
+                "  best = greatest(b.best, EXCLUDED.best), "
+                "  attempts = b.attempts + EXCLUDED.attempts",
                 (
                     [k[0] for k in keys],
                     [k[1] for k in keys],
@@ -289,7 +290,8 @@ class MasteryStore:
         earliest = window_start(now.date()) - timedelta(days=2)
         days: dict[str, list[tuple[int, date]]] = defaultdict(list)
         for sid, topic, day in cur.execute(
-            "SELECT student_id, topic, day FROM active_days WHERE student_id = ANY(%s) AND day >= %s",
+            "SELECT student_id, topic, day FROM active_days "
+            "WHERE student_id = ANY(%s) AND day >= %s",
             (ids, earliest),
         ):
             days[sid].append((topic, day))
@@ -515,22 +517,25 @@ class MasteryStore:
     def cohort_page(
         self, cohort: str, order_by: str, band: int, offset: int, limit: int
     ) -> tuple[list[CohortRow], int]:
-        band_filter = "AND m.band = %(band)s" if band else ""
+        # Only whitelisted fragments are composed into the SQL; values are parameters.
+        band_filter = sql.SQL("AND m.band = %(band)s" if band else "")
         params = {"cohort": cohort, "band": band, "limit": limit, "offset": offset}
+        joined = sql.SQL(
+            "FROM students s LEFT JOIN mastery_current m "
+            "  ON m.student_id = s.student_id AND m.topic = 0 "
+            "WHERE s.cohort = %(cohort)s {band_filter} "
+        ).format(band_filter=band_filter)
         with self.db.pool.connection() as conn, conn.cursor() as cur:
-            total = cur.execute(
-                "SELECT count(*) FROM students s LEFT JOIN mastery_current m "
-                "  ON m.student_id = s.student_id AND m.topic = 0 "
-                f"WHERE s.cohort = %(cohort)s {band_filter}",
-                params,
-            ).fetchone()
+            total = cur.execute(sql.SQL("SELECT count(*) ") + joined, params).fetchone()
             rows = cur.execute(
-                "SELECT s.student_id, s.cohort, m.score, m.band, m.completion, m.quiz, m.quality, "
-                "  m.consistency, m.updated_at "
-                "FROM students s LEFT JOIN mastery_current m "
-                "  ON m.student_id = s.student_id AND m.topic = 0 "
-                f"WHERE s.cohort = %(cohort)s {band_filter} "
-                f"ORDER BY {ORDERINGS[order_by]} LIMIT %(limit)s OFFSET %(offset)s",
+                sql.SQL(
+                    "SELECT s.student_id, s.cohort, m.score, m.band, m.completion, m.quiz, "
+                    "  m.quality, m.consistency, m.updated_at "
+                )
+                + joined
+                + sql.SQL("ORDER BY {order} LIMIT %(limit)s OFFSET %(offset)s").format(
+                    order=sql.SQL(ORDERINGS[order_by])
+                ),
                 params,
             ).fetchall()
             ids = [r[0] for r in rows]
@@ -548,14 +553,15 @@ class MasteryStore:
         self, student_id: str, topic: int, start: date, end: date
     ) -> tuple[list[DailySnapshot], DailySnapshot | None]:
         with self.db.pool.connection() as conn, conn.cursor() as cur:
-            columns = "day, score, completion, quiz, quality, consistency, event_count"
             rows = cur.execute(
-                f"SELECT {columns} FROM mastery_daily WHERE student_id = %s AND topic = %s "
+                "SELECT day, score, completion, quiz, quality, consistency, event_count "
+                "FROM mastery_daily WHERE student_id = %s AND topic = %s "
                 "AND day BETWEEN %s AND %s ORDER BY day",
                 (student_id, topic, start, end),
             ).fetchall()
             before = cur.execute(
-                f"SELECT {columns} FROM mastery_daily WHERE student_id = %s AND topic = %s "
+                "SELECT day, score, completion, quiz, quality, consistency, event_count "
+                "FROM mastery_daily WHERE student_id = %s AND topic = %s "
                 "AND day < %s ORDER BY day DESC LIMIT 1",
                 (student_id, topic, start),
             ).fetchone()
@@ -598,7 +604,12 @@ class MasteryStore:
             students = {r[0]: Student(*r) for r in rows}
             locked = sorted(students)
             for table in ("exercise_best", "topic_totals", "active_days"):
-                cur.execute(f"DELETE FROM {table} WHERE student_id = ANY(%s)", (locked,))  # noqa: S608
+                cur.execute(
+                    sql.SQL("DELETE FROM {} WHERE student_id = ANY(%s)").format(
+                        sql.Identifier(table)
+                    ),
+                    (locked,),
+                )
             cur.execute(
                 "INSERT INTO exercise_best (student_id, exercise_id, topic, best, attempts) "
                 "SELECT student_id, subject, min(topic), max(value), count(*) FROM evidence "
@@ -627,7 +638,8 @@ class MasteryStore:
             )
             cur.execute(
                 "INSERT INTO active_days (student_id, topic, day) "
-                "SELECT DISTINCT e.student_id, e.topic, (e.occur_time AT TIME ZONE s.time_zone)::date "
+                "SELECT DISTINCT e.student_id, e.topic, "
+                "  (e.occur_time AT TIME ZONE s.time_zone)::date "
                 "FROM evidence e JOIN students s USING (student_id) WHERE e.student_id = ANY(%s)",
                 (locked,),
             )
