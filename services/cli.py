@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent import futures
+from typing import TYPE_CHECKING
 
 from services.kit.catalogue import (
     GATEWAY_ADMIN_PORT,
@@ -25,6 +26,9 @@ from services.kit.catalogue import (
 )
 from services.kit.config import ConfigError, Settings, load_settings
 from services.kit.logging import configure_logging
+
+if TYPE_CHECKING:
+    from services.gateway.runner import Gateway
 
 log = logging.getLogger("learnflow.cli")
 
@@ -87,16 +91,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         server.start()
     gateway = None
     if not args.no_gateway:
+        gateway_port = args.gateway_port or GATEWAY_PORT + offset
         gateway = Gateway(
             settings,
-            listen_port=GATEWAY_PORT + offset,
-            admin_port=GATEWAY_ADMIN_PORT + offset,
+            listen_port=gateway_port,
+            admin_port=gateway_port + GATEWAY_ADMIN_PORT - GATEWAY_PORT,
             ports={spec.name: spec.port + offset for spec in specs},
         )
         gateway.start()
 
     elapsed = time.perf_counter() - started
-    print(_banner(specs, runtime.describe(), gateway is not None, offset, elapsed), flush=True)
+    print(
+        _banner(specs, runtime.describe(), gateway, offset, elapsed),
+        flush=True,
+    )
 
     def stop_all() -> None:
         if gateway is not None:
@@ -112,11 +120,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _banner(
     specs: Sequence[ServiceSpec],
     backends: dict[str, str],
-    gateway: bool,
+    gateway: Gateway | None,
     offset: int,
     seconds: float,
 ) -> str:
-    gateway_port = GATEWAY_PORT + offset
+    gateway_port = gateway.listen_port if gateway else GATEWAY_PORT + offset
     concepts_port = SERVICES_BY_NAME["concepts"].port + offset
     lines = [f"LearnFlow is up in {seconds:.1f}s", ""]
     for spec in specs:
@@ -187,7 +195,13 @@ def parser() -> argparse.ArgumentParser:
         "--port-offset",
         type=int,
         default=0,
-        help="add N to every port (to run a second mesh beside the first)",
+        help="add N to every service port (to run a second mesh beside the first)",
+    )
+    run.add_argument(
+        "--gateway-port",
+        type=int,
+        default=0,
+        help="Envoy's port (default 8080 + offset; its admin port is 1821 above it)",
     )
     run.set_defaults(func=cmd_run)
 

@@ -118,7 +118,9 @@ def test_bad_page_size_is_400_with_bad_request(client: httpx.Client, auth: dict[
 
 def test_unimplemented_rpc_is_501(client: httpx.Client, mint_token: MintToken) -> None:
     token = mint_token("s1", "student", ("c1",))
-    response = client.get("/v1/students/s1/mastery", headers={"authorization": f"Bearer {token}"})
+    response = client.get(
+        "/v1/students/s1/prediction", headers={"authorization": f"Bearer {token}"}
+    )
     body = assert_json_status(response, 501, 12)
     assert detail(body, "google.rpc.ErrorInfo")["reason"] == "NOT_IMPLEMENTED"
 

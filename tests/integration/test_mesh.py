@@ -15,7 +15,7 @@ import httpx
 import psycopg
 import pytest
 
-from services.kit.catalogue import GATEWAY_PORT, SERVICES
+from services.kit.catalogue import SERVICES
 from services.kit.config import Settings
 from tests.conftest import MintToken
 
@@ -76,11 +76,21 @@ def test_mastery_migrated_its_schema_in_the_real_postgres(
 
 def test_run_command_serves_the_mesh_and_gateway(mint_token: MintToken, settings: Settings) -> None:
     """`learnflow run` (what `make run` calls) on the real infrastructure, ports shifted
-    so it can run beside anything else; SIGTERM stops it cleanly."""
-    offset = 2000
+    so it can run beside anything else; SIGTERM stops it cleanly. The ports stay below
+    Linux's ephemeral range (32768+), where port-0 servers and client sockets land."""
+    offset, gateway_port = -20000, 28080
     env = {**os.environ, "JWKS_PATH": str(settings.jwks_path), "LOG_LEVEL": "WARNING"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "run", "--port-offset", str(offset)],
+        [
+            sys.executable,
+            "-m",
+            "services.cli",
+            "run",
+            "--port-offset",
+            str(offset),
+            "--gateway-port",
+            str(gateway_port),
+        ],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
@@ -104,7 +114,7 @@ def test_run_command_serves_the_mesh_and_gateway(mint_token: MintToken, settings
             pytest.fail(f"the run command did not start:\n{text}\n{process.communicate()[1]}")
         assert "postgres=DATABASE_URL" in text and "kafka=KAFKA_BOOTSTRAP_SERVERS" in text
         reply = httpx.get(
-            f"http://127.0.0.1:{GATEWAY_PORT + offset}/v1/topics/files",
+            f"http://127.0.0.1:{gateway_port}/v1/topics/files",
             headers={"authorization": f"Bearer {mint_token('alice')}"},
             timeout=5,
         )
