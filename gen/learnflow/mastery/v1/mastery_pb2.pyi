@@ -81,7 +81,10 @@ Global___Granularity: _TypeAlias = Granularity  # noqa: Y015
 
 @_typing.final
 class Components(_message.Message):
-    """The four components of mastery, each in [0, 1]."""
+    """The four components of mastery, each in [0, 1]. Per topic they use that topic's
+    evidence; overall they pool the evidence of every topic (a mean over all exercises,
+    not a mean of topic scores). A component without evidence is 0.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -90,15 +93,17 @@ class Components(_message.Message):
     QUALITY_FIELD_NUMBER: _builtins.int
     CONSISTENCY_FIELD_NUMBER: _builtins.int
     completion: _builtins.float
-    """Exercise results: the mean over attempted exercises of the best score per
-    exercise.
+    """The mean, over the exercises attempted, of the best score per exercise (a score is
+    the share of tests passed); retrying can only raise an exercise's best score.
     """
     quiz: _builtins.float
-    """Quiz results: the mean quiz score."""
+    """The mean of all quiz scores (share of questions answered correctly)."""
     quality: _builtins.float
-    """Code quality: the mean code-review quality score / 100."""
+    """The mean code-review quality score / 100."""
     consistency: _builtins.float
-    """Regularity: active days in the last 30 / 30."""
+    """Days with any activity in the last 30 days (today included, counted in the
+    student's time zone) / 30.
+    """
     def __init__(
         self,
         *,

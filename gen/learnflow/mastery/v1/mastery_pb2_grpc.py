@@ -33,7 +33,9 @@ class MasteryServiceStub:
 
     mastery = 0.4 * completion + 0.3 * quiz + 0.2 * quality + 0.1 * consistency,
     per topic and overall; every component is in [0, 1] and traceable to the events
-    behind it (see `Evidence`).
+    behind it (see `Evidence`). A student or topic with no evidence has score 0 and
+    band MASTERY_BAND_UNSPECIFIED. Bands use percent = score * 100 rounded half up:
+    red 0-40, yellow 41-70, green 71-90, blue 91-100.
 
     Long-running recalculations are tracked with the `google.longrunning.Operations`
     service, which this server also implements (operation names `operations/{id}`).
@@ -119,7 +121,9 @@ class MasteryServiceServicer:
 
     mastery = 0.4 * completion + 0.3 * quiz + 0.2 * quality + 0.1 * consistency,
     per topic and overall; every component is in [0, 1] and traceable to the events
-    behind it (see `Evidence`).
+    behind it (see `Evidence`). A student or topic with no evidence has score 0 and
+    band MASTERY_BAND_UNSPECIFIED. Bands use percent = score * 100 rounded half up:
+    red 0-40, yellow 41-70, green 71-90, blue 91-100.
 
     Long-running recalculations are tracked with the `google.longrunning.Operations`
     service, which this server also implements (operation names `operations/{id}`).
@@ -304,7 +308,9 @@ class MasteryService:
 
     mastery = 0.4 * completion + 0.3 * quiz + 0.2 * quality + 0.1 * consistency,
     per topic and overall; every component is in [0, 1] and traceable to the events
-    behind it (see `Evidence`).
+    behind it (see `Evidence`). A student or topic with no evidence has score 0 and
+    band MASTERY_BAND_UNSPECIFIED. Bands use percent = score * 100 rounded half up:
+    red 0-40, yellow 41-70, green 71-90, blue 91-100.
 
     Long-running recalculations are tracked with the `google.longrunning.Operations`
     service, which this server also implements (operation names `operations/{id}`).
