@@ -80,6 +80,7 @@ class TokenVerifier:
     """
 
     CACHE_SIZE = 10_000
+    RELOAD_SECONDS = 1.0
 
     def __init__(self, jwks_path: Path, issuer: str, audience: str) -> None:
         self._jwks_path = jwks_path
@@ -89,12 +90,17 @@ class TokenVerifier:
         self._mtime: float | None = None
         self._keys: dict[str, Any] = {}
         self._verified: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
+        self._next_stat = 0.0
 
     def _load_keys(self) -> dict[str, Any]:
+        now = time.monotonic()
+        if now < self._next_stat and self._keys:
+            return self._keys  # the file is looked at about once a second, not per call
         try:
             mtime = self._jwks_path.stat().st_mtime
         except FileNotFoundError:
             raise Unauthenticated(f"no JWKS at {self._jwks_path}; cannot verify tokens") from None
+        self._next_stat = now + self.RELOAD_SECONDS
         with self._lock:
             if mtime != self._mtime:
                 jwks = jwt.PyJWKSet.from_dict(json.loads(self._jwks_path.read_text()))

@@ -534,12 +534,19 @@ class _KafkaConsumer:
                 "auto.offset.reset": "earliest",
                 "session.timeout.ms": 10_000,
                 "fetch.wait.max.ms": 50,
+                # librdkafka prefetches up to 100,000 messages per partition by default:
+                # ~100 MB of RSS with a backlog. A few batches ahead is enough.
+                "queued.min.messages": 10_000,
             }
         )
         self._consumer.subscribe(list(topics))
 
     def poll(self, max_records: int, timeout: float) -> list[Record]:
-        messages = self._consumer.consume(num_messages=max_records, timeout=timeout)
+        # Wait for the first message only, then take what is already fetched: waiting for
+        # a full batch would add the whole timeout to every event's latency at low rates.
+        messages = self._consumer.consume(num_messages=1, timeout=timeout)
+        if messages and max_records > 1:
+            messages += self._consumer.consume(num_messages=max_records - 1, timeout=0)
         records = []
         for msg in messages:
             if msg.error() is not None:

@@ -82,3 +82,40 @@ class InProcessCache:
     def close(self) -> None:
         with self._lock:
             self._data.clear()
+
+
+class TieredCache:
+    """A short-lived in-process cache in front of a shared one (Redis).
+
+    Reads hit process memory first: a Redis round trip costs more than a whole cached
+    RPC. Writes and deletes go to both. Another replica's delete reaches this process's
+    copy only when it expires, so `local_ttl_seconds` bounds how stale a read can be."""
+
+    def __init__(
+        self, shared: Cache, local_ttl_seconds: float = 2.0, max_entries: int = 50_000
+    ) -> None:
+        self._shared = shared
+        self._local = InProcessCache(max_entries)
+        self._local_ttl = local_ttl_seconds
+
+    def get(self, key: str) -> bytes | None:
+        value = self._local.get(key)
+        if value is None:
+            value = self._shared.get(key)
+            if value is not None:
+                self._local.set(key, value, self._local_ttl)
+        return value
+
+    def set(self, key: str, value: bytes, ttl_seconds: float) -> None:
+        self._local.set(key, value, min(ttl_seconds, self._local_ttl))
+        self._shared.set(key, value, ttl_seconds)
+
+    def delete(self, *keys: str) -> None:
+        self._local.delete(*keys)
+        self._shared.delete(*keys)
+
+    def check(self) -> None:
+        self._shared.check()
+
+    def close(self) -> None:
+        self._local.close()

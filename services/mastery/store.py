@@ -364,6 +364,8 @@ class MasteryStore:
                 Change(sid, student.cohort, student.time_zone, previous, after, cause.get(sid, ""))
             )
             for m in masteries:
+                if not changed(previous.get(m.topic), m):
+                    continue  # only what changed is written: most events move one topic
                 c = m.components
                 rows.append(
                     (
@@ -400,7 +402,8 @@ class MasteryStore:
         rows = []
         for change in changes:
             day = local_day(now, change.time_zone)
-            for m in [change.after.overall, *change.after.topics.values()]:
+            # Overall and the topics that moved; history carries the others forward.
+            for m in [change.after.overall, *change.changed_topics()]:
                 c = m.components
                 count = events.get(change.student, 0) if m.topic == OVERALL else 0
                 rows.append(
