@@ -1,0 +1,1 @@
+"""Sandbox domain: run limits and the friendly pre-checks done on the host (no grpc here)."""

@@ -1,0 +1,1 @@
+"""How untrusted code is contained: bubblewrap namespaces, or Landlock + seccomp + rlimits."""
