@@ -20,7 +20,6 @@ import tempfile
 
 CLONE_NEWUSER = 0x10000000
 CLONE_THREAD = 0x00010000
-AF_UNIX = 1
 
 DENIED = (
     # Other processes' memory and state.
