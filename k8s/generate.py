@@ -119,12 +119,13 @@ def _seccomp_block(spec: ServiceSpec) -> str:
     if spec.name != "sandbox":
         return "        seccompProfile:\n          type: RuntimeDefault\n"
     return (
-        "        # TODO(sandbox): RuntimeDefault blocks the user namespaces bubblewrap needs,\n"
-        "        # so the sandbox runs its Landlock + seccomp + rlimit fallback here. Ship the\n"
-        "        # custom profile (DESIGN.md §8) to the nodes and switch to\n"
-        "        #   type: Localhost, localhostProfile: <path of the learnflow sandbox profile>\n"
+        "        # RuntimeDefault blocks the user namespaces bubblewrap needs. The custom\n"
+        "        # profile (k8s/sandbox-seccomp.json, installed on the nodes as described in\n"
+        "        # k8s/sandbox-seccomp.README.md) allows them; where it is missing the\n"
+        "        # sandbox falls back to Landlock + seccomp + rlimits on its own.\n"
         "        seccompProfile:\n"
-        "          type: RuntimeDefault\n"
+        "          type: Localhost\n"
+        "          localhostProfile: profiles/learnflow-sandbox.json\n"
     )
 
 

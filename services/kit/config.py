@@ -53,6 +53,12 @@ class Settings(BaseSettings):
     # Tracing: OTLP endpoint; unset -> spans are created but not exported.
     otel_exporter_otlp_endpoint: str | None = None
 
+    # Sandbox: programs run at once, programs waiting beyond that (then
+    # RESOURCE_EXHAUSTED), and the dev-only escape hatch when no isolation is available.
+    sandbox_workers: int = Field(default=4, ge=1, le=64)
+    sandbox_queue_size: int = Field(default=32, ge=0, le=10_000)
+    sandbox_allow_unsafe: bool = False
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:

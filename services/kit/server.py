@@ -64,6 +64,8 @@ class ServiceParts:
     start_background: Sequence[Callable[[], None]] = ()
     # ... and stopped, with adapters closed, after the server has drained.
     on_stop: Sequence[Callable[[], None]] = ()
+    # More names the health service reports on (e.g. the sandbox's isolation mode).
+    health_names: Sequence[str] = ()
 
 
 class LearnFlowServer:
@@ -88,7 +90,9 @@ class LearnFlowServer:
             experimental_non_blocking=True,
             experimental_thread_pool=futures.ThreadPoolExecutor(max_workers=2),
         )
-        self._monitor = HealthMonitor(self.health, spec.full_names, parts.checks)
+        self._monitor = HealthMonitor(
+            self.health, (*spec.full_names, *parts.health_names), parts.checks
+        )
         self.server = grpc.server(
             futures.ThreadPoolExecutor(
                 max_workers=settings.grpc_max_workers, thread_name_prefix=f"{spec.name}-rpc"

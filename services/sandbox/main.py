@@ -1,21 +1,53 @@
-"""Wires the sandbox service into a kit server.
+"""Wires the sandbox: the best isolation this host offers, behind a bounded executor.
 
-Its contract is served (health, reflection, the gateway's routes) but its RPCs are not
-implemented yet: each answers UNIMPLEMENTED naming the method.
-"""
+With no isolation available the service still starts (so operators can see why), its
+health is NOT_SERVING and ExecuteCode answers FAILED_PRECONDITION, unless the dev-only
+SANDBOX_ALLOW_UNSAFE=true is set, which is logged loudly."""
 
 from __future__ import annotations
+
+import logging
 
 from learnflow.sandbox.v1 import sandbox_pb2_grpc
 
 from services.kit.runtime import Runtime
-from services.kit.server import ServiceParts, not_implemented_parts
+from services.kit.server import ServiceParts
+from services.sandbox.executor import SandboxExecutor
+from services.sandbox.isolation.base import IsolationUnavailable, detect
+from services.sandbox.servicer import RefusingSandboxServicer, SandboxServicer
+
+log = logging.getLogger("learnflow.sandbox")
+
+HEALTH_PREFIX = "learnflow.sandbox.isolation."
 
 
 def build(runtime: Runtime) -> ServiceParts:
-    return not_implemented_parts(
-        (
-            sandbox_pb2_grpc.add_SandboxServiceServicer_to_server,
-            sandbox_pb2_grpc.SandboxServiceServicer,
+    settings = runtime.settings
+    try:
+        isolation = detect(allow_unsafe=settings.sandbox_allow_unsafe)
+    except IsolationUnavailable as exc:
+        reason = str(exc)
+        log.error("sandbox refuses to run code", extra={"reason": reason})
+
+        def unavailable() -> None:
+            raise RuntimeError(reason)
+
+        refusing = RefusingSandboxServicer(reason)
+        return ServiceParts(
+            register=lambda server: sandbox_pb2_grpc.add_SandboxServiceServicer_to_server(
+                refusing, server
+            ),
+            checks={"isolation": unavailable},
+        )
+    mode = isolation.mode.name.lower()
+    if mode == "unsafe_none":
+        log.critical("SANDBOX_ALLOW_UNSAFE: student code runs WITHOUT isolation (dev only)")
+    log.info("sandbox isolation", extra={"mode": mode})
+    executor = SandboxExecutor(isolation, settings.sandbox_workers, settings.sandbox_queue_size)
+    servicer = SandboxServicer(executor)
+    return ServiceParts(
+        register=lambda server: sandbox_pb2_grpc.add_SandboxServiceServicer_to_server(
+            servicer, server
         ),
+        health_names=[HEALTH_PREFIX + mode],
     )

@@ -39,15 +39,25 @@ def runtime(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 
 @pytest.fixture(scope="session")
-def mesh(settings: Settings, runtime: Runtime, mint_token: MintToken) -> Iterator[dict[str, int]]:
-    """Every service, started as `learnflow run` does, on free ports: name -> port."""
+def mesh(
+    settings: Settings, runtime: Runtime, mint_token: MintToken
+) -> Iterator[dict[str, int]]:
+    """Every service, started as `learnflow run` does, on free ports: name -> port.
+    Each service's `<SERVICE>_ADDR` points at its port, so they reach one another."""
+    ports = {spec.name: free_port() for spec in SERVICES}
+    patch = pytest.MonkeyPatch()
+    for spec in SERVICES:
+        patch.setenv(spec.address_env, f"127.0.0.1:{ports[spec.name]}")
     servers = [
-        LearnFlowServer(spec, builder(spec.name)(runtime), settings, port=0) for spec in SERVICES
+        LearnFlowServer(spec, builder(spec.name)(runtime), settings, port=ports[spec.name])
+        for spec in SERVICES
     ]
-    ports = {server.spec.name: server.start() for server in servers}
+    for server in servers:
+        server.start()
     yield ports
     for server in servers:
         server.stop(grace=1.0)
+    patch.undo()
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,376 @@
+"""ExerciseService and QuizService: decode, authorise on the message, call the engine,
+store, publish, encode."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import grpc
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+from learnflow.events.v1 import events_pb2
+from learnflow.exercise.v1 import exercise_pb2, exercise_pb2_grpc, quiz_pb2, quiz_pb2_grpc
+
+from services.exercise.domain.bank import Exercise, Level, QuestionKind, Topic
+from services.exercise.domain.grading import Grade
+from services.exercise.domain.quizzes import Answer
+from services.exercise.engine import (
+    ExerciseEngine,
+    Precheck,
+    cohort_of,
+    require_own,
+    require_readable,
+)
+from services.exercise.store import ExerciseStore
+from services.kit.bus import PROGRESS_EVENTS, Publisher
+from services.kit.errors import FailedPrecondition, NotFound, Validator
+from services.kit.interceptors import current_principal
+from services.kit.names import parse_name
+from services.kit.pagination import next_page_token, parse_page
+
+MAX_CODE_BYTES = 64 * 1024
+MAX_TOPIC = max(Topic)
+
+
+def _now() -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(datetime.now(UTC))
+    return ts
+
+
+def exercise_message(e: Exercise) -> exercise_pb2.Exercise:
+    """The public face of an exercise: hidden tests are counted, never shown."""
+    return exercise_pb2.Exercise(
+        name=f"exercises/{e.exercise_id}",
+        title=e.title,
+        topic=int(e.topic),  # type: ignore[arg-type]
+        difficulty=int(e.difficulty),  # type: ignore[arg-type]
+        statement=e.statement,
+        starter_code=e.starter_code,
+        visible_tests=[
+            exercise_pb2.VisibleTest(
+                test_id=t.test_id, description=t.description, call=t.call, expected=t.expected
+            )
+            for t in e.visible_tests
+        ],
+        hidden_test_count=len(e.hidden_tests),
+        hints=list(e.hints),
+        allowed_imports=list(e.allowed_imports),
+        origin=exercise_pb2.Exercise.ORIGIN_BANK,
+    )
+
+
+def _results(graded: Grade) -> list[exercise_pb2.TestResult]:
+    results = []
+    for r in graded.results:
+        duration = Duration()
+        duration.FromNanoseconds(int(r.duration_seconds * 1e9))
+        results.append(
+            exercise_pb2.TestResult(
+                test_id=r.test_id,
+                hidden=r.hidden,
+                outcome=int(r.outcome),  # type: ignore[arg-type]
+                call=r.call,
+                expected=r.expected,
+                actual=r.actual,
+                output=r.output,
+                duration=duration,
+            )
+        )
+    return results
+
+
+def _student_ref(principal_cohort: str, student_id: str) -> events_pb2.StudentRef:
+    return events_pb2.StudentRef(student_id=student_id, cohort=principal_cohort)
+
+
+class ExerciseServicer(exercise_pb2_grpc.ExerciseServiceServicer):
+    def __init__(self, engine: ExerciseEngine, store: ExerciseStore, publisher: Publisher) -> None:
+        self._engine = engine
+        self._store = store
+        self._publisher = publisher
+
+    def GetExercise(
+        self, request: exercise_pb2.GetExerciseRequest, context: grpc.ServicerContext
+    ) -> exercise_pb2.Exercise:
+        current_principal()
+        (exercise_id,) = parse_name(request.name, "exercises/*", "name")
+        return exercise_message(self._engine.exercise(exercise_id))
+
+    def ListExercises(
+        self, request: exercise_pb2.ListExercisesRequest, context: grpc.ServicerContext
+    ) -> exercise_pb2.ListExercisesResponse:
+        current_principal()
+        checks = Validator()
+        checks.check(0 <= request.topic <= MAX_TOPIC, "topic", "is not a curriculum topic")
+        checks.check(0 <= request.difficulty <= max(Level), "difficulty", "is not a level")
+        checks.raise_if_invalid()
+        query = f"{request.topic}|{request.difficulty}"
+        page = parse_page(
+            request.page_size, request.page_token, default=50, maximum=200, query=query
+        )
+        found = self._engine.bank.list_exercises(
+            topic=Topic(request.topic) if request.topic else None,
+            difficulty=Level(request.difficulty) if request.difficulty else None,
+        )
+        return exercise_pb2.ListExercisesResponse(
+            exercises=[exercise_message(e) for e in found[page.offset : page.offset + page.size]],
+            next_page_token=next_page_token(page, len(found), query),
+        )
+
+    def GenerateExercise(
+        self, request: exercise_pb2.GenerateExerciseRequest, context: grpc.ServicerContext
+    ) -> exercise_pb2.Exercise:
+        checks = Validator()
+        student_id = ""
+        try:
+            (student_id,) = parse_name(request.student, "students/*", "student")
+        except Exception:  # reported with the other fields below
+            checks.add("student", "must look like 'students/*'")
+        checks.check(1 <= request.topic <= MAX_TOPIC, "topic", "is required: a curriculum topic")
+        checks.check(0 <= request.difficulty <= max(Level), "difficulty", "is not a level")
+        checks.raise_if_invalid()
+        require_own(current_principal(), student_id)
+        chosen = self._engine.choose(
+            student_id,
+            Topic(request.topic),
+            Level(request.difficulty) if request.difficulty else None,
+            self._store.passed_exercises(student_id),
+        )
+        return exercise_message(chosen)
+
+    def CreateSubmission(
+        self, request: exercise_pb2.CreateSubmissionRequest, context: grpc.ServicerContext
+    ) -> exercise_pb2.Submission:
+        checks = Validator()
+        student_id = exercise_id = ""
+        try:
+            (student_id,) = parse_name(request.parent, "students/*", "parent")
+        except Exception:  # reported with the other fields below
+            checks.add("parent", "must look like 'students/*'")
+        try:
+            (exercise_id,) = parse_name(request.submission.exercise, "exercises/*", "exercise")
+        except Exception:  # reported with the other fields below
+            checks.add("submission.exercise", "must look like 'exercises/*'")
+        code = request.submission.code
+        checks.check(bool(code.strip()), "submission.code", "is required")
+        checks.check(
+            len(code.encode()) <= MAX_CODE_BYTES, "submission.code", "must be at most 64 KiB"
+        )
+        checks.check(len(request.request_id) <= 128, "request_id", "must be at most 128 characters")
+        checks.raise_if_invalid()
+        principal = current_principal()
+        require_own(principal, student_id)
+        if request.request_id:
+            earlier = self._store.find_by_request(student_id, request.request_id)
+            if earlier is not None:
+                return exercise_pb2.Submission.FromString(earlier)
+        exercise = self._engine.exercise(exercise_id)
+        graded = self._engine.grade(exercise, code)
+        submission_id = uuid.uuid4().hex[:16]
+        message = exercise_pb2.Submission(
+            name=f"students/{student_id}/submissions/{submission_id}",
+            exercise=request.submission.exercise,
+            code=code,
+            create_time=_now(),
+        )
+        if isinstance(graded, Precheck):
+            message.precheck_message = graded.message
+            tests_total, passed = len(exercise.tests), 0
+        else:
+            message.score = graded.score
+            message.tests_passed = graded.tests_passed
+            message.tests_total = graded.tests_total
+            message.results.extend(_results(graded))
+            tests_total, passed = graded.tests_total, graded.tests_passed
+        message.tests_total = tests_total
+        cohort = cohort_of(principal)
+        stored = self._store.add_submission(
+            student_id=student_id,
+            submission_id=submission_id,
+            exercise_id=exercise_id,
+            cohort=cohort,
+            passed=tests_total > 0 and passed == tests_total,
+            request_id=request.request_id or None,
+            message=message.SerializeToString(),
+        )
+        saved = exercise_pb2.Submission.FromString(stored)
+        if saved.name == message.name:  # not a retry answered by an earlier submission
+            self._publisher.publish(
+                PROGRESS_EVENTS,
+                events_pb2.ExerciseGraded(
+                    student=_student_ref(cohort, student_id),
+                    topic=int(exercise.topic),  # type: ignore[arg-type]
+                    exercise_id=exercise_id,
+                    submission=message.name,
+                    score=message.score,
+                    tests_passed=message.tests_passed,
+                    tests_total=message.tests_total,
+                    difficulty=int(exercise.difficulty),  # type: ignore[arg-type]
+                    occur_time=message.create_time,
+                ),
+                key=student_id,
+                event_id=message.name,  # a stable id: a re-publish is the same event
+            )
+        return saved
+
+    def GetSubmission(
+        self, request: exercise_pb2.GetSubmissionRequest, context: grpc.ServicerContext
+    ) -> exercise_pb2.Submission:
+        student_id, submission_id = parse_name(request.name, "students/*/submissions/*", "name")
+        principal = current_principal()
+        if principal.role.value == "student":
+            require_own(principal, student_id)
+        stored = self._store.submission(student_id, submission_id)
+        if stored is None:
+            raise NotFound(f"{request.name} does not exist", metadata={"name": request.name})
+        require_readable(principal, student_id, stored.cohort)
+        return exercise_pb2.Submission.FromString(stored.message)
+
+    def ListSubmissions(
+        self, request: exercise_pb2.ListSubmissionsRequest, context: grpc.ServicerContext
+    ) -> exercise_pb2.ListSubmissionsResponse:
+        (student_id,) = parse_name(request.parent, "students/*", "parent")
+        exercise_id = None
+        if request.exercise:
+            (exercise_id,) = parse_name(request.exercise, "exercises/*", "exercise")
+        require_own(current_principal(), student_id)
+        query = request.exercise
+        page = parse_page(
+            request.page_size, request.page_token, default=20, maximum=100, query=query
+        )
+        messages, total = self._store.submissions(student_id, exercise_id, page.offset, page.size)
+        submissions = []
+        for raw in messages:
+            item = exercise_pb2.Submission.FromString(raw)
+            item.ClearField("code")  # listings stay light; GetSubmission has the code
+            submissions.append(item)
+        return exercise_pb2.ListSubmissionsResponse(
+            submissions=submissions, next_page_token=next_page_token(page, total, query)
+        )
+
+
+def _question_message(q: object) -> quiz_pb2.Question:
+    from services.exercise.domain.bank import QuizQuestion
+
+    assert isinstance(q, QuizQuestion)
+    kind = (
+        quiz_pb2.Question.KIND_MULTIPLE_CHOICE
+        if q.kind is QuestionKind.MULTIPLE_CHOICE
+        else quiz_pb2.Question.KIND_PREDICT_OUTPUT
+    )
+    return quiz_pb2.Question(
+        question_id=q.question_id, kind=kind, prompt=q.prompt, code=q.code, choices=list(q.choices)
+    )
+
+
+class QuizServicer(quiz_pb2_grpc.QuizServiceServicer):
+    def __init__(self, engine: ExerciseEngine, store: ExerciseStore, publisher: Publisher) -> None:
+        self._engine = engine
+        self._store = store
+        self._publisher = publisher
+
+    def GenerateQuiz(
+        self, request: quiz_pb2.GenerateQuizRequest, context: grpc.ServicerContext
+    ) -> quiz_pb2.Quiz:
+        checks = Validator()
+        student_id = ""
+        try:
+            (student_id,) = parse_name(request.parent, "students/*", "parent")
+        except Exception:  # reported with the other fields below
+            checks.add("parent", "must look like 'students/*'")
+        checks.check(1 <= request.topic <= MAX_TOPIC, "topic", "is required: a curriculum topic")
+        checks.check(0 <= request.level <= max(Level), "level", "is not a level")
+        checks.check(0 <= request.question_count <= 20, "question_count", "must be 1 to 20")
+        checks.raise_if_invalid()
+        principal = current_principal()
+        require_own(principal, student_id)
+        quiz_id, level, questions = self._engine.new_quiz(
+            student_id,
+            Topic(request.topic),
+            Level(request.level) if request.level else None,
+            request.question_count or 5,
+        )
+        quiz = quiz_pb2.Quiz(
+            name=f"students/{student_id}/quizzes/{quiz_id}",
+            topic=request.topic,
+            level=int(level),  # type: ignore[arg-type]
+            questions=[_question_message(q) for q in questions],
+            state=quiz_pb2.Quiz.STATE_OPEN,
+            create_time=_now(),
+        )
+        self._store.add_quiz(student_id, quiz_id, cohort_of(principal), quiz.SerializeToString())
+        return quiz
+
+    def GetQuiz(
+        self, request: quiz_pb2.GetQuizRequest, context: grpc.ServicerContext
+    ) -> quiz_pb2.Quiz:
+        student_id, quiz_id = parse_name(request.name, "students/*/quizzes/*", "name")
+        principal = current_principal()
+        if principal.role.value == "student":
+            require_own(principal, student_id)
+        stored = self._store.quiz(student_id, quiz_id)
+        if stored is None:
+            raise NotFound(f"{request.name} does not exist", metadata={"name": request.name})
+        require_readable(principal, student_id, stored[0])
+        return quiz_pb2.Quiz.FromString(stored[2])
+
+    def GradeQuiz(
+        self, request: quiz_pb2.GradeQuizRequest, context: grpc.ServicerContext
+    ) -> quiz_pb2.Quiz:
+        student_id, quiz_id = parse_name(request.name, "students/*/quizzes/*", "name")
+        principal = current_principal()
+        require_own(principal, student_id)
+        stored = self._store.quiz(student_id, quiz_id)
+        if stored is None:
+            raise NotFound(f"{request.name} does not exist", metadata={"name": request.name})
+        cohort, graded, raw = stored
+        if graded:
+            raise FailedPrecondition(f"{request.name} is already graded")
+        quiz = quiz_pb2.Quiz.FromString(raw)
+        asked = [q.question_id for q in quiz.questions]
+        checks = Validator()
+        answers: dict[str, Answer] = {}
+        for index, answer in enumerate(request.answers):
+            if answer.question_id not in asked:
+                checks.add(f"answers[{index}].question_id", "is not a question of this quiz")
+            value = answer.WhichOneof("value")
+            if value is None:
+                checks.add(f"answers[{index}]", "set choice_index or text")
+                continue
+            answers[answer.question_id] = (
+                answer.choice_index if value == "choice_index" else answer.text
+            )
+        checks.raise_if_invalid()
+        result = self._engine.grade_quiz(asked, answers)
+        quiz.state = quiz_pb2.Quiz.STATE_GRADED
+        quiz.answers.extend(request.answers)
+        quiz.results.extend(
+            quiz_pb2.QuestionResult(
+                question_id=r.question_id,
+                correct=r.correct,
+                correct_answer=r.correct_answer,
+                explanation=r.explanation,
+            )
+            for r in result.results
+        )
+        quiz.score = result.score
+        quiz.grade_time.CopyFrom(_now())
+        if not self._store.grade_quiz(student_id, quiz_id, quiz.SerializeToString()):
+            raise FailedPrecondition(f"{request.name} is already graded")
+        self._publisher.publish(
+            PROGRESS_EVENTS,
+            events_pb2.QuizGraded(
+                student=_student_ref(cohort, student_id),
+                topic=quiz.topic,
+                quiz=quiz.name,
+                score=result.score,
+                correct_count=result.correct,
+                question_count=result.total,
+                occur_time=quiz.grade_time,
+            ),
+            key=student_id,
+            event_id=quiz.name,
+        )
+        return quiz
