@@ -39,9 +39,7 @@ def runtime(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 
 @pytest.fixture(scope="session")
-def mesh(
-    settings: Settings, runtime: Runtime, mint_token: MintToken
-) -> Iterator[dict[str, int]]:
+def mesh(settings: Settings, runtime: Runtime, mint_token: MintToken) -> Iterator[dict[str, int]]:
     """Every service, started as `learnflow run` does, on free ports: name -> port.
     Each service's `<SERVICE>_ADDR` points at its port, so they reach one another."""
     ports = {spec.name: free_port() for spec in SERVICES}

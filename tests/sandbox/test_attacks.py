@@ -81,6 +81,9 @@ class Host:
     bystander: subprocess.Popen[bytes]  # runs as this test's uid
     bystander_same_uid: subprocess.Popen[bytes]  # runs as the sandbox's host uid
     escape_paths: list[Path] = field(default_factory=list)
+    # Processes this test process already had (e.g. the Envoy of an earlier test's
+    # fixtures): not the sandbox's doing.
+    before: set[int] = field(default_factory=lambda: set(_descendants(os.getpid())))
 
     @property
     def tcp_port(self) -> int:
@@ -118,7 +121,7 @@ class Host:
             self.udp.recv(1024)
 
     def _leftovers(self) -> list[str]:
-        keep = {self.bystander.pid, self.bystander_same_uid.pid}
+        keep = {self.bystander.pid, self.bystander_same_uid.pid} | self.before
         found = [_describe(pid) for pid in _descendants(os.getpid()) if pid not in keep]
         for entry in Path("/proc").iterdir():
             if entry.name.isdigit():
