@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import threading
 import time
@@ -83,6 +84,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     specs = [SERVICES_BY_NAME[n] for n in names]
     offset = args.port_offset
+    # Services call one another at <SERVICE>_ADDR: point them at this run's ports.
+    for spec in specs:
+        os.environ.setdefault(spec.address_env, f"localhost:{spec.port + offset}")
     servers = [
         LearnFlowServer(spec, builder(spec.name)(runtime), settings, port=spec.port + offset)
         for spec in specs

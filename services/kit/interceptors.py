@@ -25,10 +25,13 @@ from grpc_status import rpc_status
 
 from services.kit.auth import Principal, TokenVerifier
 from services.kit.errors import (
+    DeadlineExceeded,
     Internal,
     LearnFlowError,
     NotImplementedYet,
+    ResourceExhausted,
     Unauthenticated,
+    Unavailable,
     grpc_code,
 )
 
@@ -159,6 +162,8 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         request_id = call.request_id if call else "-"
         if isinstance(exc, LearnFlowError):
             error = exc
+        elif isinstance(exc, grpc.RpcError):
+            error = _downstream(method, exc)
         elif isinstance(exc, NotImplementedError):
             # The generated base servicer raises this for RPCs a service does not implement yet.
             error = NotImplementedYet(
@@ -230,6 +235,20 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 _current.set(None)
 
         return handle
+
+
+def _downstream(method: str, exc: grpc.RpcError) -> LearnFlowError:
+    """A call to another service failed: say so with a code the caller can act on."""
+    code = exc.code() if hasattr(exc, "code") else None
+    detail = exc.details() if hasattr(exc, "details") else ""
+    if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+        return DeadlineExceeded(f"{method}: a dependency did not answer in time: {detail}")
+    if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return ResourceExhausted(f"{method}: a dependency is busy: {detail}")
+    if code is grpc.StatusCode.UNAVAILABLE:
+        return Unavailable(f"{method}: a dependency is unavailable: {detail}")
+    log.error("dependency failed", extra={"method": method, "code": str(code), "detail": detail})
+    return Internal(f"{method}: a dependency failed ({code.name if code else 'unknown'})")
 
 
 def _is_abort(exc: BaseException) -> bool:

@@ -96,3 +96,40 @@ def test_outside_a_call_nothing_is_forwarded(downstream: str) -> None:
         stub.ListTopics(concepts_pb2.ListTopicsRequest())
     # No caller token to forward: the downstream service refuses, it does not hang.
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_an_unreachable_dependency_is_unavailable_not_internal(
+    settings: Settings, mint_token: MintToken
+) -> None:
+    """A handler whose downstream call fails answers UNAVAILABLE (retry later), with the
+    DEPENDENCY_UNAVAILABLE reason, rather than a generic INTERNAL error."""
+    from learnflow.concepts.v1 import concepts_pb2_grpc as stubs
+
+    from services.kit.server import ServiceParts
+    from tests.conftest import free_port
+
+    dead = f"127.0.0.1:{free_port()}"  # nothing listens here
+
+    class Forwarding(stubs.ConceptsServiceServicer):
+        def ListTopics(self, request: Any, context: Any) -> Any:
+            return stubs.ConceptsServiceStub(service_channel(dead)).ListTopics(request, timeout=1)
+
+    parts = ServiceParts(
+        register=lambda server: stubs.add_ConceptsServiceServicer_to_server(Forwarding(), server)
+    )
+    server = LearnFlowServer(SERVICES_BY_NAME["concepts"], parts, settings, port=0)
+    port = server.start()
+    try:
+        with (
+            grpc.insecure_channel(f"127.0.0.1:{port}") as channel,
+            pytest.raises(grpc.RpcError) as caught,
+        ):
+            stubs.ConceptsServiceStub(channel).ListTopics(
+                concepts_pb2.ListTopicsRequest(),
+                metadata=[("authorization", f"Bearer {mint_token('alice')}")],
+                timeout=10,
+            )
+    finally:
+        server.stop(grace=0.5)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "a dependency is unavailable" in (caught.value.details() or "")
