@@ -115,7 +115,10 @@ def test_an_unreachable_dependency_is_unavailable_not_internal(
             return stubs.ConceptsServiceStub(service_channel(dead)).ListTopics(request, timeout=1)
 
     parts = ServiceParts(
-        register=lambda server: stubs.add_ConceptsServiceServicer_to_server(Forwarding(), server)
+        register=lambda server: stubs.add_ConceptsServiceServicer_to_server(
+            Forwarding(),  # type: ignore[abstract]  # only ListTopics is used
+            server,
+        )
     )
     server = LearnFlowServer(SERVICES_BY_NAME["concepts"], parts, settings, port=0)
     port = server.start()
