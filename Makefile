@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	@$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
-	@$(PY) -m pip install -q --disable-pip-version-check -e '.[local,dev]'
+	@$(PY) -m pip install -q --disable-pip-version-check -e '.[local,dev,bench]'
 	@rm -f $(VENV)/.installed-*; touch $@
 
 deps: $(STAMP)
@@ -46,8 +46,11 @@ lint: $(STAMP)
 breaking: $(STAMP)
 	bash tools/buf_breaking.sh $(ref)
 
+## Every benchmark in bench/, each printing its figures (bench_mastery takes ~8 minutes;
+## BENCH_ARGS=--quick for a smaller run of the scripts that accept it).
 bench: $(STAMP)
-	@set -e; for script in bench/*.py; do echo "== $$script"; $(PY) $$script; done
+	@bash infra/tools.sh >/dev/null; bash bench/tools.sh >/dev/null
+	@set -e; for script in bench/*.py; do echo "== $$script"; $(PY) $$script $(BENCH_ARGS); done
 
 ## make token role=<student|teacher|admin> sub=<user id> [cohorts=a,b]
 token: $(STAMP)

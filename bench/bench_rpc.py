@@ -85,7 +85,10 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="500 calls, one round")
     args = parser.parse_args()
+    if args.quick:
+        args.calls, args.rounds = 500, 1
 
     work = Path(tempfile.mkdtemp(prefix="lf-bench-"))
     settings = Settings(jwks_path=work / "jwks.json", log_level="WARNING", grpc_host="127.0.0.1")
