@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -13,6 +15,18 @@ from services.kit import devtokens
 from services.kit.config import Settings
 
 MintToken = Callable[..., str]
+T = TypeVar("T")
+
+
+def wait_for(probe: Callable[[], T | None], timeout: float = 45.0, what: str = "it") -> T:
+    """Poll until `probe` returns something (bounded): events take a moment to arrive."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = probe()
+        if value is not None:
+            return value
+        time.sleep(0.1)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}")
 
 
 def free_port() -> int:

@@ -26,7 +26,7 @@ from services.exercise.store import ExerciseStore
 from services.kit.bus import PROGRESS_EVENTS, Publisher
 from services.kit.errors import FailedPrecondition, NotFound, Validator
 from services.kit.interceptors import current_principal
-from services.kit.names import parse_name
+from services.kit.names import check_name, parse_name
 from services.kit.pagination import next_page_token, parse_page
 
 MAX_CODE_BYTES = 64 * 1024
@@ -123,11 +123,7 @@ class ExerciseServicer(exercise_pb2_grpc.ExerciseServiceServicer):
         self, request: exercise_pb2.GenerateExerciseRequest, context: grpc.ServicerContext
     ) -> exercise_pb2.Exercise:
         checks = Validator()
-        student_id = ""
-        try:
-            (student_id,) = parse_name(request.student, "students/*", "student")
-        except Exception:  # reported with the other fields below
-            checks.add("student", "must look like 'students/*'")
+        (student_id,) = check_name(checks, request.student, "students/*", "student")
         checks.check(1 <= request.topic <= MAX_TOPIC, "topic", "is required: a curriculum topic")
         checks.check(0 <= request.difficulty <= max(Level), "difficulty", "is not a level")
         checks.raise_if_invalid()
@@ -144,15 +140,10 @@ class ExerciseServicer(exercise_pb2_grpc.ExerciseServiceServicer):
         self, request: exercise_pb2.CreateSubmissionRequest, context: grpc.ServicerContext
     ) -> exercise_pb2.Submission:
         checks = Validator()
-        student_id = exercise_id = ""
-        try:
-            (student_id,) = parse_name(request.parent, "students/*", "parent")
-        except Exception:  # reported with the other fields below
-            checks.add("parent", "must look like 'students/*'")
-        try:
-            (exercise_id,) = parse_name(request.submission.exercise, "exercises/*", "exercise")
-        except Exception:  # reported with the other fields below
-            checks.add("submission.exercise", "must look like 'exercises/*'")
+        (student_id,) = check_name(checks, request.parent, "students/*", "parent")
+        (exercise_id,) = check_name(
+            checks, request.submission.exercise, "exercises/*", "submission.exercise"
+        )
         code = request.submission.code
         checks.check(bool(code.strip()), "submission.code", "is required")
         checks.check(
@@ -275,11 +266,7 @@ class QuizServicer(quiz_pb2_grpc.QuizServiceServicer):
         self, request: quiz_pb2.GenerateQuizRequest, context: grpc.ServicerContext
     ) -> quiz_pb2.Quiz:
         checks = Validator()
-        student_id = ""
-        try:
-            (student_id,) = parse_name(request.parent, "students/*", "parent")
-        except Exception:  # reported with the other fields below
-            checks.add("parent", "must look like 'students/*'")
+        (student_id,) = check_name(checks, request.parent, "students/*", "parent")
         checks.check(1 <= request.topic <= MAX_TOPIC, "topic", "is required: a curriculum topic")
         checks.check(0 <= request.level <= max(Level), "level", "is not a level")
         checks.check(0 <= request.question_count <= 20, "question_count", "must be 1 to 20")

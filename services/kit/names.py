@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.kit.errors import FieldViolation, InvalidArgument
+from services.kit.errors import FieldViolation, InvalidArgument, Validator
 
 MAX_ID_LENGTH = 256
 
@@ -28,3 +28,14 @@ def parse_name(value: str, pattern: str, field: str) -> list[str]:
         shown = value if len(value) <= 80 else value[:77] + "..."
         raise InvalidArgument([FieldViolation(field, f"must look like {pattern!r}, got {shown!r}")])
     return ids
+
+
+def check_name(checks: Validator, value: str, pattern: str, field: str) -> list[str]:
+    """Like parse_name, but a bad name is added to `checks` (so a request reports every
+    bad field at once); returns empty ids then."""
+    try:
+        return parse_name(value, pattern, field)
+    except InvalidArgument as exc:
+        for violation in exc.violations:
+            checks.add(violation.field, violation.description)
+        return [""] * pattern.count("*")

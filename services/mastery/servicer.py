@@ -19,9 +19,9 @@ from learnflow.mastery.v1 import mastery_pb2, mastery_pb2_grpc
 
 from services.kit.auth import Principal, Role
 from services.kit.cache import Cache
-from services.kit.errors import InvalidArgument, NotFound, PermissionDenied, Validator
+from services.kit.errors import NotFound, PermissionDenied, Validator
 from services.kit.interceptors import current_principal
-from services.kit.names import parse_name
+from services.kit.names import check_name, parse_name
 from services.kit.pagination import next_page_token, parse_page
 from services.mastery import convert
 from services.mastery.domain.events import MAX_TOPIC
@@ -81,11 +81,7 @@ class MasteryServicer(mastery_pb2_grpc.MasteryServiceServicer):
         self, request: mastery_pb2.ListCohortMasteriesRequest, context: grpc.ServicerContext
     ) -> mastery_pb2.ListCohortMasteriesResponse:
         checks = Validator()
-        cohort = ""
-        try:
-            (cohort,) = parse_name(request.cohort, "cohorts/*", "cohort")
-        except InvalidArgument:  # reported with the other fields below
-            checks.add("cohort", "must look like 'cohorts/*'")
+        (cohort,) = check_name(checks, request.cohort, "cohorts/*", "cohort")
         order_by = " ".join(request.order_by.lower().split()) or "name"
         order_by = order_by.replace(" asc", "")
         checks.check(
@@ -116,11 +112,7 @@ class MasteryServicer(mastery_pb2_grpc.MasteryServiceServicer):
         self, request: mastery_pb2.QueryMasteryHistoryRequest, context: grpc.ServicerContext
     ) -> mastery_pb2.QueryMasteryHistoryResponse:
         checks = Validator()
-        student_id = ""
-        try:
-            (student_id,) = parse_name(request.name, "students/*/mastery", "name")
-        except InvalidArgument:  # reported with the other fields below
-            checks.add("name", "must look like 'students/*/mastery'")
+        (student_id,) = check_name(checks, request.name, "students/*/mastery", "name")
         start = _date(request.start_date, "start_date", checks)
         end = _date(request.end_date, "end_date", checks)
         if start and end:

@@ -4,10 +4,9 @@ graded per test with hidden tests kept hidden, and graded work moves mastery (ex
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import grpc
 import httpx
@@ -18,22 +17,11 @@ from learnflow.exercise.v1 import exercise_pb2, exercise_pb2_grpc, quiz_pb2, qui
 from learnflow.sandbox.v1 import sandbox_pb2, sandbox_pb2_grpc
 
 from services.exercise.domain.bank import QuestionKind, default_bank
-from tests.conftest import MintToken
+from tests.conftest import MintToken, wait_for
 
 pytestmark = pytest.mark.integration
 
-T = TypeVar("T")
 BANK = default_bank()
-
-
-def wait_for(probe: Callable[[], T | None], timeout: float = 45.0, what: str = "it") -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value is not None:
-            return value
-        time.sleep(0.1)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def bearer(token: str) -> list[tuple[str, str]]:

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, TypeAlias
 
 import grpc
 import httpx
@@ -31,7 +31,7 @@ from learnflow.mastery.v1 import mastery_pb2, mastery_pb2_grpc
 
 from services.kit.bus import KafkaBus, decode_headers
 from services.kit.config import Settings
-from tests.conftest import MintToken
+from tests.conftest import MintToken, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -39,17 +39,6 @@ REPO = Path(__file__).resolve().parents[2]
 SOURCE = "//learnflow.dev/test-producer"
 Topic: TypeAlias = common_pb2.Topic.ValueType
 FUNCTIONS = common_pb2.TOPIC_FUNCTIONS
-T = TypeVar("T")
-
-
-def wait_for(probe: Callable[[], T | None], timeout: float = 45.0, what: str = "condition") -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value is not None:
-            return value
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
 
 
 def stamp(moment: datetime | None = None) -> Timestamp:

@@ -78,7 +78,7 @@ def test_run_command_serves_the_mesh_and_gateway(mint_token: MintToken, settings
     """`learnflow run` (what `make run` calls) on the real infrastructure, ports shifted
     so it can run beside anything else; SIGTERM stops it cleanly. The ports stay below
     Linux's ephemeral range (32768+), where port-0 servers and client sockets land."""
-    offset, gateway_port = -20000, 28080
+    offset, gateway_port = -21000, 27080
     env = {**os.environ, "JWKS_PATH": str(settings.jwks_path), "LOG_LEVEL": "WARNING"}
     process = subprocess.Popen(
         [
