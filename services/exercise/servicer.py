@@ -12,7 +12,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from learnflow.events.v1 import events_pb2
 from learnflow.exercise.v1 import exercise_pb2, exercise_pb2_grpc, quiz_pb2, quiz_pb2_grpc
 
-from services.exercise.domain.bank import Exercise, Level, QuestionKind, Topic
+from services.exercise.domain.bank import Exercise, Level, QuestionKind, QuizQuestion, Topic
 from services.exercise.domain.grading import Grade
 from services.exercise.domain.quizzes import Answer
 from services.exercise.engine import (
@@ -23,6 +23,7 @@ from services.exercise.engine import (
     require_readable,
 )
 from services.exercise.store import ExerciseStore
+from services.kit.auth import Role
 from services.kit.bus import PROGRESS_EVENTS, Publisher
 from services.kit.errors import FailedPrecondition, NotFound, Validator
 from services.kit.interceptors import current_principal
@@ -211,7 +212,7 @@ class ExerciseServicer(exercise_pb2_grpc.ExerciseServiceServicer):
     ) -> exercise_pb2.Submission:
         student_id, submission_id = parse_name(request.name, "students/*/submissions/*", "name")
         principal = current_principal()
-        if principal.role.value == "student":
+        if principal.role is Role.STUDENT:
             require_own(principal, student_id)
         stored = self._store.submission(student_id, submission_id)
         if stored is None:
@@ -242,10 +243,8 @@ class ExerciseServicer(exercise_pb2_grpc.ExerciseServiceServicer):
         )
 
 
-def _question_message(q: object) -> quiz_pb2.Question:
-    from services.exercise.domain.bank import QuizQuestion
-
-    assert isinstance(q, QuizQuestion)
+def _question_message(q: QuizQuestion) -> quiz_pb2.Question:
+    """A question as asked: no answer, no expected output, no explanation."""
     kind = (
         quiz_pb2.Question.KIND_MULTIPLE_CHOICE
         if q.kind is QuestionKind.MULTIPLE_CHOICE
@@ -295,7 +294,7 @@ class QuizServicer(quiz_pb2_grpc.QuizServiceServicer):
     ) -> quiz_pb2.Quiz:
         student_id, quiz_id = parse_name(request.name, "students/*/quizzes/*", "name")
         principal = current_principal()
-        if principal.role.value == "student":
+        if principal.role is Role.STUDENT:
             require_own(principal, student_id)
         stored = self._store.quiz(student_id, quiz_id)
         if stored is None:
