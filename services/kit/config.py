@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     # Tracing: OTLP endpoint; unset -> spans are created but not exported.
     otel_exporter_otlp_endpoint: str | None = None
 
+    # The mastery engine's Kafka consumer group: replicas share it; a second, independent
+    # engine on the same broker (a benchmark beside a test run) needs its own.
+    mastery_consumer_group: str = "mastery-engine"
+
     # Sandbox: programs run at once, programs waiting beyond that (then
     # RESOURCE_EXHAUSTED), and the dev-only escape hatch when no isolation is available.
     sandbox_workers: int = Field(default=4, ge=1, le=64)

@@ -13,8 +13,6 @@ from services.mastery.domain.events import InvalidEventError, ProgressEvent, val
 from services.mastery.domain.model import Component
 from services.mastery.engine import MasteryEngine
 
-GROUP_ID = "mastery-engine"
-
 
 def to_domain(envelope: Envelope) -> ProgressEvent:
     """The domain event for a decoded CloudEvent; PoisonEventError if it can never apply."""
@@ -59,13 +57,15 @@ def to_domain(envelope: Envelope) -> ProgressEvent:
         raise PoisonEventError(str(exc)) from None
 
 
-def progress_consumer(bus: Bus, engine: MasteryEngine, *, batch_size: int = 1000) -> ConsumerLoop:
+def progress_consumer(
+    bus: Bus, engine: MasteryEngine, *, group_id: str, batch_size: int = 1000
+) -> ConsumerLoop:
     def handle(batch: Sequence[Envelope]) -> None:
         engine.ingest([to_domain(envelope) for envelope in batch])
 
     return ConsumerLoop(
         bus,
-        group_id=GROUP_ID,
+        group_id=group_id,
         topics=[PROGRESS_EVENTS],
         handler=handle,
         # The database or broker being briefly away is retried; nothing is committed meanwhile.

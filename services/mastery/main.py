@@ -30,7 +30,7 @@ def build(runtime: Runtime) -> ServiceParts:
     cache = TieredCache(runtime.cache, local_ttl_seconds=2.0)
     engine = MasteryEngine(MasteryStore(db), cache, encode_changes, OutboxSender(bus))
     recalculations = Recalculations(engine)
-    consumer = progress_consumer(bus, engine)
+    consumer = progress_consumer(bus, engine, group_id=runtime.settings.mastery_consumer_group)
 
     def register(server: grpc.Server) -> None:
         # RPCs not implemented here fall through to the generated base (UNIMPLEMENTED);
