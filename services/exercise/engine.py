@@ -15,9 +15,8 @@ from services.exercise.domain.bank import (
     Level,
     QuizQuestion,
     Topic,
-    imported_modules,
 )
-from services.exercise.domain.grading import Execute, Grade, grade
+from services.exercise.domain.grading import Execute, Grade, grade, precheck
 from services.exercise.domain.quizzes import Answer, QuizGrade, choose_questions, grade_quiz
 from services.kit.auth import Principal, Role
 from services.kit.errors import NotFound, PermissionDenied
@@ -31,21 +30,6 @@ class Precheck:
     """Why a submission was not run: a syntax error or an import the exercise forbids."""
 
     message: str
-
-
-def precheck(exercise: Exercise, code: str) -> Precheck | None:
-    try:
-        compile(code, "solution.py", "exec")
-    except SyntaxError as exc:
-        where = f"line {exc.lineno}" + (f", column {exc.offset}" if exc.offset else "")
-        return Precheck(f"SyntaxError ({where}): {exc.msg}")
-    forbidden = sorted(imported_modules(code) - set(exercise.allowed_imports))
-    if forbidden:
-        allowed = ", ".join(exercise.allowed_imports) or "none"
-        return Precheck(
-            f"this exercise does not use {', '.join(forbidden)} (allowed imports: {allowed})"
-        )
-    return None
 
 
 def require_own(principal: Principal, student_id: str) -> None:
@@ -99,9 +83,10 @@ class ExerciseEngine:
         return candidates[0]
 
     def grade(self, exercise: Exercise, code: str) -> Grade | Precheck:
-        failure = precheck(exercise, code)
+        # Syntax and imports the exercise does not allow are reported before anything runs.
+        failure = precheck(code, exercise.allowed_imports)
         if failure is not None:
-            return failure
+            return Precheck(failure)
         return grade(exercise, code, self._execute)
 
     def new_quiz(
