@@ -80,10 +80,11 @@ class MasteryClient:
 
     def get(self, student_id: str) -> mastery_pb2.Mastery | None:
         try:
-            return self._stub.GetMastery(
+            mastery: mastery_pb2.Mastery = self._stub.GetMastery(
                 mastery_pb2.GetMasteryRequest(name=f"students/{student_id}/mastery"),
                 timeout=self._timeout,
             )
+            return mastery
         except grpc.RpcError as exc:
             if exc.code() != grpc.StatusCode.NOT_FOUND:
                 log.warning(
