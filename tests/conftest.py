@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -13,6 +13,8 @@ import pytest
 
 from services.kit import devtokens
 from services.kit.config import Settings
+from services.kit.llm import LLM
+from tests.support.openai_server import ScriptedOpenAI, start
 
 MintToken = Callable[..., str]
 T = TypeVar("T")
@@ -50,6 +52,10 @@ def settings(dev_key_dir: Path) -> Settings:
         database_url=os.environ.get("DATABASE_URL"),
         redis_url=os.environ.get("REDIS_URL"),
         kafka_bootstrap_servers=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"),
+        # Agents run offline unless a test points them at the scripted model server:
+        # a developer's own key in the environment must never reach a test.
+        openai_api_key=None,
+        openai_base_url=None,
         grpc_host="127.0.0.1",
         log_level="WARNING",
         shutdown_grace_seconds=2.0,
@@ -64,3 +70,42 @@ def mint_token(dev_key_dir: Path, settings: Settings) -> MintToken:
         return devtokens.mint_token(sub, role, cohorts, key_dir=dev_key_dir, settings=settings)
 
     return mint
+
+
+@pytest.fixture(scope="session")
+def _openai_script() -> Iterator[ScriptedOpenAI]:
+    script = ScriptedOpenAI()
+    server = start(script)
+    yield script
+    server.shutdown()
+
+
+@pytest.fixture
+def openai_server(_openai_script: ScriptedOpenAI) -> Iterator[ScriptedOpenAI]:
+    """The scripted OpenAI-compatible server, with an empty script for this test."""
+    _openai_script.reset()
+    yield _openai_script
+    _openai_script.reset()
+
+
+@pytest.fixture
+def llm_settings(settings: Settings, openai_server: ScriptedOpenAI) -> Settings:
+    """Settings with the agents' model pointed at the scripted server. The client's
+    own retries are off so each scripted reply answers exactly one call; short
+    timeouts keep failure tests quick."""
+    return settings.model_copy(
+        update={
+            "openai_api_key": "sk-test",
+            "openai_base_url": openai_server.base_url,
+            "openai_model": "test-model",
+            "openai_timeout_seconds": 2.0,
+            "openai_max_retries": 0,
+            "llm_breaker_reset_seconds": 0.5,
+        }
+    )
+
+
+@pytest.fixture
+def llm(llm_settings: Settings) -> LLM:
+    """An enabled model client with a fresh circuit breaker, on the scripted server."""
+    return LLM(llm_settings)

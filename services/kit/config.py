@@ -36,6 +36,13 @@ class Settings(BaseSettings):
     openai_api_key: str | None = None
     openai_base_url: str | None = None
     openai_model: str = "gpt-4o-mini"
+    # The model client: per-request timeout and the client's own retries (429, 5xx,
+    # timeouts, with backoff); the circuit breaker opens after this many consecutive
+    # failed calls and lets one probe through after the reset interval.
+    openai_timeout_seconds: float = Field(default=20.0, gt=0, le=600)
+    openai_max_retries: int = Field(default=2, ge=0, le=10)
+    llm_breaker_failures: int = Field(default=5, ge=1, le=1000)
+    llm_breaker_reset_seconds: float = Field(default=30.0, gt=0, le=3600)
 
     # Identity: the JWKS the services verify tokens against (the same file Envoy reads).
     jwks_path: Path = RUN_DIR / "jwks.json"

@@ -15,6 +15,7 @@ from services.kit.bus import ALL_TOPICS, Bus, InProcessBus, KafkaBus
 from services.kit.cache import Cache, InProcessCache, RedisCache
 from services.kit.config import RUN_DIR, Settings
 from services.kit.db import Database, embedded_postgres_url
+from services.kit.llm import LLM
 
 log = logging.getLogger("learnflow.runtime")
 
@@ -26,6 +27,7 @@ class Runtime:
         self._lock = threading.Lock()
         self._bus: Bus | None = None
         self._cache: Cache | None = None
+        self._llm: LLM | None = None
         self._databases: list[Database] = []
 
     @property
@@ -64,6 +66,14 @@ class Runtime:
                     log.info("REDIS_URL unset: using the in-process cache")
                     self._cache = InProcessCache()
             return self._cache
+
+    @property
+    def llm(self) -> LLM:
+        """The model client the agents share (disabled without OPENAI_API_KEY)."""
+        with self._lock:
+            if self._llm is None:
+                self._llm = LLM(self.settings)
+            return self._llm
 
     def describe(self) -> dict[str, str]:
         """Which backend each adapter uses, for the start-up banner."""
