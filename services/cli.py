@@ -27,6 +27,7 @@ from services.kit.catalogue import (
 )
 from services.kit.config import ConfigError, Settings, load_settings
 from services.kit.logging import configure_logging
+from services.kit.metrics import serve_metrics
 
 if TYPE_CHECKING:
     from services.gateway.runner import Gateway
@@ -53,6 +54,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     runtime = Runtime(settings)
     server = LearnFlowServer(spec, builder(spec.name)(runtime), settings)
     server.start()
+    serve_metrics(settings)
 
     def stop() -> None:
         server.stop()
@@ -93,6 +95,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     ]
     for server in servers:
         server.start()
+    serve_metrics(settings)
     gateway = None
     if not args.no_gateway:
         gateway_port = args.gateway_port or GATEWAY_PORT + offset

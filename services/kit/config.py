@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(default=10.0, ge=0, le=300)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
+    # Prometheus metrics (model calls, tokens, latency) over HTTP on this port; unset: off.
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
     # Tracing: OTLP endpoint; unset -> spans are created but not exported.
     otel_exporter_otlp_endpoint: str | None = None
 
