@@ -1,0 +1,138 @@
+"""Syntax check, size and complexity (radon): the measurements behind the score."""
+
+from __future__ import annotations
+
+import ast
+import re
+import warnings
+from dataclasses import dataclass
+
+from radon.complexity import cc_rank  # type: ignore[import-untyped]
+from radon.metrics import mi_visit  # type: ignore[import-untyped]
+from radon.raw import analyze  # type: ignore[import-untyped]
+from radon.visitors import ComplexityVisitor, Function  # type: ignore[import-untyped]
+
+from services.review.domain import rules
+from services.review.domain.model import Category, Finding, Metrics, Severity, Span
+
+MODULE_BLOCK = "<module>"
+# The name student code is parsed and compiled under. Warnings Python raises about it
+# while compiling (e.g. `x is 1`) are the review's business, not the server log's.
+STUDENT_FILENAME = "<student code>"
+for _category in (SyntaxWarning, DeprecationWarning):
+    warnings.filterwarnings("ignore", category=_category, module=re.escape(STUDENT_FILENAME))
+
+
+@dataclass(frozen=True, slots=True)
+class SyntaxProblem:
+    message: str
+    line: int
+    column: int
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """A function, method or the module body, with its cyclomatic complexity."""
+
+    name: str
+    line: int
+    end_line: int
+    complexity: int
+
+
+def syntax_problem(code: str) -> SyntaxProblem | None:
+    """Why the code does not parse (with the line), or None when it does."""
+    try:
+        ast.parse(code, filename=STUDENT_FILENAME)
+    except SyntaxError as exc:
+        return SyntaxProblem(
+            message=f"{type(exc).__name__}: {exc.msg}",
+            line=max(1, exc.lineno or 1),
+            column=max(1, exc.offset or 1),
+        )
+    except ValueError as exc:  # e.g. "source code string cannot contain null bytes"
+        return SyntaxProblem(message=f"SyntaxError: {exc}", line=1, column=1)
+    except (RecursionError, MemoryError):
+        return SyntaxProblem(message="SyntaxError: the code is nested too deeply", line=1, column=1)
+    return None
+
+
+def lines_of_code(code: str) -> int:
+    """Non-blank lines (comments count: they are part of what a reader reads); radon's
+    raw counts give the same for code that parses."""
+    return sum(1 for line in code.splitlines() if line.strip())
+
+
+def _functions(functions: list[Function], prefix: str = "") -> list[Block]:
+    blocks = []
+    for f in functions:
+        name = f"{prefix}{f.name}"
+        blocks.append(Block(name, f.lineno, f.endline or f.lineno, f.complexity))
+        blocks.extend(_functions(f.closures, f"{name}."))
+    return blocks
+
+
+def blocks(code: str) -> list[Block]:
+    """Every function, method and nested function, plus the module body."""
+    visitor = ComplexityVisitor.from_code(code)
+    found = _functions(visitor.functions)
+    pending = list(visitor.classes)
+    while pending:
+        cls = pending.pop(0)
+        found.extend(_functions(cls.methods, f"{cls.name}."))
+        pending.extend(cls.inner_classes)
+    found.append(Block(MODULE_BLOCK, 1, max(1, len(code.splitlines())), visitor.complexity))
+    return sorted(found, key=lambda b: (b.line, b.name))
+
+
+def complexity_findings(measured: list[Block]) -> list[Finding]:
+    findings = []
+    for block in measured:
+        if block.complexity <= rules.COMPLEXITY_THRESHOLD:
+            continue
+        what = "the module's top-level code" if block.name == MODULE_BLOCK else f"`{block.name}`"
+        findings.append(
+            Finding(
+                rule=rules.COMPLEXITY_RULE,
+                category=Category.COMPLEXITY,
+                severity=rules.complexity_severity(block.complexity),
+                message=(
+                    f"{what} is too complex: cyclomatic complexity {block.complexity} "
+                    f"(radon rank {cc_rank(block.complexity)}), more than "
+                    f"{rules.COMPLEXITY_THRESHOLD}; split it into smaller functions"
+                ),
+                span=Span(line=block.line, column=1, end_line=block.end_line),
+            )
+        )
+    return findings
+
+
+def measure(code: str) -> tuple[Metrics, list[Finding]]:
+    """Metrics and complexity findings for code that parses."""
+    try:
+        raw = analyze(code)
+        loc = raw.loc - raw.blank
+        measured = blocks(code)
+        maintainability = float(mi_visit(code, multi=True))
+    except (RecursionError, SyntaxError, ValueError):
+        loc = lines_of_code(code)
+        # Parsed by Python, but too deep for radon's recursive visitors: report the size.
+        finding = Finding(
+            rule=rules.COMPLEXITY_RULE,
+            category=Category.COMPLEXITY,
+            severity=Severity.ERROR,
+            message="the code is nested too deeply to measure its complexity",
+            span=Span(line=1),
+        )
+        return Metrics(loc, 0, 0.0, 0.0), [finding]
+    functions = [b for b in measured if b.name != MODULE_BLOCK]
+    # The mean is over functions when there are any (the module body of a file of
+    # definitions is trivially 1 and would only dilute it), else the module body.
+    averaged = functions or measured
+    metrics = Metrics(
+        lines_of_code=loc,
+        max_cyclomatic_complexity=max(b.complexity for b in measured),
+        mean_cyclomatic_complexity=round(sum(b.complexity for b in averaged) / len(averaged), 2),
+        maintainability_index=round(max(0.0, min(100.0, maintainability)), 2),
+    )
+    return metrics, complexity_findings(measured)

@@ -1,0 +1,102 @@
+"""A whole offline review: linter findings, complexity, score, suggestions, summary."""
+
+from __future__ import annotations
+
+from services.review.domain import rules
+from services.review.domain.linter import Diagnostic, RuffLinter
+from services.review.domain.metrics import measure, syntax_problem
+from services.review.domain.model import (
+    Category,
+    Finding,
+    Metrics,
+    Review,
+    Severity,
+    Span,
+    Suggestion,
+)
+from services.review.domain.score import quality_score
+from services.review.domain.suggestions import fix_suggestion, layout_suggestions
+from services.review.domain.summary import offline_summary
+
+MAX_LINTER_SUGGESTIONS = 20
+
+
+def normalise(code: str) -> str:
+    """Line endings as "\\n": positions and before/after text are in these terms."""
+    return code.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def finding_of(diagnostic: Diagnostic) -> Finding:
+    rule = rules.SYNTAX_ERROR if diagnostic.code == "invalid-syntax" else diagnostic.code
+    category = rules.category_of(rule)
+    return Finding(
+        rule=rule,
+        category=category,
+        severity=rules.severity_of(rule, category),
+        message=diagnostic.message,
+        span=Span(
+            line=diagnostic.start.row,
+            column=diagnostic.start.column,
+            end_line=diagnostic.end.row,
+            # ruff's end is exclusive; SourceSpan's is inclusive.
+            end_column=max(1, diagnostic.end.column - 1),
+        ),
+    )
+
+
+def _order(finding: Finding) -> tuple[int, int, str]:
+    return (finding.span.line, finding.span.column, finding.rule)
+
+
+def review_code(code: str, linter: RuffLinter) -> Review:
+    code = normalise(code)
+    problem = syntax_problem(code)
+    if problem is not None:
+        finding = Finding(
+            rule=rules.SYNTAX_ERROR,
+            category=Category.CORRECTNESS,
+            severity=Severity.ERROR,
+            message=problem.message,
+            span=Span(line=problem.line, column=problem.column),
+        )
+        metrics = Metrics(sum(1 for line in code.splitlines() if line.strip()), 0, 0.0, 0.0)
+        return Review(
+            findings=(finding,),
+            suggestions=(),
+            metrics=metrics,
+            quality_score=0,
+            summary=offline_summary(0, metrics, (finding,), (), parses=False),
+            parses=False,
+        )
+
+    diagnostics = linter.check(code)
+    linted = [(d, finding_of(d)) for d in diagnostics]
+    metrics, complexity = measure(code)
+    findings = tuple(sorted([f for _, f in linted] + complexity, key=_order))
+    score = quality_score(findings, metrics.lines_of_code)
+
+    ranked: list[tuple[Severity, Suggestion]] = []
+    covered: set[int] = set()
+    if any(rules.is_layout(f.rule) for f in findings):
+        formatted = linter.format(code)
+        if formatted is not None:
+            layout, covered = layout_suggestions(code, formatted, findings)
+            ranked.extend((Severity.INFO, s) for s in layout)
+    for diagnostic, finding in linted:
+        if rules.is_layout(finding.rule) and finding.span.line in covered:
+            continue  # the reformat above already shows this line
+        suggestion = fix_suggestion(code, diagnostic)
+        if suggestion is not None:
+            ranked.append((finding.severity, suggestion))
+    # Most severe first, then by line; the same change is suggested once.
+    ranked.sort(key=lambda pair: (-pair[0], pair[1].span.line))
+    unique = list({(s.span.line, s.before, s.after): s for _, s in ranked}.values())
+    chosen = tuple(unique[:MAX_LINTER_SUGGESTIONS])
+    return Review(
+        findings=findings,
+        suggestions=chosen,
+        metrics=metrics,
+        quality_score=score,
+        summary=offline_summary(score, metrics, findings, chosen, parses=True),
+        parses=True,
+    )
