@@ -87,6 +87,16 @@ _ASKS_FEEDBACK = "asks for feedback on code"
 _ASKS_PRACTICE = "asks for practice"
 _ASKS_PROGRESS = "asks about the student's own progress"
 _ASKS_EXPLAIN = "asks to explain an idea"
+# A request for something to do: a requesting phrase, then a thing to practise on.
+_REQUESTS = (
+    r"give|gimme|hit me with|throw|send|prepare|make|create|set|write me|come up with|got any"
+    r"|do you have|have you got|can i (get|have|try|do)|could i (get|have|try|do)|i want"
+    r"|i wanna|i need|i'?d like|let'?s do|suggest|recommend"
+)
+_TASKS = (
+    r"exercises?|practi[cs]e|problems?|challenges?|tasks?|puzzles?|quiz(zes)?|questions?"
+    r"|homework|assignments?|projects?|katas?|tests?|drills?"
+)
 # "it works", "passes all the tests": not a bug report, and leaning towards a review.
 _WORKS = (
     r"(it|this|that|code|everything) (works|runs|is working)",
@@ -116,7 +126,10 @@ CUES: tuple[Cue, ...] = (
         r"instead of", r"(prints?|returns?|gives?|shows?|outputs?)( me)?\b.{0,25}"
         r"\b(none|nothing|wrong|empty)",
         r"nothing (happens|prints|shows)", r"(disappear|vanish)\w*", r"only the last", r"twice",
-        r"was working", r"used to work",
+        r"was working", r"used to work", r"even though", r"supposed to", r"expected",
+        r"should (be|print|return|give|output|show)", r"always (prints|returns|gives|shows|is)",
+        r"(output|result|answer|value) is (always|wrong|off|incorrect|empty)", r"incorrect",
+        r"off by one",
     ), 0.8, 3.0, _FAILS),
     Cue(D, (
         r"errors?", r"wrong", r"help",
@@ -145,19 +158,27 @@ CUES: tuple[Cue, ...] = (
         r"should i (split|break|use|rename|change|move)", r"(look at|check) my",
         r"which (version|one) is", r"change here",
     ), 0.7, 2.5, _ASKS_FEEDBACK),
+    Cue(R, (
+        r"what do you think", r"thoughts", r"opinions?", r"roast", r"simplif\w*", r"differently",
+        r"properly", r"suggestions?", r"messy", r"ugly", r"overcomplicated", r"concise",
+        r"shorter", r"too (long|many lines|complicated)",
+    ), 1.0, 3.0, _ASKS_FEEDBACK),
     Cue(R, _WORKS, 0.3, 1.5, "says the code works"),
     Cue(D, _WORKS, -1.0, -2.5, "says the code works"),
     # exercise: wants something to practise.
     Cue(E, (
         r"(quiz|test|drill|train|challenge) (me|my knowledge)",
         r"exercice\w*", r"ejercicio\w*", r"[uü]bung\w*", r"aufgabe\w*",
-        r"(give|gimme|get|have|want|need|make|send|got|suggest)\b.{0,25}\b(exercises?"
-        r"|practi[cs]e|problems?|challenges?|tasks?|puzzles?|quiz(zes)?|questions|homework)",
+        rf"({_REQUESTS})\b.{{0,30}}\b({_TASKS})",
+        r"(wanna|let me|(want|'d like|would like|need|like) to) "
+        r"(train|practi[cs]e|drill|try|do|solve)",
+        r"something to (code|solve|do|practi[cs]e|work on)",
     ), 3.5, 2.5, _ASKS_PRACTICE, True),
     Cue(E, (
         r"(another|next|new|harder|easier|more) "
         r"(one|exercises?|problems?|questions?|challenges?|quiz(zes)?|tasks?)",
-        r"(which|what) (exercise|problem|quiz)",
+        r"(which|what) (exercise|problem|quiz)", r"(one|a few|some|two|three|\d+) more",
+        r"like the last one", r"multiple choice",
     ), 3.0, 2.0, _ASKS_PRACTICE, True),
     Cue(E, (r"practi[cs](e|ing)", r"challenge", r"quiz", r"puzzle"), 2.0, 1.0, _ASKS_PRACTICE,
         True),
@@ -168,7 +189,8 @@ CUES: tuple[Cue, ...] = (
         r"fortschritt\w*", r"progreso", r"progr[eè]s",
     ), 3.5, 2.0, _ASKS_PROGRESS),
     Cue(P, (
-        r"my (stats|level|score|scores|grades?|record|history|results)",
+        r"my (stats|level|scores?|grades?|record|history|results|percent(age)?|marks?|points|xp"
+        r"|rank\w*|badges?|achievements?)",
         r"weak(est|ness\w*)?", r"struggl\w*", r"strongest",
     ), 3.0, 1.5, _ASKS_PROGRESS),
     Cue(P, (
@@ -178,7 +200,12 @@ CUES: tuple[Cue, ...] = (
         r"move on to", r"how (good|far) (am i|i am)", r"wie gut bin ich",
         r"(did|have) i (get|got|improve|master|done|do|finish|complete|fail|pass|solve)\w*",
         r"how many\b.{0,30}\b(have|did) i", r"stats",
+        r"(what|which) (topic|lesson|chapter|unit|skill)s? (should|do|can|could) i",
+        r"(should|can|could) i (do|learn|study|start|take|tackle)\b.{0,25}\b(after|next)",
+        r"(do|did) i (know|understand)\b.{0,20}\b(enough|well|yet)", r"(am|are) i good at",
+        r"how (good|well) do i (know|understand)",
     ), 2.5, 1.0, _ASKS_PROGRESS),
+    Cue(P, (r"what('?s| is| are) my", r"whats my"), 2.5, 0.3, _ASKS_PROGRESS),
     Cue(P, (r"since last (week|month)", r"this (week|month)", r"so far"), 1.0, 0.3,
         _ASKS_PROGRESS),
     # concept: explain an idea.
@@ -187,8 +214,12 @@ CUES: tuple[Cue, ...] = (
         r"diff (between|with)", r"unterschied", r"diferencia", r"vs\.?", r"versus",
         r"when (should|do|would|to) (i|you|we|one)? ?use", r"what'?s the point",
         r"what is the point", r"example of", r"like i'?m 5", r"i do ?n'?t (get|understand)",
-        r"dont (get|understand)", r"confus\w*",
+        r"dont (get|understand)", r"confus\w*", r"eli5", r"no idea what",
     ), 2.5, 2.5, _ASKS_EXPLAIN),
+    Cue(C, (
+        r"better than", r"(what|which) (situation|case)s?",
+        r"when (is|are|would|do)\b.{0,25}\b(better|useful|used|needed)",
+    ), 2.0, 0.5, _ASKS_EXPLAIN),
     Cue(C, (
         r"what does (this|that|the|it|line)\b.{0,20}\bdo", r"what does this", r"line \d+",
         r"what happens",

@@ -67,7 +67,10 @@ PROSE_CUES: tuple[tuple[Topic, str, float], ...] = (
     (T.COLLECTIONS, r"\bdict(s|ionary|ionaries|ionnaire|ionario)?\b|\bdiccionarios?\b", 2.5),
     (T.COMPREHENSIONS, r"\bcomprehensions?\b|\blist comp\b", 4.0),
     (T.FILES, r"\bfiles?\b|\bopen\(|\bcsv\b|\bwith statement\b|\bfolders?\b|\bpaths?\b", 2.5),
-    (T.ERRORS_AND_EXCEPTIONS, r"\bexceptions?\b|\btry\b|\bexcept\b|\bfinally\b|\braise\b", 2.5),
+    # "try" and "raise" are English verbs too ("i'd like to try", "raise my score").
+    (T.ERRORS_AND_EXCEPTIONS, r"\bexceptions?\b|\btry\s*(/|-|and|&)?\s*except\b|\bfinally\b", 2.5),
+    (T.ERRORS_AND_EXCEPTIONS, r"\btry (blocks?|statements?|clauses?)\b|\btry:|\bexcept:", 2.5),
+    (T.ERRORS_AND_EXCEPTIONS, r"\braise (an?|my own|a custom)?\s*\w*(error|exception)", 2.5),
     (T.ERRORS_AND_EXCEPTIONS, r"\berror handling\b|\bhandle errors\b|\bcatch\b", 2.0),
     (T.MODULES, r"\bmodules?\b|\bimports?\b|\bpackages?\b|\bpip\b|__name__|__main__", 2.5),
     (T.MODULES, r"\banother file\b|\bother file\b|\blibrar(y|ies)\b", 1.5),
@@ -105,8 +108,8 @@ ERROR_TYPE_WEIGHT = 3.0
 ERROR_MESSAGES: tuple[tuple[Topic, str], ...] = (
     (T.VARIABLES_AND_TYPES, r"invalid literal for (int|float)\(\)|could not convert"),
     (T.VARIABLES_AND_TYPES, r"unsupported operand type|can only concatenate|must be str, not"),
-    (T.STRINGS, r"string index|string indices|'str' object does not support item"),
-    (T.COLLECTIONS, r"list index|'(list|dict|tuple|set)' object"),
+    (T.STRINGS, r"string (index|indices|literal)|'str' object does not support item|f-string"),
+    (T.COLLECTIONS, r"list index|'(list|dict|tuple|set)' object|\b(dictionary|list|set) changed"),
     (T.CLASSES_AND_OBJECTS, r"__init__\(\)|\bself\b"),
     (T.FUNCTIONS, r"required positional argument|takes \d+ positional argument"),
     (T.FUNCTIONS, r"'nonetype' object"),
