@@ -1,21 +1,43 @@
-"""Wires the review service into a kit server.
-
-Its contract is served (health, reflection, the gateway's routes) but its RPCs are not
-implemented yet: each answers UNIMPLEMENTED naming the method.
-"""
+"""Wires the review service: the ruff linter, the shared model client (offline without
+OPENAI_API_KEY), storage in the `review` schema and the progress publisher."""
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
+import grpc
 from learnflow.review.v1 import review_pb2_grpc
 
+from services.kit.bus import Publisher
+from services.kit.llm import PromptTemplates
 from services.kit.runtime import Runtime
-from services.kit.server import ServiceParts, not_implemented_parts
+from services.kit.server import ServiceParts
+from services.review.domain.linter import RuffLinter
+from services.review.engine import PROMPTS, ReviewEngine
+from services.review.servicer import ReviewServicer
+from services.review.store import ReviewStore
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+SOURCE = "//learnflow.dev/review"
+
+log = logging.getLogger("learnflow.review")
 
 
 def build(runtime: Runtime) -> ServiceParts:
-    return not_implemented_parts(
-        (
-            review_pb2_grpc.add_ReviewServiceServicer_to_server,
-            review_pb2_grpc.ReviewServiceServicer,
-        ),
+    db = runtime.database("review", MIGRATIONS)
+    bus = runtime.bus
+    linter = RuffLinter()
+    log.info("linter ready", extra={"ruff": linter.version()})  # fails fast if it cannot run
+    engine = ReviewEngine(linter, runtime.llm, PromptTemplates(PROMPTS))
+    publisher = Publisher(bus, SOURCE)
+
+    def register(server: grpc.Server) -> None:
+        review_pb2_grpc.add_ReviewServiceServicer_to_server(
+            ReviewServicer(engine, ReviewStore(db), publisher), server
+        )
+
+    return ServiceParts(
+        register=register,
+        checks={"postgres": db.check, "bus": bus.check, "linter": linter.check_installed},
     )

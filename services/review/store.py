@@ -1,0 +1,66 @@
+"""The review service's Postgres store (schema `review`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from services.kit.db import Database
+
+
+@dataclass(frozen=True, slots=True)
+class StoredReview:
+    cohort: str
+    message: bytes
+
+
+class ReviewStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def add(
+        self,
+        *,
+        student_id: str,
+        review_id: str,
+        cohort: str,
+        exercise_id: str | None,
+        quality_score: int,
+        create_time: datetime,
+        message: bytes,
+    ) -> None:
+        with self.db.pool.connection() as conn:
+            conn.execute(
+                "INSERT INTO code_reviews (student_id, review_id, cohort, exercise_id, "
+                "  quality_score, create_time, message) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                (student_id, review_id, cohort, exercise_id, quality_score, create_time, message),
+            )
+
+    def get(self, student_id: str, review_id: str) -> StoredReview | None:
+        with self.db.pool.connection() as conn:
+            row = conn.execute(
+                "SELECT cohort, message FROM code_reviews WHERE student_id = %s AND review_id = %s",
+                (student_id, review_id),
+            ).fetchone()
+        return StoredReview(row[0], bytes(row[1])) if row else None
+
+    def list(
+        self, student_id: str, cohorts: Sequence[str] | None, offset: int, limit: int
+    ) -> tuple[list[bytes], int]:
+        """A page of the student's reviews, newest first, and how many there are in all;
+        with `cohorts`, only reviews that count towards one of them."""
+        only = list(cohorts) if cohorts is not None else None
+        with self.db.pool.connection() as conn:
+            total = conn.execute(
+                "SELECT count(*) FROM code_reviews WHERE student_id = %s "
+                "AND (%s::text[] IS NULL OR cohort = ANY(%s))",
+                (student_id, only, only),
+            ).fetchone()
+            rows = conn.execute(
+                "SELECT message FROM code_reviews WHERE student_id = %s "
+                "AND (%s::text[] IS NULL OR cohort = ANY(%s)) "
+                "ORDER BY create_time DESC, review_id DESC LIMIT %s OFFSET %s",
+                (student_id, only, only, limit, offset),
+            ).fetchall()
+        return [bytes(r[0]) for r in rows], int(total[0]) if total else 0
