@@ -131,6 +131,15 @@ CUES: tuple[Cue, ...] = (
         r"(output|result|answer|value) is (always|wrong|off|incorrect|empty)", r"incorrect",
         r"off by one",
     ), 0.8, 3.0, _FAILS),
+    # Next to code, a sentence about what the program does (or does not do) is a bug
+    # report far more often than a request for review.
+    Cue(D, (
+        r"(does|do|did|is|was|are|wo|ca)n'?t", r"cannot", r"not (?!sure)", r"never", r"keeps?",
+        r"only", r"forever", r"still", r"every (time|one)", r"\?\?",
+    ), 0.3, 2.0, _FAILS),
+    Cue(D, (
+        r"prints?", r"printing", r"shows?", r"outputs?", r"returns?", r"gives?( back)?", r"says",
+    ), 0.2, 1.5, _FAILS),
     Cue(D, (
         r"errors?", r"wrong", r"help",
         r"why (does|doesn'?t|is|isn'?t|won'?t|cant|can'?t) (this|it|my)",
@@ -141,8 +150,8 @@ CUES: tuple[Cue, ...] = (
         r"code quality",
     ), 3.0, 3.5, _ASKS_FEEDBACK, negatable=True),
     Cue(R, (
-        r"clean(er|ly)?", r"improv\w*", r"better( way)?", r"tips?", r"readab\w*", r"elegant",
-        r"idiomatic",
+        r"clean(er|ly)?", r"improv\w*", r"(?<!get )(?<!getting )better( way)?", r"tips?",
+        r"readab\w*", r"elegant", r"idiomatic",
     ), 0.7, 3.0, _ASKS_FEEDBACK),
     Cue(R, (
         r"(good|bad|best) practices?", r"naming", r"style", r"faster", r"slow", r"efficient",
@@ -161,7 +170,8 @@ CUES: tuple[Cue, ...] = (
     Cue(R, (
         r"what do you think", r"thoughts", r"opinions?", r"roast", r"simplif\w*", r"differently",
         r"properly", r"suggestions?", r"messy", r"ugly", r"overcomplicated", r"concise",
-        r"shorter", r"too (long|many lines|complicated)",
+        r"shorter", r"too (long|many lines|complicated)", r"critique", r"grade", r"assess\w*",
+        r"evaluat\w*", r"judge", r"professional", r"check (if|whether)", r"way to write",
     ), 1.0, 3.0, _ASKS_FEEDBACK),
     Cue(R, _WORKS, 0.3, 1.5, "says the code works"),
     Cue(D, _WORKS, -1.0, -2.5, "says the code works"),
@@ -172,7 +182,8 @@ CUES: tuple[Cue, ...] = (
         rf"({_REQUESTS})\b.{{0,30}}\b({_TASKS})",
         r"(wanna|let me|(want|'d like|would like|need|like) to) "
         r"(train|practi[cs]e|drill|try|do|solve)",
-        r"something to (code|solve|do|practi[cs]e|work on)",
+        r"(something|stuff|things|anything|more) to (code|solve|do|practi[cs]e|work on|try)",
+        r"test(e|ez)?-moi", r"interroge[sz]?-moi",
     ), 3.5, 2.5, _ASKS_PRACTICE, True),
     Cue(E, (
         r"(another|next|new|harder|easier|more) "
@@ -205,7 +216,11 @@ CUES: tuple[Cue, ...] = (
         r"(do|did) i (know|understand)\b.{0,20}\b(enough|well|yet)", r"(am|are) i good at",
         r"how (good|well) do i (know|understand)",
     ), 2.5, 1.0, _ASKS_PROGRESS),
-    Cue(P, (r"what('?s| is| are) my", r"whats my"), 2.5, 0.3, _ASKS_PROGRESS),
+    Cue(P, (
+        r"what('?s| is| are) my", r"whats my", r"what'?s next", r"(next|now) for me",
+        r"(am|are) i (?!right|correct|wrong|supposed|allowed|able)",
+        r"(areas?|topics?|skills?|things?)\b.{0,20}\bneeds? (more )?(work|practi[cs]e)",
+    ), 2.5, 0.3, _ASKS_PROGRESS),
     Cue(P, (r"since last (week|month)", r"this (week|month)", r"so far"), 1.0, 0.3,
         _ASKS_PROGRESS),
     # concept: explain an idea.
@@ -234,6 +249,8 @@ CUES: tuple[Cue, ...] = (
 # Structural evidence.
 TRACEBACK_WEIGHT = 7.0
 QUOTED_ERROR_WEIGHT = 4.5
+# Code with no complaint about it is, by the labelling policy, code to be judged; the
+# behaviour cues above carry the bug reports.
 CODE_ALONE = ((R, 1.0), (D, 0.5))
 PRIOR = {C: 0.5}
 

@@ -58,7 +58,7 @@ PROSE_CUES: tuple[tuple[Topic, str, float], ...] = (
     (T.CONTROL_FLOW, r"\b(for|while)[ -]?loops?\b|\bloops?\b|\bloop(ing)? over\b", 2.5),
     (T.CONTROL_FLOW, r"\bif[ -](statements?|else)\b|\belif\b|\bbreak\b|\bcontinue\b", 2.5),
     (T.CONTROL_FLOW, r"\bwhile\b|\bfizz ?buzz\b|\bconditions?\b", 1.0),
-    (T.CONTROL_FLOW, r"\brange\(", 1.5),
+    (T.CONTROL_FLOW, r"\brange\(|\bboucles?\b|\bbucles?\b|\bschleifen?\b", 1.5),
     (T.FUNCTIONS, r"\bfunctions?\b|\bdef\b|\breturn\b|\blambdas?\b|\bdecorators?\b", 2.0),
     (T.FUNCTIONS, r"\b(arguments?|parameters?|args|kwargs|scope|global|pass by)\b", 2.0),
     (T.STRINGS, r"\bstrings?\b|\bf-?strings?\b|\.format\(|\bslic(e|es|ing)\b", 2.5),
@@ -109,7 +109,12 @@ ERROR_MESSAGES: tuple[tuple[Topic, str], ...] = (
     (T.VARIABLES_AND_TYPES, r"invalid literal for (int|float)\(\)|could not convert"),
     (T.VARIABLES_AND_TYPES, r"unsupported operand type|can only concatenate|must be str, not"),
     (T.STRINGS, r"string (index|indices|literal)|'str' object does not support item|f-string"),
-    (T.COLLECTIONS, r"list index|'(list|dict|tuple|set)' object|\b(dictionary|list|set) changed"),
+    (T.STRINGS, r"format (code|spec|string)|for object of type 'str'"),
+    (
+        T.COLLECTIONS,
+        r"list ind(ex|ices)|'(list|dict|tuple|set)' object|(dictionary|list|set) changed",
+    ),
+    (T.COLLECTIONS, r"(from|of) empty (list|dict|set)"),
     (T.CLASSES_AND_OBJECTS, r"__init__\(\)|\bself\b"),
     (T.FUNCTIONS, r"required positional argument|takes \d+ positional argument"),
     (T.FUNCTIONS, r"'nonetype' object"),
@@ -169,6 +174,7 @@ CODE_CUES: Mapping[str, tuple[Topic, float]] = {
     "fstring": (T.STRINGS, 0.5),
     "slice": (T.STRINGS, 0.5),
     "conversion": (T.VARIABLES_AND_TYPES, 0.5),
+    "string_concat": (T.STRINGS, 0.75),
 }
 
 # Regex stand-ins for code that does not parse (half-written code often does not).
@@ -195,6 +201,7 @@ _CODE_REGEXES: Mapping[str, str] = {
     "fstring": r"\bf['\"]",
     "slice": r"\[[^\]\n]*:[^\]\n]*\]",
     "conversion": r"\b(int|float|str)\(",
+    "string_concat": r"['\"]\s*\+|\+\s*['\"]",
 }
 
 
@@ -269,6 +276,13 @@ def _node_constructs(node: ast.AST) -> Iterable[str]:
             yield "self_call"
     elif isinstance(node, ast.If) and len(node.orelse) == 1 and isinstance(node.orelse[0], ast.If):
         yield "elif"
+    elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        # "Hello " + name: string building.
+        if any(
+            isinstance(side, ast.Constant) and isinstance(side.value, str)
+            for side in (node.left, node.right)
+        ):
+            yield "string_concat"
     elif isinstance(node, ast.Call):
         if isinstance(node.func, ast.Name) and node.func.id in _CALLS:
             yield _CALLS[node.func.id]
