@@ -22,14 +22,22 @@ _EXCEPTION_RE = re.compile(rf"\b{EXCEPTION_NAME}\b")
 _HEADER_RE = re.compile(r"Traceback \(most recent call last\)")
 _FILE_RE = re.compile(r'^\s*File "[^"\n]+", line \d+')
 _JUPYTER_RE = re.compile(r"^(?:Cell In\s*\[\d+\], line \d+|-{2,}>\s*\d+ )")
-_PYTEST_RE = re.compile(rf"^\S+\.py:\d+: {EXCEPTION_NAME}\s*$|^E {{3,}}\S")
+# pytest: "test_x.py:5: AssertionError", "E   assert 6 == 5", the ">" line under test,
+# the short summary "FAILED test_x.py::test_y - ..." and its "=== 1 failed ===" rule.
+_PYTEST_RE = re.compile(
+    rf"^\S+\.py:\d+: {EXCEPTION_NAME}\s*$|^E {{3,}}\S|^> {{3,}}\S|^FAILED \S+::\S+"
+    r"|^={3,} .*\b(failed|error|errors)\b.* ={3,}$"
+)
+# Chained exceptions continue one traceback.
+_CHAIN_RE = re.compile(
+    r"^\s*(During handling of the above exception|The above exception was the direct cause)"
+)
 # The final line: "KeyError: 'bob'", "StopIteration", "  | ValueError: x" (groups).
 _ERROR_LINE_RE = re.compile(
     rf"^[\s|+]*(?:[\w.]+\.)?(?P<type>{EXCEPTION_NAME})(?::\s*(?P<message>.*))?\s*$"
 )
 _CONTINUATION_RE = re.compile(
     r"^(?:\s+\S|\s*[~^]+\s*$|\s*\[Previous line repeated"
-    r"|During handling of the above exception|The above exception was the direct cause"
     r"|\s*-{10,}\s*$)"
 )
 # "IndexError: list index out of range" quoted inside a sentence.
@@ -101,6 +109,18 @@ def _split_lines(text: str) -> tuple[list[str], list[str]]:
             or _PYTEST_RE.match(line)
         )
         if starts:
+            # Jupyter rules a line of dashes above its header; pytest shows the test's
+            # source, indented, above its ">" line.
+            if not inside and rest and re.fullmatch(r"\s*-{10,}\s*", rest[-1]):
+                traceback.append(rest.pop())
+            if not inside and line.startswith(">"):
+                above: list[str] = []
+                while rest and rest[-1].startswith(("    ", "\t")):
+                    above.insert(0, rest.pop())
+                traceback.extend(above)
+            inside = True
+            traceback.append(line)
+        elif traceback and _CHAIN_RE.match(line):
             inside = True
             traceback.append(line)
         elif inside and _ERROR_LINE_RE.match(line):
