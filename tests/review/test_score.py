@@ -108,3 +108,13 @@ def test_the_same_code_always_gets_the_same_review(linter: RuffLinter) -> None:
         assert again.quality_score == first.quality_score
         assert again.findings == first.findings
         assert again.suggestions == first.suggestions
+
+
+def test_the_summary_starts_with_the_score_and_the_worst_finding(linter: RuffLinter) -> None:
+    bad = review_code(BAD, linter)
+    first, start, *rest = bad.summary.split("\n\n")
+    assert first == f"**Quality {bad.quality_score}/100** · 34 lines · 1 error, 6 warnings, 2 notes"
+    assert start == "Start with line 40, `F821`: Undefined name `undefined_name`."
+    assert any("complexity 12" in part for part in rest)
+    clean = review_code(CLEAN, linter)
+    assert clean.summary.startswith("**Quality 100/100** · 15 lines · no findings")

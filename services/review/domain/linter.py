@@ -1,8 +1,10 @@
 """The ruff linter and formatter, run as a subprocess on the student's code (stdin).
 
 One process per call: nothing is shared between calls, so concurrent reviews are safe.
-A semaphore bounds how many run at once (each is a short CPU burst; more processes
-than cores only adds queueing inside the kernel instead of here).
+Calls run on a small thread pool, which bounds how many ruff processes run at once
+(each is a short CPU burst; more processes than cores only moves the queue into the
+kernel) and lets a review start `check` and `format` together and measure the code in
+Python while both run.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,7 +124,9 @@ class RuffLinter:
         timeout_seconds: float = 10.0,
     ) -> None:
         self.binary = binary or find_ruff()
-        self._slots = threading.BoundedSemaphore(max_concurrent or os.cpu_count() or 2)
+        self._pool = ThreadPoolExecutor(
+            max_workers=max_concurrent or max(2, os.cpu_count() or 2), thread_name_prefix="ruff"
+        )
         self._timeout = timeout_seconds
         # --isolated ignores every configuration file; the settings below are the whole
         # configuration, so a review does not depend on where the service runs.
@@ -163,38 +167,50 @@ class RuffLinter:
         ]
 
     def _run(self, args: list[str], code: str) -> subprocess.CompletedProcess[str]:
-        with self._slots:
-            try:
-                return subprocess.run(
-                    args,
-                    input=code,
-                    capture_output=True,
-                    text=True,
-                    encoding="utf-8",
-                    errors="replace",
-                    timeout=self._timeout,
-                    cwd=tempfile.gettempdir(),
-                    check=False,
-                )
-            except subprocess.TimeoutExpired:
-                raise LinterError(f"ruff took longer than {self._timeout}s") from None
-            except OSError as exc:
-                raise LinterError(f"ruff could not be started: {exc}") from None
+        try:
+            return subprocess.run(
+                args,
+                input=code,
+                capture_output=True,
+                text=True,
+                encoding="utf-8",
+                errors="replace",
+                timeout=self._timeout,
+                cwd=tempfile.gettempdir(),
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise LinterError(f"ruff took longer than {self._timeout}s") from None
+        except OSError as exc:
+            raise LinterError(f"ruff could not be started: {exc}") from None
 
-    def check(self, code: str) -> list[Diagnostic]:
+    def _check(self, code: str) -> list[Diagnostic]:
         done = self._run(self.check_args, code)
         if done.returncode != 0:
             raise LinterError(f"ruff check exited {done.returncode}: {done.stderr.strip()[:300]}")
         return parse_diagnostics(done.stdout)
 
-    def format(self, code: str) -> str | None:
-        """The code as `ruff format` lays it out; None if it cannot (a syntax error)."""
+    def _format(self, code: str) -> str | None:
         done = self._run(self.format_args, code)
         return done.stdout if done.returncode == 0 else None
 
+    def start_check(self, code: str) -> Future[list[Diagnostic]]:
+        """`check` started; `.result()` raises LinterError like `check`."""
+        return self._pool.submit(self._check, code)
+
+    def start_format(self, code: str) -> Future[str | None]:
+        return self._pool.submit(self._format, code)
+
+    def check(self, code: str) -> list[Diagnostic]:
+        return self.start_check(code).result()
+
+    def format(self, code: str) -> str | None:
+        """The code as `ruff format` lays it out; None if it cannot (a syntax error)."""
+        return self.start_format(code).result()
+
     def version(self) -> str:
         """`ruff --version`; LinterError if the binary does not run."""
-        done = self._run([self.binary, "--version"], "")
+        done = self._pool.submit(self._run, [self.binary, "--version"], "").result()
         if done.returncode != 0:
             raise LinterError(f"ruff --version exited {done.returncode}")
         return done.stdout.strip()

@@ -8,7 +8,7 @@ import warnings
 from dataclasses import dataclass
 
 from radon.complexity import cc_rank  # type: ignore[import-untyped]
-from radon.metrics import mi_visit  # type: ignore[import-untyped]
+from radon.metrics import h_visit_ast, mi_compute  # type: ignore[import-untyped]
 from radon.raw import analyze  # type: ignore[import-untyped]
 from radon.visitors import ComplexityVisitor, Function  # type: ignore[import-untyped]
 
@@ -40,10 +40,10 @@ class Block:
     complexity: int
 
 
-def syntax_problem(code: str) -> SyntaxProblem | None:
-    """Why the code does not parse (with the line), or None when it does."""
+def parse(code: str) -> ast.Module | SyntaxProblem:
+    """The code's syntax tree, or why it does not parse (with the line)."""
     try:
-        ast.parse(code, filename=STUDENT_FILENAME)
+        return ast.parse(code, filename=STUDENT_FILENAME)
     except SyntaxError as exc:
         return SyntaxProblem(
             message=f"{type(exc).__name__}: {exc.msg}",
@@ -54,7 +54,12 @@ def syntax_problem(code: str) -> SyntaxProblem | None:
         return SyntaxProblem(message=f"SyntaxError: {exc}", line=1, column=1)
     except (RecursionError, MemoryError):
         return SyntaxProblem(message="SyntaxError: the code is nested too deeply", line=1, column=1)
-    return None
+
+
+def syntax_problem(code: str) -> SyntaxProblem | None:
+    """Why the code does not parse, or None when it does."""
+    parsed = parse(code)
+    return parsed if isinstance(parsed, SyntaxProblem) else None
 
 
 def lines_of_code(code: str) -> int:
@@ -74,7 +79,10 @@ def _functions(functions: list[Function], prefix: str = "") -> list[Block]:
 
 def blocks(code: str) -> list[Block]:
     """Every function, method and nested function, plus the module body."""
-    visitor = ComplexityVisitor.from_code(code)
+    return _blocks(ComplexityVisitor.from_ast(ast.parse(code)), code)
+
+
+def _blocks(visitor: ComplexityVisitor, code: str) -> list[Block]:
     found = _functions(visitor.functions)
     pending = list(visitor.classes)
     while pending:
@@ -107,16 +115,25 @@ def complexity_findings(measured: list[Block]) -> list[Finding]:
     return findings
 
 
-def measure(code: str) -> tuple[Metrics, list[Finding]]:
-    """Metrics and complexity findings for code that parses."""
+def measure(code: str, tree: ast.Module | None = None) -> tuple[Metrics, list[Finding]]:
+    """Metrics and complexity findings for code that parses (`tree`: its syntax tree,
+    when the caller has it already).
+
+    One parse and one raw count feed everything: the blocks, and the maintainability
+    index computed as radon's `mi_visit(code, multi=True)` does (Halstead volume, total
+    complexity, logical lines, share of comment lines), without radon parsing again.
+    """
     try:
+        tree = tree or ast.parse(code, filename=STUDENT_FILENAME)
         raw = analyze(code)
-        loc = raw.loc - raw.blank
-        measured = blocks(code)
-        maintainability = float(mi_visit(code, multi=True))
+        visitor = ComplexityVisitor.from_ast(tree)
+        measured = _blocks(visitor, code)
+        comments = (raw.comments + raw.multi) / raw.sloc * 100 if raw.sloc else 0.0
+        maintainability = float(
+            mi_compute(h_visit_ast(tree).total.volume, visitor.total_complexity, raw.lloc, comments)
+        )
     except (RecursionError, SyntaxError, ValueError):
-        loc = lines_of_code(code)
-        # Parsed by Python, but too deep for radon's recursive visitors: report the size.
+        # Parsed by Python once, but too deep for radon's recursive visitors.
         finding = Finding(
             rule=rules.COMPLEXITY_RULE,
             category=Category.COMPLEXITY,
@@ -124,13 +141,13 @@ def measure(code: str) -> tuple[Metrics, list[Finding]]:
             message="the code is nested too deeply to measure its complexity",
             span=Span(line=1),
         )
-        return Metrics(loc, 0, 0.0, 0.0), [finding]
+        return Metrics(lines_of_code(code), 0, 0.0, 0.0), [finding]
     functions = [b for b in measured if b.name != MODULE_BLOCK]
     # The mean is over functions when there are any (the module body of a file of
     # definitions is trivially 1 and would only dilute it), else the module body.
     averaged = functions or measured
     metrics = Metrics(
-        lines_of_code=loc,
+        lines_of_code=raw.loc - raw.blank,
         max_cyclomatic_complexity=max(b.complexity for b in measured),
         mean_cyclomatic_complexity=round(sum(b.complexity for b in averaged) / len(averaged), 2),
         maintainability_index=round(max(0.0, min(100.0, maintainability)), 2),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from services.review.domain import rules
 from services.review.domain.linter import Diagnostic, RuffLinter
-from services.review.domain.metrics import measure, syntax_problem
+from services.review.domain.metrics import SyntaxProblem, measure, parse
 from services.review.domain.model import (
     Category,
     Finding,
@@ -50,8 +50,9 @@ def _order(finding: Finding) -> tuple[int, int, str]:
 
 def review_code(code: str, linter: RuffLinter) -> Review:
     code = normalise(code)
-    problem = syntax_problem(code)
-    if problem is not None:
+    tree = parse(code)
+    if isinstance(tree, SyntaxProblem):
+        problem = tree
         finding = Finding(
             rule=rules.SYNTAX_ERROR,
             category=Category.CORRECTNESS,
@@ -69,19 +70,20 @@ def review_code(code: str, linter: RuffLinter) -> Review:
             parses=False,
         )
 
-    diagnostics = linter.check(code)
-    linted = [(d, finding_of(d)) for d in diagnostics]
-    metrics, complexity = measure(code)
+    # Both ruff processes run while radon measures here. The formatter's output is only
+    # used when there are layout findings, which beginners' code nearly always has.
+    checking, formatting = linter.start_check(code), linter.start_format(code)
+    metrics, complexity = measure(code, tree)
+    linted = [(d, finding_of(d)) for d in checking.result()]
     findings = tuple(sorted([f for _, f in linted] + complexity, key=_order))
     score = quality_score(findings, metrics.lines_of_code)
 
     ranked: list[tuple[Severity, Suggestion]] = []
     covered: set[int] = set()
-    if any(rules.is_layout(f.rule) for f in findings):
-        formatted = linter.format(code)
-        if formatted is not None:
-            layout, covered = layout_suggestions(code, formatted, findings)
-            ranked.extend((Severity.INFO, s) for s in layout)
+    formatted = formatting.result()
+    if formatted is not None and any(rules.is_layout(f.rule) for f in findings):
+        layout, covered = layout_suggestions(code, formatted, findings)
+        ranked.extend((Severity.INFO, s) for s in layout)
     for diagnostic, finding in linted:
         if rules.is_layout(finding.rule) and finding.span.line in covered:
             continue  # the reformat above already shows this line

@@ -5,8 +5,16 @@ from __future__ import annotations
 from collections import Counter
 
 from services.review.domain import rules
-from services.review.domain.model import Finding, Metrics, Severity, Suggestion
+from services.review.domain.model import Category, Finding, Metrics, Severity, Suggestion
 
+# Which finding to start with among equally severe ones: bugs before tangles before
+# names before layout.
+_PRIORITY = {
+    Category.CORRECTNESS: 4,
+    Category.COMPLEXITY: 3,
+    Category.READABILITY: 2,
+    Category.STYLE: 1,
+}
 _NOUNS = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "note"}
 
 
@@ -42,7 +50,7 @@ def offline_summary(
     if not findings:
         lines.append("Clean: the linter and the complexity check found nothing to change.")
     else:
-        worst = max(findings, key=lambda f: (f.severity, -f.span.line))
+        worst = max(findings, key=lambda f: (f.severity, _PRIORITY[f.category], -f.span.line))
         lines.append(
             f"Start with line {worst.span.line}, `{worst.rule}`: {worst.message.rstrip('.')}."
         )
