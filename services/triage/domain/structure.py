@@ -28,6 +28,9 @@ _PYTEST_RE = re.compile(
     rf"^\S+\.py:\d+: {EXCEPTION_NAME}\s*$|^E {{3,}}\S|^> {{3,}}\S|^FAILED \S+::\S+"
     r"|^={3,} .*\b(failed|error|errors)\b.* ={3,}$"
 )
+# Jupyter's "---->" and pytest's ">" point at the failing line; carets underline it.
+_ARROW_RE = re.compile(r"^(?:-{2,}>|>)\s*(?:\d+\s)?")
+_CARET_RE = re.compile(r"\s*[~^]+\s*")
 # Chained exceptions continue one traceback.
 _CHAIN_RE = re.compile(
     r"^\s*(During handling of the above exception|The above exception was the direct cause)"
@@ -160,27 +163,32 @@ def _split_code(lines: list[str]) -> tuple[list[str], list[str]]:
 
 
 def _error_details(traceback: str) -> tuple[str, str, str]:
-    """(error type, message, failing source line) of a traceback's last exception."""
-    error_type = ""
-    message = ""
-    for line in traceback.splitlines():
+    """(error type, message, failing source line) of a traceback's last exception.
+
+    Read from the end: the last exception and the innermost frame are what broke.
+    """
+    lines = traceback.splitlines()
+    error_type = message = ""
+    for line in reversed(lines):
         found = _ERROR_LINE_RE.match(line)
         if found:
             error_type, message = found["type"], (found["message"] or "").strip()
+            break
     if not error_type:
         # pytest's "test_x.py:5: AssertionError", or a name mentioned anywhere.
         names = _EXCEPTION_RE.findall(traceback)
         error_type = names[-1] if names else ""
     failing = ""
-    lines = traceback.splitlines()
-    for index, line in enumerate(lines):
-        if _FILE_RE.match(line) and index + 1 < len(lines):
-            candidate = lines[index + 1]
-            is_caret = re.fullmatch(r"\s*[~^]+\s*", candidate)
-            if candidate.strip() and not _FILE_RE.match(candidate) and not is_caret:
-                failing = candidate.strip()
-        elif re.match(r"^(?:-{2,}>|>)\s*(?:\d+\s)?", line):
-            failing = re.sub(r"^(?:-{2,}>|>)\s*(?:\d+\s)?", "", line).strip()
+    for index in range(len(lines) - 1, -1, -1):
+        line = lines[index]
+        if _FILE_RE.match(line):
+            below = lines[index + 1] if index + 1 < len(lines) else ""
+            if below.strip() and not _FILE_RE.match(below) and not _CARET_RE.fullmatch(below):
+                failing = below.strip()
+                break
+        elif _ARROW_RE.match(line):
+            failing = _ARROW_RE.sub("", line).strip()
+            break
     if _ERROR_LINE_RE.match(failing):
         failing = ""
     return error_type, message, failing
