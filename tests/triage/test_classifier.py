@@ -52,6 +52,8 @@ def test_alternatives_are_the_other_intents_most_likely_first() -> None:
     assert all(a.confidence <= result.confidence for a in result.alternatives)
     total = result.confidence + sum(confidences)
     assert total == pytest.approx(1.0, abs=0.01)
+    intent, confidence = result.alternatives[0]  # unpacks, as the servicer reads it
+    assert (intent, confidence) == (result.alternatives[0].intent, confidences[0])
 
 
 # ---------------------------------------------------------------- structure first

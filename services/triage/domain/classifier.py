@@ -19,6 +19,7 @@ import math
 import re
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import NamedTuple
 
 from services.triage.domain import structure as structure_
 from services.triage.domain.structure import Structure
@@ -37,8 +38,9 @@ class Intent(IntEnum):
     PROGRESS = 5
 
 
-@dataclass(frozen=True)
-class ScoredIntent:
+class ScoredIntent(NamedTuple):
+    """An intent with its probability; unpacks as `(intent, confidence)`."""
+
     intent: Intent
     confidence: float
 
