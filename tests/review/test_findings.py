@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import threading
 
 import pytest
 
 from services.review.domain import rules
 from services.review.domain.linter import LinterError, RuffLinter
-from services.review.domain.metrics import measure, syntax_problem
+from services.review.domain.metrics import measure, parse_tree, syntax_problem
 from services.review.domain.model import Category, Severity
 from services.review.domain.review import review_code
 from tests.review.samples import BAD, CLEAN
@@ -153,6 +154,31 @@ def test_concurrent_reviews_are_independent(linter: RuffLinter) -> None:
         t.join()
     bad = [f.rule for f in review_code(BAD, linter).findings]
     assert all(results[i] == (bad if i % 2 else []) for i in range(8))
+
+
+def test_the_spurious_ast_error_of_concurrent_parses_is_retried(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # CPython 3.11 (cpython#106905): a parse in another thread can make this one fail
+    # with a SystemError that says nothing about the code. Injected once here.
+    real_parse = ast.parse
+    calls = []
+
+    def collide_once(source: str, filename: str = "<unknown>") -> ast.Module:
+        calls.append(filename)
+        if len(calls) == 1:
+            raise SystemError("AST constructor recursion depth mismatch (before=21, after=15)")
+        return real_parse(source, filename)
+
+    monkeypatch.setattr(ast, "parse", collide_once)
+    assert isinstance(parse_tree("x = 1\n"), ast.Module) and len(calls) == 2
+
+    def other_error(source: str, filename: str = "<unknown>") -> ast.Module:
+        raise SystemError("something else")
+
+    monkeypatch.setattr(ast, "parse", other_error)
+    with pytest.raises(SystemError, match="something else"):
+        parse_tree("x = 1\n")
 
 
 def test_a_linter_that_cannot_run_is_an_error() -> None:

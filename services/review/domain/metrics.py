@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import re
+import threading
 import warnings
 from dataclasses import dataclass
 
@@ -40,10 +41,31 @@ class Block:
     complexity: int
 
 
+# CPython 3.11 keeps the AST constructor's recursion depth per interpreter, not per
+# thread: two threads building syntax trees at once can fail with "SystemError: AST
+# constructor recursion depth mismatch" (cpython#106905). Reviews run on a thread pool,
+# so their parses take turns; a parse elsewhere in the process can still collide, and
+# that spurious error is retried.
+_AST_LOCK = threading.Lock()
+
+
+def parse_tree(code: str) -> ast.Module:
+    """ast.parse, safe to call from many threads at once."""
+    attempts = 3
+    while True:
+        attempts -= 1
+        try:
+            with _AST_LOCK:
+                return ast.parse(code, filename=STUDENT_FILENAME)
+        except SystemError as exc:
+            if attempts == 0 or "recursion depth mismatch" not in str(exc):
+                raise
+
+
 def parse(code: str) -> ast.Module | SyntaxProblem:
     """The code's syntax tree, or why it does not parse (with the line)."""
     try:
-        return ast.parse(code, filename=STUDENT_FILENAME)
+        return parse_tree(code)
     except SyntaxError as exc:
         return SyntaxProblem(
             message=f"{type(exc).__name__}: {exc.msg}",
@@ -79,7 +101,7 @@ def _functions(functions: list[Function], prefix: str = "") -> list[Block]:
 
 def blocks(code: str) -> list[Block]:
     """Every function, method and nested function, plus the module body."""
-    return _blocks(ComplexityVisitor.from_ast(ast.parse(code)), code)
+    return _blocks(ComplexityVisitor.from_ast(parse_tree(code)), code)
 
 
 def _blocks(visitor: ComplexityVisitor, code: str) -> list[Block]:
@@ -124,7 +146,7 @@ def measure(code: str, tree: ast.Module | None = None) -> tuple[Metrics, list[Fi
     complexity, logical lines, share of comment lines), without radon parsing again.
     """
     try:
-        tree = tree or ast.parse(code, filename=STUDENT_FILENAME)
+        tree = tree or parse_tree(code)
         raw = analyze(code)
         visitor = ComplexityVisitor.from_ast(tree)
         measured = _blocks(visitor, code)

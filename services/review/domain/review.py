@@ -48,6 +48,41 @@ def _order(finding: Finding) -> tuple[int, int, str]:
     return (finding.span.line, finding.span.column, finding.rule)
 
 
+def _suggestions(
+    code: str,
+    linted: list[tuple[Diagnostic, Finding]],
+    findings: tuple[Finding, ...],
+    formatted: str | None,
+) -> tuple[Suggestion, ...]:
+    """The layout suggestions and the linter's own fixes: most severe first, then by
+    line; the same change once; at most MAX_LINTER_SUGGESTIONS."""
+    ranked: list[tuple[Severity, Suggestion]] = []
+    covered: set[int] = set()
+    if formatted is not None and any(rules.is_layout(f.rule) for f in findings):
+        layout, covered = layout_suggestions(code, formatted, findings)
+        ranked.extend((Severity.INFO, s) for s in layout[:MAX_LINTER_SUGGESTIONS])
+    # Fixes are made in the order they are shown and only as many as can be shown: a
+    # file with thousands of findings costs no more than one with twenty.
+    seen: set[tuple[int, str, str]] = set()
+    for diagnostic, finding in sorted(linted, key=lambda p: (-p[1].severity, _order(p[1]))):
+        if len(seen) == MAX_LINTER_SUGGESTIONS:
+            break
+        if rules.is_layout(finding.rule) and finding.span.line in covered:
+            continue  # the reformat above already shows this line
+        suggestion = fix_suggestion(code, diagnostic)
+        if suggestion is None or (key := _key(suggestion)) in seen:
+            continue
+        seen.add(key)
+        ranked.append((finding.severity, suggestion))
+    ranked.sort(key=lambda pair: (-pair[0], pair[1].span.line))
+    unique = list({_key(s): s for _, s in ranked}.values())
+    return tuple(unique[:MAX_LINTER_SUGGESTIONS])
+
+
+def _key(suggestion: Suggestion) -> tuple[int, str, str]:
+    return (suggestion.span.line, suggestion.before, suggestion.after)
+
+
 def review_code(code: str, linter: RuffLinter) -> Review:
     code = normalise(code)
     tree = parse(code)
@@ -78,22 +113,7 @@ def review_code(code: str, linter: RuffLinter) -> Review:
     findings = tuple(sorted([f for _, f in linted] + complexity, key=_order))
     score = quality_score(findings, metrics.lines_of_code)
 
-    ranked: list[tuple[Severity, Suggestion]] = []
-    covered: set[int] = set()
-    formatted = formatting.result()
-    if formatted is not None and any(rules.is_layout(f.rule) for f in findings):
-        layout, covered = layout_suggestions(code, formatted, findings)
-        ranked.extend((Severity.INFO, s) for s in layout)
-    for diagnostic, finding in linted:
-        if rules.is_layout(finding.rule) and finding.span.line in covered:
-            continue  # the reformat above already shows this line
-        suggestion = fix_suggestion(code, diagnostic)
-        if suggestion is not None:
-            ranked.append((finding.severity, suggestion))
-    # Most severe first, then by line; the same change is suggested once.
-    ranked.sort(key=lambda pair: (-pair[0], pair[1].span.line))
-    unique = list({(s.span.line, s.before, s.after): s for _, s in ranked}.values())
-    chosen = tuple(unique[:MAX_LINTER_SUGGESTIONS])
+    chosen = _suggestions(code, linted, findings, formatting.result())
     return Review(
         findings=findings,
         suggestions=chosen,
