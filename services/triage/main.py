@@ -1,21 +1,80 @@
-"""Wires the triage service into a kit server.
-
-Its contract is served (health, reflection, the gateway's routes) but its RPCs are not
-implemented yet: each answers UNIMPLEMENTED naming the method.
-"""
+"""Wires triage: the offline classifier (and the model, when configured), student
+context from the mastery engine cached in Redis and dropped on mastery.updated, and
+stubs for the agents it routes to."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import grpc
+from learnflow.concepts.v1 import concepts_pb2_grpc
+from learnflow.exercise.v1 import exercise_pb2_grpc
+from learnflow.mastery.v1 import mastery_pb2, mastery_pb2_grpc
+from learnflow.review.v1 import review_pb2_grpc
 from learnflow.triage.v1 import triage_pb2_grpc
 
+from services.kit.clients import service_channel
+from services.kit.errors import PermissionDenied
+from services.kit.llm import PromptTemplates
 from services.kit.runtime import Runtime
-from services.kit.server import ServiceParts, not_implemented_parts
+from services.kit.server import ServiceParts
+from services.triage.answers import AgentStubs, Answerer
+from services.triage.context import MasteryUnavailableError, StudentContexts, invalidation_consumer
+from services.triage.servicer import TriageServicer
+
+PROMPTS = Path(__file__).parent / "prompts"
+CONTEXT_GROUP = "triage-context"
+MASTERY_TIMEOUT_SECONDS = 2.0
+
+
+class MasteryLookup:
+    """The student's mastery with the caller's token, so the engine decides access."""
+
+    def __init__(self, stub: mastery_pb2_grpc.MasteryServiceStub) -> None:
+        self._stub = stub
+
+    def __call__(self, student_id: str) -> mastery_pb2.Mastery | None:
+        try:
+            mastery: mastery_pb2.Mastery = self._stub.GetMastery(
+                mastery_pb2.GetMasteryRequest(name=f"students/{student_id}/mastery"),
+                timeout=MASTERY_TIMEOUT_SECONDS,
+            )
+        except grpc.RpcError as exc:
+            code = exc.code()
+            if code == grpc.StatusCode.NOT_FOUND:
+                return None
+            if code == grpc.StatusCode.PERMISSION_DENIED:
+                raise PermissionDenied(exc.details() or "mastery refused") from None
+            raise MasteryUnavailableError(f"{code.name}: {exc.details()}") from None
+        return mastery
 
 
 def build(runtime: Runtime) -> ServiceParts:
-    return not_implemented_parts(
-        (
-            triage_pb2_grpc.add_TriageServiceServicer_to_server,
-            triage_pb2_grpc.TriageServiceServicer,
+    settings = runtime.settings
+    mastery = mastery_pb2_grpc.MasteryServiceStub(service_channel(settings.address_of("mastery")))
+    agents = AgentStubs(
+        concepts=concepts_pb2_grpc.ConceptsServiceStub(
+            service_channel(settings.address_of("concepts"))
         ),
+        review=review_pb2_grpc.ReviewServiceStub(service_channel(settings.address_of("review"))),
+        exercise=exercise_pb2_grpc.ExerciseServiceStub(
+            service_channel(settings.address_of("exercise"))
+        ),
+        mastery=mastery,
+    )
+    prompts = PromptTemplates(PROMPTS)
+    contexts = StudentContexts(runtime.cache, MasteryLookup(mastery))
+    consumer = invalidation_consumer(runtime.bus, contexts, group_id=CONTEXT_GROUP)
+
+    def register(server: grpc.Server) -> None:
+        triage_pb2_grpc.add_TriageServiceServicer_to_server(
+            TriageServicer(contexts, Answerer(agents, runtime.llm, prompts), runtime.llm, prompts),
+            server,
+        )
+
+    return ServiceParts(
+        register=register,
+        checks={"bus": runtime.bus.check, "cache": runtime.cache.check},
+        start_background=[consumer.start],
+        on_stop=[consumer.stop],
     )

@@ -1,0 +1,271 @@
+"""Routes a classified request to the agent that owns the answer and renders what it
+says as Markdown pieces for the stream.
+
+The agents are called over gRPC with the caller's token and deadline (kit clients), so
+each one authorises the same student and none outlives the request. Rendering is plain
+text work: the pieces are paragraphs, code fences kept whole, so a browser can show
+the answer as it arrives.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import grpc
+from learnflow.common.v1 import common_pb2
+from learnflow.concepts.v1 import concepts_pb2, concepts_pb2_grpc
+from learnflow.exercise.v1 import exercise_pb2, exercise_pb2_grpc
+from learnflow.mastery.v1 import mastery_pb2, mastery_pb2_grpc
+from learnflow.review.v1 import review_pb2, review_pb2_grpc
+from learnflow.triage.v1 import triage_pb2
+
+from services.kit.curriculum import CURRICULUM
+from services.kit.llm import LLM, LLMUnavailable, PromptTemplates
+
+log = logging.getLogger("learnflow.triage.answers")
+
+Intent = triage_pb2.Intent
+AGENT_TIMEOUT_SECONDS = 30.0  # an explanation may wait on the model and the sandbox
+TOPIC_NAMES = {entry.topic: entry.display_name for entry in CURRICULUM}
+BAND_NAMES = {
+    common_pb2.MASTERY_BAND_RED: "red: needs support",
+    common_pb2.MASTERY_BAND_YELLOW: "yellow: developing",
+    common_pb2.MASTERY_BAND_GREEN: "green: proficient",
+    common_pb2.MASTERY_BAND_BLUE: "blue: mastered",
+}
+
+
+@dataclass(frozen=True)
+class AgentStubs:
+    concepts: concepts_pb2_grpc.ConceptsServiceStub
+    review: review_pb2_grpc.ReviewServiceStub
+    exercise: exercise_pb2_grpc.ExerciseServiceStub
+    mastery: mastery_pb2_grpc.MasteryServiceStub
+
+
+@dataclass(frozen=True)
+class Answer:
+    agent: str
+    pieces: Iterator[str]
+
+
+class Answerer:
+    def __init__(self, agents: AgentStubs, llm: LLM, prompts: PromptTemplates) -> None:
+        self._agents = agents
+        self._llm = llm
+        self._prompts = prompts
+
+    def answer(
+        self,
+        request: triage_pb2.AskRequest,
+        classification: triage_pb2.Classification,
+        context: triage_pb2.StudentContext,
+    ) -> Answer:
+        intent = classification.intent
+        if intent == Intent.INTENT_REVIEW:
+            return Answer("review", self._review(request, classification))
+        if intent == Intent.INTENT_EXERCISE:
+            return Answer("exercise", self._exercise(request, classification))
+        if intent == Intent.INTENT_PROGRESS:
+            return Answer("mastery", self._progress(request, context))
+        if intent == Intent.INTENT_DEBUG:
+            # The debug agent's diagnosis and hint ladder arrive with its own service;
+            # until then the concepts agent explains the error's topic.
+            return Answer("concepts", self._concept(request, classification, debugging=True))
+        return Answer("concepts", self._concept(request, classification, debugging=False))
+
+    # -- per agent ---------------------------------------------------------------------
+
+    def _concept(
+        self,
+        request: triage_pb2.AskRequest,
+        classification: triage_pb2.Classification,
+        *,
+        debugging: bool,
+    ) -> Iterator[str]:
+        question = request.question
+        if debugging and request.traceback:
+            last_line = request.traceback.strip().splitlines()[-1]
+            question = f"{question}\n{last_line}"
+        explanation = self._agents.concepts.ExplainConcept(
+            concepts_pb2.ExplainConceptRequest(
+                student=request.student, topic=classification.topic, question=question[:2000]
+            ),
+            timeout=AGENT_TIMEOUT_SECONDS,
+        )
+        yield from paragraphs(render_explanation(explanation))
+
+    def _review(
+        self, request: triage_pb2.AskRequest, classification: triage_pb2.Classification
+    ) -> Iterator[str]:
+        if not request.code.strip():
+            yield (
+                "Happy to review your code! Paste it in the `code` field (or in a "
+                "```python block) and I'll look at style, complexity and readability."
+            )
+            return
+        review = self._agents.review.CreateCodeReview(
+            review_pb2.CreateCodeReviewRequest(
+                parent=request.student,
+                code_review=review_pb2.CodeReview(code=request.code, topic=classification.topic),
+            ),
+            timeout=AGENT_TIMEOUT_SECONDS,
+        )
+        yield from paragraphs(render_review(review))
+
+    def _exercise(
+        self, request: triage_pb2.AskRequest, classification: triage_pb2.Classification
+    ) -> Iterator[str]:
+        topic = classification.topic or self._weakest_topic(request.student)
+        exercise = self._agents.exercise.GenerateExercise(
+            exercise_pb2.GenerateExerciseRequest(student=request.student, topic=topic),
+            timeout=AGENT_TIMEOUT_SECONDS,
+        )
+        yield from paragraphs(render_exercise(exercise))
+
+    def _progress(
+        self, request: triage_pb2.AskRequest, context: triage_pb2.StudentContext
+    ) -> Iterator[str]:
+        mastery = self._mastery(request.student)
+        if mastery is None:
+            yield (
+                "You haven't got any graded work yet, so there's no mastery to show. "
+                "Try an exercise or a quiz and ask me again!"
+            )
+            return
+        facts = render_progress(mastery)
+        if self._llm.enabled:
+            prompt = self._prompts.render(
+                "progress",
+                question=request.question,
+                facts=facts,
+                level=common_pb2.Level.Name(context.level),
+            )
+            said = False
+            try:
+                for piece in self._llm.stream(prompt, agent="triage"):
+                    said = True
+                    yield piece
+                return
+            except LLMUnavailable as exc:
+                if said:
+                    # Part of a coaching message is out: finish with the plain facts.
+                    yield "\n\n"
+                log.info("progress answer offline", extra={"reason": exc.reason})
+        yield from paragraphs(facts)
+
+    # -- lookups -------------------------------------------------------------------
+
+    def _mastery(self, student: str) -> mastery_pb2.Mastery | None:
+        try:
+            mastery: mastery_pb2.Mastery = self._agents.mastery.GetMastery(
+                mastery_pb2.GetMasteryRequest(name=f"{student}/mastery"),
+                timeout=AGENT_TIMEOUT_SECONDS,
+            )
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise
+        return mastery
+
+    def _weakest_topic(self, student: str) -> common_pb2.Topic.ValueType:
+        """Practice where it helps most: the weakest topic with evidence, else the first."""
+        mastery = self._mastery(student)
+        if mastery is not None and mastery.topics:
+            return min(mastery.topics, key=lambda t: t.score).topic
+        return CURRICULUM[0].topic
+
+
+# -- rendering -----------------------------------------------------------------------
+
+
+def paragraphs(markdown: str) -> Iterator[str]:
+    """The text in pieces at blank lines outside code fences, each ending its paragraph."""
+    piece: list[str] = []
+    in_fence = False
+    for line in markdown.strip().splitlines():
+        if line.startswith("```"):
+            in_fence = not in_fence
+        if not line.strip() and not in_fence:
+            if piece:
+                yield "\n".join(piece) + "\n\n"
+                piece = []
+            continue
+        piece.append(line)
+    if piece:
+        yield "\n".join(piece) + "\n"
+
+
+def render_explanation(explanation: concepts_pb2.Explanation) -> str:
+    parts = [f"## {explanation.title}", explanation.body.strip()]
+    for example in explanation.examples:
+        if example.caption:
+            parts.append(f"*{example.caption}*")
+        parts.append(f"```python\n{example.code.rstrip()}\n```")
+        if example.output:
+            parts.append(f"Output:\n```\n{example.output.rstrip()}\n```")
+    if explanation.pitfalls:
+        parts.append("**Watch out for:**\n" + "\n".join(f"- {p}" for p in explanation.pitfalls))
+    if explanation.diagram.mermaid:
+        parts.append(f"```mermaid\n{explanation.diagram.mermaid.rstrip()}\n```")
+    return "\n\n".join(parts)
+
+
+def render_review(review: review_pb2.CodeReview) -> str:
+    parts = [f"## Code review: {review.quality_score}/100", review.summary.strip()]
+    if review.findings:
+        shown = review.findings[:8]
+        lines = [
+            f"- line {f.span.line}: `{f.rule}` {f.message}"
+            for f in sorted(shown, key=lambda f: (-f.severity, f.span.line))
+        ]
+        more = len(review.findings) - len(shown)
+        if more > 0:
+            lines.append(f"- …and {more} more")
+        parts.append("**What I found:**\n" + "\n".join(lines))
+    for suggestion in review.suggestions[:3]:
+        parts.append(f"**{suggestion.title}**: {suggestion.rationale}")
+        parts.append(f"```python\n{suggestion.after.rstrip()}\n```")
+    return "\n\n".join(p for p in parts if p)
+
+
+def render_exercise(exercise: exercise_pb2.Exercise) -> str:
+    parts = [
+        f"## Try this: {exercise.title}",
+        exercise.statement.strip(),
+        f"```python\n{exercise.starter_code.rstrip()}\n```",
+    ]
+    if exercise.visible_tests:
+        parts.append(
+            "**It should pass:**\n"
+            + "\n".join(f"- `{t.call}` → `{t.expected}`" for t in exercise.visible_tests)
+        )
+    parts.append(f"Submit your solution to `{exercise.name}` when you're ready.")
+    return "\n\n".join(parts)
+
+
+def render_progress(mastery: mastery_pb2.Mastery) -> str:
+    parts = [
+        f"## Your progress: {round(mastery.score * 100)}% "
+        f"({BAND_NAMES.get(mastery.band, 'no evidence yet')})"
+    ]
+    if mastery.streak.current_days:
+        parts.append(
+            f"You're on a {mastery.streak.current_days}-day streak "
+            f"(longest: {mastery.streak.longest_days})."
+        )
+    if mastery.topics:
+        ranked = sorted(mastery.topics, key=lambda t: t.score, reverse=True)
+        parts.append(
+            "\n".join(
+                f"- {TOPIC_NAMES.get(t.topic, 'topic')}: {round(t.score * 100)}%" for t in ranked
+            )
+        )
+        weakest = ranked[-1]
+        parts.append(
+            f"Next step: practise **{TOPIC_NAMES.get(weakest.topic, 'your weakest topic')}**, "
+            "ask me for an exercise on it."
+        )
+    return "\n\n".join(parts)
