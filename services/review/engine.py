@@ -19,7 +19,7 @@ from services.kit.curriculum import BY_TOPIC
 from services.kit.errors import Unavailable
 from services.kit.llm import LLM, LLMUnavailable, PromptTemplates
 from services.review.domain.linter import LinterError, RuffLinter
-from services.review.domain.model import Review, Suggestion
+from services.review.domain.model import Finding, Review, Suggestion
 from services.review.domain.review import normalise, review_code
 from services.review.domain.suggestions import model_suggestion
 from services.review.domain.summary import headline
@@ -30,6 +30,7 @@ PROMPTS = Path(__file__).parent / "prompts"
 AGENT = "review"
 MAX_MODEL_SUGGESTIONS = 5
 MAX_PROSE_CHARS = 1500
+MAX_PROMPT_FINDINGS = 40  # the most severe; a 2,000-line file can have thousands
 
 
 class ModelSuggestion(BaseModel):
@@ -73,7 +74,8 @@ class ReviewEngine:
                     "review",
                     code=code,
                     topic=topic_name(topic),
-                    findings=offline.findings,
+                    findings=prompt_findings(offline),
+                    more_findings=max(0, len(offline.findings) - MAX_PROMPT_FINDINGS),
                     metrics=offline.metrics,
                     max_suggestions=MAX_MODEL_SUGGESTIONS,
                 ),
@@ -83,6 +85,11 @@ class ReviewEngine:
         except LLMUnavailable:
             return offline  # the kit logged why; the offline review stands on its own
         return with_model(code, offline, reply)
+
+
+def prompt_findings(review: Review) -> list[Finding]:
+    ranked = sorted(review.findings, key=lambda f: (-f.severity, f.span.line))
+    return sorted(ranked[:MAX_PROMPT_FINDINGS], key=lambda f: f.span.line)
 
 
 def topic_name(topic: int) -> str:

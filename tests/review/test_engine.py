@@ -123,3 +123,17 @@ def test_without_a_key_the_model_is_not_called(
 def test_a_broken_linter_is_unavailable_not_a_crash() -> None:
     with pytest.raises(Unavailable):
         ReviewEngine(RuffLinter(binary="/nonexistent/ruff")).review("x = 1\n")
+
+
+def test_the_prompt_lists_the_most_severe_findings_only(
+    linter: RuffLinter, llm: LLM, openai_server: ScriptedOpenAI
+) -> None:
+    code = "".join(f"x{i}=[{i},{i}]\n" for i in range(60)) + "print(missing)\n"
+    openai_server.enqueue(json_reply(reply()))
+    review = ReviewEngine(linter, llm).review(code)
+    assert len(review.findings) == 121  # E225 and E231 on each line, and F821
+    prompt = openai_server.requests[0]["messages"][1]["content"]
+    listed = [line for line in prompt.splitlines() if line.startswith("- line ")]
+    assert len(listed) == 40
+    assert "- line 61: F821" in prompt  # the error is kept, layout notes are cut
+    assert "and 81 less severe findings not listed" in prompt

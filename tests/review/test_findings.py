@@ -6,13 +6,14 @@ import ast
 import threading
 
 import pytest
+from radon.metrics import mi_visit  # type: ignore[import-untyped]
 
 from services.review.domain import rules
 from services.review.domain.linter import LinterError, RuffLinter
 from services.review.domain.metrics import measure, parse_tree, syntax_problem
 from services.review.domain.model import Category, Severity
 from services.review.domain.review import review_code
-from tests.review.samples import BAD, CLEAN
+from tests.review.samples import BAD, CLEAN, blocks
 
 
 def by_rule(code: str, linter: RuffLinter) -> dict[str, list[int]]:
@@ -126,6 +127,14 @@ def test_metrics_from_radon() -> None:
     assert metrics.mean_cyclomatic_complexity == 7.5
     assert 0 < metrics.maintainability_index < 100
     assert [f.rule for f in findings] == ["C901"]
+
+
+def test_maintainability_is_radons_mi_visit_from_one_parse() -> None:
+    # measure() feeds radon's MI formula from its own single parse; it must agree with
+    # radon's own mi_visit(code, multi=True).
+    for code in (BAD, CLEAN, blocks(3), "x = 1\n", "# only a comment\n"):
+        metrics, _ = measure(code)
+        assert metrics.maintainability_index == round(mi_visit(code, True), 2)
 
 
 def test_complexity_above_twenty_is_an_error_and_module_code_counts() -> None:
