@@ -72,10 +72,10 @@ print(mean(marks), [grade(m) for m in marks])
 
 
 def block(index: int) -> str:
-    """20 non-blank lines with exactly one warning (an unused local variable)."""
-    return f'''\
+    """20 lines of code with exactly one warning (an unused local variable)."""
+    return f"""\
 def report_{index}(scores):
-    """Print a small report about the scores."""
+    print("report on", len(scores), "scores")
     best = max(scores)
     worst = min(scores)
     spread = best - worst
@@ -94,7 +94,7 @@ def report_{index}(scores):
         print("a good set")
     else:
         print("needs work")
-'''
+"""
 
 
 def blocks(count: int) -> str:

@@ -85,6 +85,16 @@ def test_pasting_artefacts_are_not_findings(linter: RuffLinter) -> None:
     assert by_rule("x = 1\r\ny = 2\r\n", linter) == {}
 
 
+def test_noqa_comments_do_not_hide_findings_or_buy_points(linter: RuffLinter) -> None:
+    plain = review_code(BAD, linter)
+    silenced = review_code(
+        "# ruff: noqa\n" + BAD.replace("import json\n", "import json  # noqa\n"), linter
+    )
+    assert "F401" in {f.rule for f in silenced.findings}
+    assert len(silenced.findings) == len(plain.findings)
+    assert silenced.quality_score == plain.quality_score  # comments are not lines of code
+
+
 def test_a_syntax_error_is_one_correctness_error_with_its_line(linter: RuffLinter) -> None:
     review = review_code("x = 1\ndef broken(:\n    pass\n", linter)
     assert not review.parses
@@ -121,7 +131,7 @@ def test_syntax_problem_reports_the_line_and_column() -> None:
 
 def test_metrics_from_radon() -> None:
     metrics, findings = measure(BAD)
-    assert metrics.lines_of_code == 34  # non-blank lines
+    assert metrics.lines_of_code == 34  # lines holding code
     assert metrics.max_cyclomatic_complexity == 12  # classify
     # Average: 1 + for + except = 3; classify 12; the mean is over the two functions.
     assert metrics.mean_cyclomatic_complexity == 7.5

@@ -113,8 +113,27 @@ def test_the_same_code_always_gets_the_same_review(linter: RuffLinter) -> None:
 def test_the_summary_starts_with_the_score_and_the_worst_finding(linter: RuffLinter) -> None:
     bad = review_code(BAD, linter)
     first, start, *rest = bad.summary.split("\n\n")
-    assert first == f"**Quality {bad.quality_score}/100** · 34 lines · 1 error, 6 warnings, 2 notes"
+    assert (
+        first
+        == f"**Quality {bad.quality_score}/100** · 34 lines of code · 1 error, 6 warnings, 2 notes"
+    )
     assert start == "Start with line 40, `F821`: Undefined name `undefined_name`."
     assert any("complexity 12" in part for part in rest)
     clean = review_code(CLEAN, linter)
-    assert clean.summary.startswith("**Quality 100/100** · 15 lines · no findings")
+    assert clean.summary.startswith("**Quality 100/100** · 12 lines of code · no findings")
+
+
+def test_padding_with_comments_and_docstrings_does_not_dilute_findings(
+    linter: RuffLinter,
+) -> None:
+    plain = review_code(block(0), linter)
+    padded_code = block(0).replace(
+        "    best = max(scores)\n",
+        '    """A long docstring.\n\n    More words.\n    """\n'
+        + "    # a comment\n" * 30
+        + "    best = max(scores)\n",
+    )
+    padded = review_code(padded_code, linter)
+    assert [f.rule for f in padded.findings] == ["F841"]
+    assert padded.metrics.lines_of_code == plain.metrics.lines_of_code == 20
+    assert padded.quality_score == plain.quality_score

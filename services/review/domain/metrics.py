@@ -85,9 +85,11 @@ def syntax_problem(code: str) -> SyntaxProblem | None:
 
 
 def lines_of_code(code: str) -> int:
-    """Non-blank lines (comments count: they are part of what a reader reads); radon's
-    raw counts give the same for code that parses."""
-    return sum(1 for line in code.splitlines() if line.strip())
+    """Lines holding code: not blank, not only a comment. For code that parses, radon's
+    `sloc` is used instead, which also leaves out docstrings."""
+    return sum(
+        1 for line in code.splitlines() if line.strip() and not line.lstrip().startswith("#")
+    )
 
 
 def _functions(functions: list[Function], prefix: str = "") -> list[Block]:
@@ -169,7 +171,9 @@ def measure(code: str, tree: ast.Module | None = None) -> tuple[Metrics, list[Fi
     # definitions is trivially 1 and would only dilute it), else the module body.
     averaged = functions or measured
     metrics = Metrics(
-        lines_of_code=raw.loc - raw.blank,
+        # Comments and docstrings are welcome but are not code: counting them would let
+        # padding a file with them dilute its findings.
+        lines_of_code=raw.sloc,
         max_cyclomatic_complexity=max(b.complexity for b in measured),
         mean_cyclomatic_complexity=round(sum(b.complexity for b in averaged) / len(averaged), 2),
         maintainability_index=round(max(0.0, min(100.0, maintainability)), 2),

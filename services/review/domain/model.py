@@ -58,7 +58,7 @@ class Suggestion:
 
 @dataclass(frozen=True, slots=True)
 class Metrics:
-    lines_of_code: int  # non-blank lines
+    lines_of_code: int  # lines holding code: no blank, comment-only or docstring lines
     max_cyclomatic_complexity: int
     mean_cyclomatic_complexity: float
     maintainability_index: float  # 0-100

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from services.review.domain import rules
 from services.review.domain.linter import Diagnostic, RuffLinter
-from services.review.domain.metrics import SyntaxProblem, measure, parse
+from services.review.domain.metrics import SyntaxProblem, lines_of_code, measure, parse
 from services.review.domain.model import (
     Category,
     Finding,
@@ -95,7 +95,7 @@ def review_code(code: str, linter: RuffLinter) -> Review:
             message=problem.message,
             span=Span(line=problem.line, column=problem.column),
         )
-        metrics = Metrics(sum(1 for line in code.splitlines() if line.strip()), 0, 0.0, 0.0)
+        metrics = Metrics(lines_of_code(code), 0, 0.0, 0.0)
         return Review(
             findings=(finding,),
             suggestions=(),

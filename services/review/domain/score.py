@@ -1,7 +1,8 @@
 """The quality score, 0-100: a fixed formula over the findings and the code's size.
 
     points  = sum over findings of WEIGHT[severity]   (info 1, warning 3, error 8)
-    units   = max(lines_of_code, 20) / 20             (lines_of_code: non-blank lines)
+    units   = max(lines_of_code, 20) / 20             (lines holding code: not blank,
+                                                       comment-only or docstring lines)
     density = points / units                          (penalty points per 20 lines)
     score   = round_half_up(100 * exp(-density / 15)), in 0..100
 
@@ -14,7 +15,8 @@ Properties the tests hold it to:
 - Normalised by length: the penalty is per 20 lines, so a 200-line file with the same
   rate of problems as a 20-line one scores the same; it is not punished for being long.
   Code shorter than 20 lines is judged as 20 lines, so one slip in a 3-line snippet
-  does not weigh like ten.
+  does not weigh like ten. Comments and docstrings are not lines of code here, so
+  padding a file with them does not dilute its findings.
 - Readable: clean code scores 100; in 20 lines, one info (a layout nit) gives 94, one
   warning (an unused variable, a bare except, a complex function) 82, one error (an
   undefined name) 59; about three warnings per 20 lines bring it near 55.

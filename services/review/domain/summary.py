@@ -28,7 +28,7 @@ def headline(score: int, metrics: Metrics, findings: tuple[Finding, ...]) -> str
         _plural(counts[s], _NOUNS[s]) for s in (Severity.ERROR, Severity.WARNING, Severity.INFO)
     ]
     shown = ", ".join(p for p in parts if not p.startswith("0 ")) or "no findings"
-    return f"**Quality {score}/100** · {_plural(metrics.lines_of_code, 'line')} · {shown}"
+    return f"**Quality {score}/100** · {_plural(metrics.lines_of_code, 'line')} of code · {shown}"
 
 
 def offline_summary(
