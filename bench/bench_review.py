@@ -106,7 +106,7 @@ def main() -> None:
     review = review_code(code, linter)
     print(
         f"input: {STUDENT_FILE.relative_to(REPO)}: {len(code.splitlines())} lines, "
-        f"{review.metrics.lines_of_code} non-blank; {len(review.findings)} findings, "
+        f"{review.metrics.lines_of_code} lines of code; {len(review.findings)} findings, "
         f"{len(review.suggestions)} suggestions, quality {review.quality_score}/100"
     )
     print(f"ruff {linter.version().split()[-1]}, Python {sys.version.split()[0]}, "
