@@ -36,6 +36,10 @@ SCRIPT = PACKAGE_DIR / "validate.mjs"
 _EOF = None  # put on the reply queue when the process's stdout closes
 
 
+class _ExitedError(Exception):
+    """The validator process went away while answering."""
+
+
 class MermaidValidator:
     """`validator(text) -> DiagramCheck`; thread-safe; one Node process per instance."""
 
@@ -65,16 +69,19 @@ class MermaidValidator:
 
     def __call__(self, text: str) -> DiagramCheck:
         with self._lock:
-            unavailable = self._ensure_started()
-            if unavailable is not None:
-                return unavailable
-            try:
-                return self._ask(text)
-            except BrokenPipeError:
-                # It died between calls; this text did not cause it: start again once.
-                self._stop()
+            for attempt in (1, 2):
                 unavailable = self._ensure_started()
-                return unavailable if unavailable is not None else self._ask(text)
+                if unavailable is not None:
+                    return unavailable
+                try:
+                    return self._ask(text)
+                except _ExitedError as exited:
+                    # Killed between calls (or by this text): one fresh process tries
+                    # again; a text that kills the parser twice is answered unavailable.
+                    self._stop()
+                    if attempt == 2:
+                        return DiagramCheck(False, f"validator exited: {exited}", unavailable=True)
+            raise AssertionError("unreachable")
 
     def close(self) -> None:
         with self._lock:
@@ -154,15 +161,16 @@ class MermaidValidator:
         assert process is not None and process.stdin is not None
         self._next_id += 1
         request_id = self._next_id
-        process.stdin.write(json.dumps({"id": request_id, "text": text}) + "\n")
-        process.stdin.flush()
+        try:
+            process.stdin.write(json.dumps({"id": request_id, "text": text}) + "\n")
+            process.stdin.flush()
+        except (BrokenPipeError, OSError) as exc:
+            raise _ExitedError(f"{exc}; {self._stderr_tail()}") from None
         deadline = time.monotonic() + self._call_timeout
         while True:
             line = self._next_line(deadline)
             if line is _EOF:
-                tail = self._stderr_tail()
-                self._stop()
-                return DiagramCheck(False, f"validator exited: {tail}", unavailable=True)
+                raise _ExitedError(self._stderr_tail())
             if line == "":
                 # A hung parser would hold every later call: kill it, the next call restarts.
                 self._stop()
