@@ -6,7 +6,7 @@ import ast
 import threading
 
 import pytest
-from radon.metrics import mi_visit  # type: ignore[import-untyped]
+from radon.metrics import mi_visit
 
 from services.review.domain import rules
 from services.review.domain.linter import LinterError, RuffLinter

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import ast
 import re
-import threading
 import warnings
 from dataclasses import dataclass
 
-from radon.complexity import cc_rank  # type: ignore[import-untyped]
-from radon.metrics import h_visit_ast, mi_compute  # type: ignore[import-untyped]
-from radon.raw import analyze  # type: ignore[import-untyped]
-from radon.visitors import ComplexityVisitor, Function  # type: ignore[import-untyped]
+from radon.complexity import cc_rank
+from radon.metrics import h_visit_ast, mi_compute
+from radon.raw import analyze
+from radon.visitors import ComplexityVisitor, Function
 
+from services.kit import pyast
 from services.review.domain import rules
 from services.review.domain.model import Category, Finding, Metrics, Severity, Span
 
@@ -41,12 +41,8 @@ class Block:
     complexity: int
 
 
-# CPython 3.11 keeps the AST constructor's recursion depth per interpreter, not per
-# thread: two threads building syntax trees at once can fail with "SystemError: AST
-# constructor recursion depth mismatch" (cpython#106905). Reviews run on a thread pool,
-# so their parses take turns; a parse elsewhere in the process can still collide, and
-# that spurious error is retried.
-_AST_LOCK = threading.Lock()
+# Parses go through the kit's process-wide lock (cpython#106905); radon may still parse
+# on its own elsewhere in the process, so that spurious error is retried.
 
 
 def parse_tree(code: str) -> ast.Module:
@@ -55,8 +51,7 @@ def parse_tree(code: str) -> ast.Module:
     while True:
         attempts -= 1
         try:
-            with _AST_LOCK:
-                return ast.parse(code, filename=STUDENT_FILENAME)
+            return pyast.parse_module(code, filename=STUDENT_FILENAME)
         except SystemError as exc:
             if attempts == 0 or "recursion depth mismatch" not in str(exc):
                 raise

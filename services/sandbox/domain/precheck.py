@@ -13,6 +13,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from services.kit import pyast
+
 FILENAME = "main.py"
 
 
@@ -33,7 +35,7 @@ def precheck(code: str, allowed_imports: Sequence[str] | None) -> PrecheckFailur
     at all. An allowed name covers its submodules ("os" allows "os.path").
     """
     try:
-        tree = ast.parse(code, FILENAME)
+        tree = pyast.parse_module(code, FILENAME)
     except SyntaxError as exc:  # IndentationError and TabError included
         return _syntax_failure(code, exc)
     except ValueError as exc:  # some 3.11 releases: "source code string cannot contain null bytes"

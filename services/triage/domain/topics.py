@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 
+from services.kit import pyast
 from services.triage.domain.structure import Structure
 
 
@@ -310,7 +311,7 @@ def _code_constructs(code: str) -> set[str]:
     if len(code) > CODE_LIMIT:
         code = code[: code.rfind("\n", 0, CODE_LIMIT) + 1] or code[:CODE_LIMIT]
     try:
-        tree = ast.parse(code)
+        tree = pyast.parse_module(code)
     except (SyntaxError, ValueError):
         return {name for name, rx in _CODE_REGEXES_COMPILED if rx.search(code)}
     return {name for node in ast.walk(tree) for name in _node_constructs(node)}
