@@ -13,15 +13,24 @@ $(STAMP): pyproject.toml
 	@$(PY) -m pip install -q --disable-pip-version-check -e '.[local,dev,bench]'
 	@rm -f $(VENV)/.installed-*; touch $@
 
-deps: $(STAMP)
+# The concepts agent validates Mermaid diagrams with Mermaid's own parser under Node.
+# Without npm the run command still works; diagrams are then left out of answers.
+MERMAID    := services/concepts/mermaid
+NODE_STAMP := $(MERMAID)/node_modules/.installed
+$(NODE_STAMP): $(MERMAID)/package-lock.json
+	@if command -v npm >/dev/null; then \
+	  npm ci --prefix $(MERMAID) --no-audit --no-fund --loglevel=error && touch $@; \
+	else echo "npm not found: concept diagrams will be left out (Mermaid needs Node)"; fi
+
+deps: $(STAMP) $(NODE_STAMP)
 
 ## The mesh and the Envoy gateway on embedded defaults (or on DATABASE_URL, REDIS_URL,
 ## KAFKA_BOOTSTRAP_SERVERS, OPENAI_API_KEY when set).
-run: $(STAMP)
+run: $(STAMP) $(NODE_STAMP)
 	$(VENV)/bin/learnflow run
 
 ## Real Postgres, Redis, Kafka (and Envoy) brought up or reused, then the whole suite.
-test: $(STAMP)
+test: $(STAMP) $(NODE_STAMP)
 	bash tools/test.sh $(PYTEST_ARGS)
 
 ## Bring up (or reuse) the real infrastructure alone and print the variables for it.

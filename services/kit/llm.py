@@ -35,6 +35,7 @@ from pydantic import BaseModel, ValidationError
 
 from services.kit.breaker import BreakerState, CircuitBreaker
 from services.kit.config import Settings
+from services.kit.interceptors import maybe_current_call
 
 log = logging.getLogger("learnflow.llm")
 
@@ -62,6 +63,12 @@ FIRST_TOKEN = Histogram(
 BREAKER_STATE = Gauge(
     "learnflow_llm_breaker_open", "1 while the model circuit is open or half-open."
 )
+
+
+# Time kept back from the caller's deadline for the offline answer after a model
+# failure, and the least worth spending on a model call at all.
+FALLBACK_RESERVE_SECONDS = 1.0
+MIN_MODEL_SECONDS = 0.5
 
 
 class LLMUnavailable(Exception):  # noqa: N818 - a state the caller falls back on
@@ -148,6 +155,7 @@ class LLM:
 
     def __init__(self, settings: Settings) -> None:
         self.model = settings.openai_model
+        self._timeout = settings.openai_timeout_seconds
         self._client: openai.OpenAI | None = None
         if settings.openai_api_key:
             self._client = openai.OpenAI(
@@ -202,8 +210,8 @@ class LLM:
         piece means nothing was said (fall back); during the stream, the caller has
         shown part of an answer and decides how to finish it."""
         client = self._require_client(agent)
+        timeout = self._request_timeout(agent)
         started = time.perf_counter()
-
         finished = False
 
         def take(chunk: Any) -> str:
@@ -227,6 +235,7 @@ class LLM:
                 max_completion_tokens=max_tokens,
                 stream=True,
                 stream_options={"include_usage": True},
+                timeout=timeout,
             )
             chunks = iter(stream)
             for chunk in chunks:
@@ -261,6 +270,19 @@ class LLM:
 
     # -- internals ---------------------------------------------------------------------
 
+    def _request_timeout(self, agent: str) -> float:
+        """The configured timeout, cut to what is left of the gRPC call being served:
+        a slow model must leave the agent time to fall back, not fail the request."""
+        call = maybe_current_call()
+        remaining = call.time_remaining() if call is not None else None
+        if remaining is None:
+            return self._timeout
+        budget = remaining - FALLBACK_RESERVE_SECONDS
+        if budget <= MIN_MODEL_SECONDS:
+            REQUESTS.labels(agent, "no_time_left").inc()
+            raise LLMUnavailable("no_time_left", f"{remaining:.2f}s left in the call")
+        return min(self._timeout, budget)
+
     def _require_client(self, agent: str) -> openai.OpenAI:
         if self._client is None:
             REQUESTS.labels(agent, "no_api_key").inc()
@@ -271,6 +293,7 @@ class LLM:
         self, prompt: Prompt, agent: str, call: str, max_tokens: int, response_format: Any
     ) -> str:
         client = self._require_client(agent)
+        timeout = self._request_timeout(agent)
         started = time.perf_counter()
 
         def create() -> str:
@@ -281,6 +304,7 @@ class LLM:
                 model=self.model,
                 messages=prompt.messages(),
                 max_completion_tokens=max_tokens,
+                timeout=timeout,
                 **extra,
             )
             self._record_usage(agent, completion)

@@ -36,10 +36,17 @@ class ProgramRun:
     exit_code: int
     timed_out: bool
     memory_exceeded: bool
+    # Why the sandbox refused to run it (a syntax error, a disallowed import); "" if it ran.
+    precheck_failure: str = ""
 
     @property
     def ok(self) -> bool:
-        return self.exit_code == 0 and not self.timed_out and not self.memory_exceeded
+        return (
+            self.exit_code == 0
+            and not self.timed_out
+            and not self.memory_exceeded
+            and not self.precheck_failure
+        )
 
 
 class SandboxClient:
@@ -61,6 +68,17 @@ class SandboxClient:
             sandbox_pb2.ExecuteCodeRequest(code=code, stdin=stdin, limits=self._limits),
             timeout=self._wall_seconds + 5,
         )
+        if reply.HasField("precheck_failure"):
+            # Nothing ran: report it as a failed run, never as a silent success.
+            failure = reply.precheck_failure
+            return ProgramRun(
+                stdout="",
+                stderr=f"{failure.message}\n{failure.excerpt}".strip(),
+                exit_code=1,
+                timed_out=False,
+                memory_exceeded=False,
+                precheck_failure=failure.message or "precheck failed",
+            )
         return ProgramRun(
             stdout=reply.stdout,
             stderr=reply.stderr,

@@ -89,12 +89,23 @@ class Answerer:
         if debugging and request.traceback:
             last_line = request.traceback.strip().splitlines()[-1]
             question = f"{question}\n{last_line}"
-        explanation = self._agents.concepts.ExplainConcept(
-            concepts_pb2.ExplainConceptRequest(
-                student=request.student, topic=classification.topic, question=question[:2000]
-            ),
-            timeout=AGENT_TIMEOUT_SECONDS,
-        )
+        try:
+            explanation = self._agents.concepts.ExplainConcept(
+                concepts_pb2.ExplainConceptRequest(
+                    student=request.student, topic=classification.topic, question=question[:2000]
+                ),
+                timeout=AGENT_TIMEOUT_SECONDS,
+            )
+        except grpc.RpcError as exc:
+            if classification.topic or exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
+                raise
+            # Neither triage nor the concepts agent could tell what it is about.
+            topics = ", ".join(entry.display_name.lower() for entry in CURRICULUM)
+            yield (
+                "I'm not sure which part of Python this is about. Could you say a bit "
+                f"more, or name the topic? I can explain: {topics}."
+            )
+            return
         yield from paragraphs(render_explanation(explanation))
 
     def _review(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -27,7 +28,13 @@ from services.kit.server import LearnFlowServer
 from services.registry import builder
 from tests.conftest import MintToken, free_port, wait_for
 from tests.integration.test_mastery import Events, exercise
-from tests.support.openai_server import ScriptedOpenAI, json_reply, status_reply, stream_reply
+from tests.support.openai_server import (
+    ScriptedOpenAI,
+    json_reply,
+    stall,
+    status_reply,
+    stream_reply,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -446,3 +453,34 @@ def test_progress_answer_streams_from_the_model(
         triage_with_model, token, student=f"students/{student}", question="how am I doing?"
     )
     assert text_of(chunks).startswith("## Your progress")  # the offline answer
+
+
+def test_slow_model_leaves_time_to_answer_offline(
+    triage_with_model: triage_pb2_grpc.TriageServiceStub,
+    openai_server: ScriptedOpenAI,
+    mint_token: MintToken,
+) -> None:
+    # The model would take 5 s; the caller gives the whole call 2.5 s. The model call
+    # is cut to what is left minus a reserve, and the offline answer still arrives.
+    openai_server.enqueue(stall(5.0))
+    started = time.monotonic()
+    reply = triage_with_model.ClassifyRequest(
+        triage_pb2.ClassifyRequestRequest(student="students/amy", question="hmm. bored"),
+        metadata=bearer(mint_token("amy")),
+        timeout=2.5,
+    )
+    assert reply.intent != triage_pb2.INTENT_UNSPECIFIED
+    assert time.monotonic() - started < 2.5
+    assert len(openai_server.requests) == 1
+
+
+def test_question_without_a_recognisable_topic_gets_a_clarifying_answer(
+    triage: triage_pb2_grpc.TriageServiceStub, mint_token: MintToken
+) -> None:
+    student = f"s-{uuid.uuid4().hex[:8]}"
+    classification, chunks = ask(
+        triage, mint_token(student), student=f"students/{student}", question="hmm"
+    )
+    assert classification.topic == common_pb2.TOPIC_UNSPECIFIED
+    answer = text_of(chunks)
+    assert "which part of Python" in answer and "recursion" in answer

@@ -6,13 +6,16 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import cast
 
+import grpc
 import pytest
 from prometheus_client import REGISTRY
 from pydantic import BaseModel
 
 from services.kit.breaker import BreakerState
 from services.kit.config import Settings
+from services.kit.interceptors import CallContext, _current
 from services.kit.llm import LLM, LLMUnavailable, Prompt, PromptTemplates
 from tests.support.openai_server import (
     ScriptedOpenAI,
@@ -231,3 +234,32 @@ def test_prompt_templates_render_and_refuse_missing_variables(tmp_path: Path) ->
     (tmp_path / "orphan.system.j2").write_text("x")
     with pytest.raises(FileNotFoundError, match=r"orphan\.user\.j2"):
         PromptTemplates(tmp_path)
+
+
+class _Inbound:
+    """The gRPC call being served, as far as its remaining time goes."""
+
+    def __init__(self, remaining: float | None) -> None:
+        self.remaining = remaining
+
+    def time_remaining(self) -> float | None:
+        return self.remaining
+
+
+def test_model_is_not_called_without_time_to_fall_back(
+    llm: LLM, openai_server: ScriptedOpenAI
+) -> None:
+    call = CallContext(
+        method="/learnflow.test/Method",
+        request_id="r1",
+        principal=None,
+        grpc_context=cast(grpc.ServicerContext, _Inbound(1.2)),
+        authorization=None,
+    )
+    token = _current.set(call)
+    try:
+        assert unavailable_reason(lambda: llm.text(PROMPT, agent="t")) == "no_time_left"
+    finally:
+        _current.reset(token)
+    assert openai_server.requests == []
+    assert breaker_of(llm) == BreakerState.CLOSED

@@ -27,7 +27,7 @@ from services.kit import devtokens
 from services.kit.catalogue import SERVICES_BY_NAME
 from services.kit.config import Settings
 from services.kit.runtime import Runtime
-from services.kit.server import LearnFlowServer, ServiceParts
+from services.kit.server import LearnFlowServer, ServiceParts, not_implemented_parts
 from tests.conftest import MintToken, free_port
 
 CONCEPTS = SERVICES_BY_NAME["concepts"]
@@ -167,15 +167,28 @@ def test_missing_topic_is_not_found(
     assert info.metadata["name"] == "topics/quantum-python"
 
 
-def test_unimplemented_rpc_names_itself(
-    stub: concepts_pb2_grpc.ConceptsServiceStub, mint_token: MintToken
-) -> None:
-    with pytest.raises(grpc.RpcError) as caught:
-        stub.ExplainConcept(
-            concepts_pb2.ExplainConceptRequest(student="students/alice"),
-            metadata=auth(mint_token("alice")),
-            timeout=2,
-        )
+def test_unimplemented_rpc_names_itself(settings: Settings, mint_token: MintToken) -> None:
+    # A contract served before its service is written answers UNIMPLEMENTED by name.
+    parts = not_implemented_parts(
+        (
+            concepts_pb2_grpc.add_ConceptsServiceServicer_to_server,
+            concepts_pb2_grpc.ConceptsServiceServicer,
+        ),
+    )
+    server = LearnFlowServer(CONCEPTS, parts, settings, port=0)
+    port = server.start()
+    try:
+        with (
+            grpc.insecure_channel(f"127.0.0.1:{port}") as placeholder,
+            pytest.raises(grpc.RpcError) as caught,
+        ):
+            concepts_pb2_grpc.ConceptsServiceStub(placeholder).ExplainConcept(
+                concepts_pb2.ExplainConceptRequest(student="students/alice"),
+                metadata=auth(mint_token("alice")),
+                timeout=2,
+            )
+    finally:
+        server.stop(grace=0.5)
     assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert "ConceptsService/ExplainConcept is not implemented yet" in (caught.value.details() or "")
     info, _ = error_details(caught.value)

@@ -152,7 +152,7 @@ class ExplainConceptRequest(_message.Message):
     topic: _common_pb2.Topic.ValueType
     """The topic to explain."""
     question: _builtins.str
-    """The student's question in their words, at most 4 KiB."""
+    """The student's question in their words, at most 2,000 characters."""
     level: _common_pb2.Level.ValueType
     """Level override; unset means chosen from the student's mastery."""
     include_diagram: _builtins.bool
