@@ -56,16 +56,17 @@ EXPLANATION = {
     "title": "Why the last item shows up twice",
     "body": "After a `for` loop ends, the loop variable keeps its last value. A `print` "
     "after the loop (or indented one level too little) prints that value once more.",
-    "examples": [
-        {
-            "code": "for fruit in ['apple', 'pear']:\n    print(fruit)\nprint(fruit)\n",
-            "caption": "the print after the loop repeats the last item",
-        },
-        {"code": "for n in range(3):\n    print(n)\n", "caption": "printing only inside"},
-    ],
+    "examples": [],  # filled per call from EXAMPLES
     "pitfalls": ["The loop variable still exists after the loop."],
     "mermaid": None,
 }
+EXAMPLES: list[dict[str, str]] = [
+    {
+        "code": "for fruit in ['apple', 'pear']:\n    print(fruit)\nprint(fruit)\n",
+        "caption": "the print after the loop repeats the last item",
+    },
+    {"code": "for n in range(3):\n    print(n)\n", "caption": "printing only inside"},
+]
 
 
 def free_port() -> int:
@@ -92,12 +93,10 @@ def model_reply(body: dict[str, Any]) -> Reply:
     # cache, so every call runs its two examples in the sandbox, as in production.
     global _explanations  # noqa: PLW0603 - one counter for the bench's one server
     _explanations += 1
-    fresh = dict(EXPLANATION)
-    fresh["examples"] = [
-        {**example, "code": f"# answer {_explanations}\n{example['code']}"}
-        for example in EXPLANATION["examples"]  # type: ignore[attr-defined]
+    examples = [
+        {**example, "code": f"# answer {_explanations}\n{example['code']}"} for example in EXAMPLES
     ]
-    return json_reply(fresh)
+    return json_reply({**EXPLANATION, "examples": examples})
 
 
 _explanations = 0

@@ -117,7 +117,10 @@ def _details(report: Report) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=50)
+    parser.add_argument("--quick", action="store_true", help="10 latency rounds")
     args = parser.parse_args()
+    if args.quick:
+        args.rounds = 10
 
     tuning = load(LABELLED)
     holdout = load(HOLDOUT)
