@@ -4,12 +4,16 @@
 #
 #   docker build -t learnflow:dev .                                 # default target: runtime
 #   docker build -t learnflow-sandbox:dev --target sandbox .        # + bubblewrap
+#   docker build -t learnflow-concepts:dev --target concepts .      # + Node and Mermaid
 #   docker run --rm -p 50057:50057 learnflow:dev mastery            # = learnflow serve mastery
 #
-# Stages: builder (venv with the project) -> base (non-root runtime) -> sandbox | runtime.
+# Stages: builder (venv with the project) -> base (non-root runtime) -> sandbox | concepts
+# | runtime.
 # `runtime` is the LAST stage on purpose, so a plain `docker build .` gives the general image.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+# Node for the concepts agent's Mermaid validator (Mermaid 11 needs Node >= 20).
+ARG NODE_IMAGE=node:20-bookworm-slim
 
 # --- builder: resolve and install everything into /opt/venv --------------------------
 FROM ${PYTHON_IMAGE} AS builder
@@ -68,6 +72,20 @@ USER root
 RUN apt-get update \
     && apt-get install -y --no-install-recommends bubblewrap \
     && rm -rf /var/lib/apt/lists/*
+USER 10001:10001
+
+# --- concepts: the runtime plus Node and Mermaid's parser for diagram validation --------
+FROM ${NODE_IMAGE} AS node
+
+FROM base AS concepts
+USER root
+COPY --from=node /usr/local/bin/node /usr/local/bin/node
+COPY --from=node /usr/local/lib/node_modules/npm /usr/local/lib/node_modules/npm
+# The validator's package files ship inside the Python package; install its locked deps
+# there (read-only to the service user afterwards, like the rest of the venv).
+RUN cd "$(python -c 'import pathlib, services.concepts as c; print(pathlib.Path(c.__file__).parent / "mermaid")')" \
+    && node /usr/local/lib/node_modules/npm/bin/npm-cli.js ci --no-audit --no-fund --loglevel=error \
+    && rm -rf /root/.npm /usr/local/lib/node_modules/npm
 USER 10001:10001
 
 # --- runtime: every other service (default target, keep it last) ---------------------

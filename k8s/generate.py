@@ -75,9 +75,12 @@ def project_version() -> str:
         return str(tomllib.load(fh)["project"]["version"])
 
 
+# Services whose image adds something to the general one (Dockerfile targets).
+IMAGE_NAMES = {"sandbox": "learnflow-sandbox", "concepts": "learnflow-concepts"}
+
+
 def image_for(spec: ServiceSpec) -> str:
-    name = "learnflow-sandbox" if spec.name == "sandbox" else "learnflow"
-    return f"{name}:{project_version()}"
+    return f"{IMAGE_NAMES.get(spec.name, 'learnflow')}:{project_version()}"
 
 
 def _env_block(profile: Profile) -> str:

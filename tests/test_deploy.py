@@ -143,7 +143,7 @@ def test_compose_service_matches_catalogue(compose: dict[str, Any], spec: Servic
     assert svc.get("command") == [spec.name], "runs `learnflow serve <name>`"
     build = svc["build"]
     target = build.get("target") if isinstance(build, dict) else None
-    assert target == ("sandbox" if spec.name == "sandbox" else "runtime")
+    assert target == (spec.name if spec.name in ("sandbox", "concepts") else "runtime")
     published = [_parse_port_mapping(p) for p in svc.get("ports", [])]
     assert published == [(spec.port, spec.port)], f"publish {spec.port}:{spec.port}"
     assert svc["healthcheck"]["test"] == ["CMD", "learnflow", "probe", str(spec.port)]
@@ -362,7 +362,9 @@ def test_k8s_deployment_and_service_match_catalogue(
 
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert container.get("args") == [spec.name], "runs `learnflow serve <name>`"
-    expected_image = "learnflow-sandbox" if spec.name == "sandbox" else "learnflow"
+    expected_image = {"sandbox": "learnflow-sandbox", "concepts": "learnflow-concepts"}.get(
+        spec.name, "learnflow"
+    )
     assert container["image"].split(":")[0] == expected_image
     (container_port,) = container["ports"]
     assert container_port["containerPort"] == spec.port
@@ -520,8 +522,11 @@ def test_dockerfile_final_stage_runs_learnflow_serve_as_non_root() -> None:
 def test_dockerfile_stages() -> None:
     stages = _dockerfile_stages()
     by_name = {s["name"]: s for s in stages}
-    for stage in stages:  # every image from the pinned Python base or another stage
-        assert stage["base"] in by_name or stage["base"] == "python:3.11-slim-bookworm"
+    for stage in stages:  # every image from a pinned base or another stage
+        assert stage["base"] in by_name or stage["base"] in {
+            "python:3.11-slim-bookworm",
+            "node:20-bookworm-slim",  # only the node binary is copied out of it
+        }
     builder = by_name["builder"]
     runs = " ".join(rest for kw, rest in builder["instructions"] if kw == "RUN")
     assert "pip install --no-cache-dir ." in runs
@@ -531,6 +536,11 @@ def test_dockerfile_stages() -> None:
     )
     assert _is_non_root(_effective(stages, sandbox, "USER"))
     assert json.loads(_effective(stages, sandbox, "ENTRYPOINT") or "null") == ["learnflow", "serve"]
+    concepts = stages.index(by_name["concepts"])
+    assert "ci --no-audit" in " ".join(
+        rest for kw, rest in by_name["concepts"]["instructions"] if kw == "RUN"
+    )
+    assert _is_non_root(_effective(stages, concepts, "USER"))
 
 
 def test_compose_build_targets_exist(compose: dict[str, Any]) -> None:
