@@ -16,6 +16,7 @@ from services.kit.cache import Cache, InProcessCache, RedisCache
 from services.kit.config import RUN_DIR, Settings
 from services.kit.db import Database, embedded_postgres_url
 from services.kit.llm import LLM
+from services.kit.windows import InProcessWindows, RedisWindows, Windows
 
 log = logging.getLogger("learnflow.runtime")
 
@@ -28,6 +29,7 @@ class Runtime:
         self._bus: Bus | None = None
         self._cache: Cache | None = None
         self._llm: LLM | None = None
+        self._windows: Windows | None = None
         self._databases: list[Database] = []
 
     @property
@@ -68,6 +70,17 @@ class Runtime:
             return self._cache
 
     @property
+    def windows(self) -> Windows:
+        """Sliding windows for detection rules: Redis, or in-process without REDIS_URL."""
+        with self._lock:
+            if self._windows is None:
+                if self.settings.redis_url:
+                    self._windows = RedisWindows(self.settings.redis_url)
+                else:
+                    self._windows = InProcessWindows()
+            return self._windows
+
+    @property
     def llm(self) -> LLM:
         """The model client the agents share (disabled without OPENAI_API_KEY)."""
         with self._lock:
@@ -94,3 +107,5 @@ class Runtime:
                 self._bus.close()
             if self._cache is not None:
                 self._cache.close()
+            if self._windows is not None:
+                self._windows.close()

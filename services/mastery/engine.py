@@ -20,6 +20,7 @@ from services.mastery.store import (
     MasteryView,
     OutboxMessage,
     Student,
+    WheelSpinEncoder,
 )
 
 log = logging.getLogger("learnflow.mastery")
@@ -46,11 +47,14 @@ class MasteryEngine:
         cache: Cache,
         encode: Encoder,
         send: Sender,
+        *,
         clock: Clock = utc_now,
+        encode_wheel_spins: WheelSpinEncoder | None = None,
     ) -> None:
         self.store = store
         self.cache = cache
         self._encode = encode
+        self._encode_wheel_spins = encode_wheel_spins
         self._send = send
         self._clock = clock
 
@@ -61,7 +65,9 @@ class MasteryEngine:
 
         Duplicates change nothing. If the process dies after the commit, the outbox still
         holds the announcements and the next drain sends them."""
-        changes = self.store.apply_batch(events, self._clock(), self._encode)
+        changes = self.store.apply_batch(
+            events, self._clock(), self._encode, self._encode_wheel_spins
+        )
         self.forget({e.student_id for e in events})
         self.drain_outbox()
         return changes

@@ -14,7 +14,7 @@ from services.kit.runtime import Runtime
 from services.kit.server import ServiceParts
 from services.mastery.consumer import progress_consumer
 from services.mastery.engine import MasteryEngine
-from services.mastery.publisher import OutboxSender, encode_changes
+from services.mastery.publisher import OutboxSender, encode_changes, encode_wheel_spins
 from services.mastery.recalculation import Recalculations
 from services.mastery.servicer import MasteryServicer, OperationsServicer
 from services.mastery.store import MasteryStore
@@ -28,7 +28,13 @@ def build(runtime: Runtime) -> ServiceParts:
     # Mastery reads are hot: a 2 s in-process layer in front of Redis (invalidated
     # locally on every update; other replicas' copies expire within 2 s).
     cache = TieredCache(runtime.cache, local_ttl_seconds=2.0)
-    engine = MasteryEngine(MasteryStore(db), cache, encode_changes, OutboxSender(bus))
+    engine = MasteryEngine(
+        MasteryStore(db),
+        cache,
+        encode_changes,
+        OutboxSender(bus),
+        encode_wheel_spins=encode_wheel_spins,
+    )
     recalculations = Recalculations(engine)
     consumer = progress_consumer(bus, engine, group_id=runtime.settings.mastery_consumer_group)
 

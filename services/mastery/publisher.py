@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from learnflow.events.v1 import events_pb2
 
-from services.kit.bus import MASTERY_UPDATED, Bus, Publisher
-from services.mastery.store import Change, OutboxMessage
+from services.kit.bus import MASTERY_UPDATED, STRUGGLE_DETECTED, Bus, Publisher
+from services.mastery.store import Change, OutboxMessage, WheelSpin
 
 SOURCE = "//learnflow.dev/mastery"
 
@@ -46,6 +47,36 @@ def encode_changes(changes: Sequence[Change]) -> list[OutboxMessage]:
     return messages
 
 
+def encode_wheel_spins(spins: Sequence[WheelSpin]) -> list[OutboxMessage]:
+    """struggle.detected (wheel-spinning) for teachers: the evidence is the attempt
+    count and best score on one exercise."""
+    messages = []
+    now = Timestamp()
+    now.GetCurrentTime()
+    for spin in spins:
+        event = events_pb2.StruggleDetected(
+            student=events_pb2.StudentRef(
+                student_id=spin.student, cohort=spin.cohort, time_zone=spin.time_zone
+            ),
+            kind=events_pb2.StruggleDetected.KIND_WHEEL_SPINNING,
+            topic=spin.topic,  # type: ignore[arg-type]
+            exercise_id=spin.exercise_id,
+            occurrence_count=spin.attempts,
+            # One episode per student and exercise (the threshold is crossed once).
+            episode_id=f"wheel-spinning:{spin.student}:{spin.exercise_id}",
+            detect_time=now,
+        )
+        messages.append(OutboxMessage(STRUGGLE_DETECTED, spin.student, event.SerializeToString()))
+    return messages
+
+
+# What each outbox topic carries.
+OUTBOX_TYPES: dict[str, type[Message]] = {
+    MASTERY_UPDATED: events_pb2.MasteryUpdated,
+    STRUGGLE_DETECTED: events_pb2.StruggleDetected,
+}
+
+
 class OutboxSender:
     """Publishes outbox rows; returns only once the broker acknowledged them."""
 
@@ -55,7 +86,7 @@ class OutboxSender:
 
     def __call__(self, messages: Sequence[OutboxMessage]) -> None:
         for message in messages:
-            event = events_pb2.MasteryUpdated.FromString(message.payload)
+            event = OUTBOX_TYPES[message.topic].FromString(message.payload)
             # A stable id: a resend after a crash is recognisably the same event.
             self._publisher.publish(
                 message.topic, event, key=message.key, event_id=f"mastery-outbox-{message.id}"

@@ -60,6 +60,28 @@ class Change:
         return [m for t, m in self.after.topics.items() if changed(self.before.get(t), m)]
 
 
+# DESIGN.md §9: the same exercise attempted this many times without a pass.
+WHEEL_SPIN_ATTEMPTS = 10
+
+
+@dataclass(frozen=True, slots=True)
+class WheelSpin:
+    """A student who reached WHEEL_SPIN_ATTEMPTS attempts at an exercise without passing
+    it. Reported once per (student, exercise): the attempt count crosses the threshold
+    once, and a later pass ends it for good."""
+
+    student: str
+    cohort: str
+    time_zone: str
+    exercise_id: str
+    topic: int
+    attempts: int
+    best: float
+
+
+WheelSpinEncoder = Callable[[Sequence[WheelSpin]], Iterable["OutboxMessage"]]
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxMessage:
     topic: str
@@ -135,6 +157,7 @@ class MasteryStore:
         events: Sequence[ProgressEvent],
         now: datetime,
         encode: Callable[[Sequence[Change]], Iterable[OutboxMessage]],
+        encode_wheel_spins: WheelSpinEncoder | None = None,
     ) -> list[Change]:
         with self.db.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
             fresh = self._claim(cur, events)
@@ -142,7 +165,12 @@ class MasteryStore:
                 return []
             students = self._upsert_students(cur, fresh)
             self._record_evidence(cur, fresh)
-            self._merge_aggregates(cur, fresh, {s: st.time_zone for s, st in students.items()})
+            attempts_before = self._merge_aggregates(
+                cur, fresh, {s: st.time_zone for s, st in students.items()}
+            )
+            if encode_wheel_spins is not None:
+                spins = self._wheel_spins(cur, attempts_before, students)
+                self._enqueue(cur, encode_wheel_spins(spins))
             changes = self._recompute(
                 cur, students, now, cause={e.student_id: e.event_id for e in fresh}
             )
@@ -224,11 +252,15 @@ class MasteryStore:
     @staticmethod
     def _merge_aggregates(
         cur: Cursor[Any], events: Sequence[ProgressEvent], time_zone_of: dict[str, str]
-    ) -> None:
+    ) -> dict[tuple[str, str], int]:
+        """Merge the batch into the aggregates; per exercise touched, the attempts this
+        batch added."""
         batch = aggregate_batch(events, time_zone_of)
+        batch_attempts: dict[tuple[str, str], int] = {}
         if batch.exercises:
             keys = sorted(batch.exercises)
             attempts = [batch.exercises[k] for k in keys]
+            batch_attempts = {k: a.attempts for k, a in zip(keys, attempts, strict=True)}
             cur.execute(
                 "INSERT INTO exercise_best AS b (student_id, exercise_id, topic, best, attempts) "
                 "SELECT * FROM unnest(%s::text[], %s::text[], %s::smallint[], "
@@ -272,6 +304,31 @@ class MasteryStore:
             "SELECT * FROM unnest(%s::text[], %s::smallint[], %s::date[]) ON CONFLICT DO NOTHING",
             ([d[0] for d in days], [d[1] for d in days], [d[2] for d in days]),
         )
+        return batch_attempts
+
+    @staticmethod
+    def _wheel_spins(
+        cur: Cursor[Any], batch_attempts: dict[tuple[str, str], int], students: dict[str, Student]
+    ) -> list[WheelSpin]:
+        """Exercises whose attempts crossed WHEEL_SPIN_ATTEMPTS in this batch with no pass
+        yet (a pass is every test passed). Crossing happens once, so one report each."""
+        if not batch_attempts:
+            return []
+        keys = sorted(batch_attempts)
+        spins = []
+        for student, exercise, topic, best, attempts in cur.execute(
+            "SELECT student_id, exercise_id, topic, best, attempts FROM exercise_best "
+            "WHERE (student_id, exercise_id) IN "
+            "  (SELECT * FROM unnest(%s::text[], %s::text[])) "
+            "AND best < 1.0 AND attempts >= %s",
+            ([k[0] for k in keys], [k[1] for k in keys], WHEEL_SPIN_ATTEMPTS),
+        ).fetchall():
+            if attempts - batch_attempts[(student, exercise)] < WHEEL_SPIN_ATTEMPTS:
+                info = students[student]
+                spins.append(
+                    WheelSpin(student, info.cohort, info.time_zone, exercise, topic, attempts, best)
+                )
+        return spins
 
     # -- computing mastery from the aggregates -----------------------------------
 
