@@ -22,6 +22,8 @@ from typing import TypeVar
 
 import yaml
 
+from services.kit.pyast import parse_module
+
 T = TypeVar("T")
 
 BANK_DIR = Path(__file__).resolve().parent.parent / "bank"
@@ -103,6 +105,9 @@ class Exercise:
     hints: tuple[str, ...]  # most general first
     reference_solution: str
     allowed_imports: tuple[str, ...]  # top-level modules; empty means none
+    # Error types (e.g. "KeyError") the starter code runs into: what a student who keeps
+    # hitting that error practises here (GenerateExercise's focus_error_type).
+    practises: tuple[str, ...] = ()
 
     @property
     def tests(self) -> tuple[ExerciseTest, ...]:
@@ -196,13 +201,33 @@ def default_bank() -> Bank:
     return load_bank()
 
 
+def parse_expression(text: str) -> ast.expr:
+    """`text` as one Python expression (what `ast.parse(text, mode="eval")` accepts),
+    parsed under the process-wide lock (services.kit.pyast: concurrent parses can fail
+    in CPython 3.11). Raises SyntaxError (or ValueError for null bytes) otherwise."""
+    body = parse_module(text).body
+    if len(body) != 1 or not isinstance(body[0], ast.Expr):
+        raise SyntaxError("not a single expression")
+    return body[0].value
+
+
+def literal(text: str) -> object:
+    """`ast.literal_eval(text)`, parsing under the lock. Raises ValueError (and the
+    errors literal_eval raises) for anything that is not a Python literal."""
+    try:
+        node = parse_expression(text.lstrip(" \t"))  # as literal_eval does
+    except SyntaxError as exc:
+        raise ValueError(f"not a Python literal: {exc.msg}") from None
+    return ast.literal_eval(node)
+
+
 def imported_modules(source: str) -> set[str]:
     """Top-level modules `source` imports (`import a.b` -> "a"); relative imports excluded.
 
     Raises SyntaxError for code that does not parse.
     """
     modules: set[str] = set()
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(parse_module(source)):
         if isinstance(node, ast.Import):
             modules.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
@@ -214,7 +239,7 @@ def imported_modules(source: str) -> set[str]:
 def defined_names(source: str) -> set[str]:
     """Names bound at the top level of `source` (functions, classes, assignments)."""
     names: set[str] = set()
-    for node in ast.parse(source).body:
+    for node in parse_module(source).body:
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
             names.add(node.name)
         elif isinstance(node, ast.Assign):
@@ -303,6 +328,7 @@ _EXERCISE_KEYS = {
     "hints",
     "reference_solution",
     "allowed_imports",
+    "practises",
 }
 _QUESTION_KEYS = {
     "id",
@@ -319,7 +345,12 @@ _TEST_KEYS = {"id", "description", "call", "expected"}
 
 
 def _parse_exercise(raw: Mapping[str, object], topic: Topic, p: _Problems) -> Exercise | None:
-    _check_keys(raw, required=_EXERCISE_KEYS - {"allowed_imports"}, allowed=_EXERCISE_KEYS, p=p)
+    _check_keys(
+        raw,
+        required=_EXERCISE_KEYS - {"allowed_imports", "practises"},
+        allowed=_EXERCISE_KEYS,
+        p=p,
+    )
     exercise_id = _text(raw, "id", p)
     if exercise_id and not re.fullmatch(rf"{re.escape(topic.slug)}-\d{{3}}", exercise_id):
         p.add(f"id must look like {topic.slug}-001")
@@ -336,6 +367,10 @@ def _parse_exercise(raw: Mapping[str, object], topic: Topic, p: _Problems) -> Ex
     for module in allowed_imports:
         if not module.isidentifier():
             p.add(f"allowed import {module!r} is not a top-level module name")
+    practises = _strings(raw, "practises", p, at_least=1) if "practises" in raw else ()
+    for error in practises:
+        if not error.isidentifier():
+            p.add(f"practises {error!r} is not an exception class name")
     starter = _code(raw, "starter_code", entry_points, allowed_imports, p)
     reference = _code(raw, "reference_solution", entry_points, allowed_imports, p)
     if starter and starter == reference:
@@ -360,6 +395,7 @@ def _parse_exercise(raw: Mapping[str, object], topic: Topic, p: _Problems) -> Ex
         hints=hints,
         reference_solution=reference,
         allowed_imports=allowed_imports,
+        practises=practises,
     )
 
 
@@ -383,7 +419,7 @@ def _parse_question(raw: Mapping[str, object], topic: Topic, p: _Problems) -> Qu
     code = _text(raw, "code", p, required=kind is QuestionKind.PREDICT_OUTPUT)
     if code:
         try:
-            ast.parse(code)
+            parse_module(code)
         except SyntaxError as exc:
             p.add(f"code: syntax error on line {exc.lineno}: {exc.msg}")
     choices: tuple[str, ...] = ()
@@ -503,11 +539,11 @@ def _tests(
         call = _text(item, "call", tp)
         expected = _text(item, "expected", tp)
         try:
-            ast.parse(call, mode="eval")
+            parse_expression(call)
         except SyntaxError as exc:
             tp.add(f"call is not a Python expression: {exc.msg}")
         try:
-            ast.literal_eval(expected)
+            literal(expected)
         except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
             tp.add(f"expected {expected!r} is not a Python literal")
         tests.append(

@@ -27,7 +27,6 @@ Why a student cannot forge a pass on a hidden test:
 
 from __future__ import annotations
 
-import ast
 import re
 import secrets
 import time
@@ -35,7 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from enum import IntEnum
 
-from services.exercise.domain.bank import Exercise, ExerciseTest, imported_modules
+from services.exercise.domain.bank import Exercise, ExerciseTest, imported_modules, literal
 
 MARKER = "@@LEARNFLOW-RESULT@@"
 OUTPUT_EXCERPT_CHARS = 2000  # of the program's output shown with a visible test's result
@@ -304,7 +303,7 @@ def _result_line(stdout: str, nonce: str) -> tuple[str, str] | None:
     if last is None or last[:2] not in ("V:", "E:"):
         return None
     try:
-        text = ast.literal_eval(last[2:])
+        text = literal(last[2:])
     except (ValueError, SyntaxError, MemoryError, RecursionError):
         return None
     return (last[0], text) if isinstance(text, str) else None
