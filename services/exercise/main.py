@@ -1,5 +1,6 @@
 """Wires the exercise service: the bank, the sandbox and the mastery engine over gRPC
-(the caller's token and deadline travel along), storage and the progress publisher."""
+(the caller's token and deadline travel along), storage, the progress publisher, and
+the model (exercise and quiz generation) when OPENAI_API_KEY is set."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from learnflow.exercise.v1 import exercise_pb2_grpc, quiz_pb2_grpc
 from services.exercise.domain.bank import Level, Topic, default_bank
 from services.exercise.domain.grading import Execution
 from services.exercise.engine import ExerciseEngine
+from services.exercise.generator import MAX_ATTEMPTS, ExerciseGenerator, ModelAuthor
 from services.exercise.servicer import ExerciseServicer, QuizServicer
 from services.exercise.store import ExerciseStore
 from services.kit.bus import Publisher
@@ -64,7 +66,14 @@ def build(runtime: Runtime) -> ServiceParts:
         max_output_bytes=1024 * 1024,
     )
     mastery = MasteryClient(settings.address_of("mastery"))
-    engine = ExerciseEngine(default_bank(), SandboxExecute(sandbox), MasteryLevel(mastery))
+    execute = SandboxExecute(sandbox)
+    engine = ExerciseEngine(
+        default_bank(),
+        execute,
+        MasteryLevel(mastery),
+        generator=ExerciseGenerator(ModelAuthor(runtime.llm), execute, max_attempts=MAX_ATTEMPTS),
+        generated=store,
+    )
     publisher = Publisher(bus, SOURCE)
 
     def register(server: grpc.Server) -> None:

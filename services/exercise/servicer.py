@@ -13,6 +13,7 @@ from learnflow.events.v1 import events_pb2
 from learnflow.exercise.v1 import exercise_pb2, exercise_pb2_grpc, quiz_pb2, quiz_pb2_grpc
 
 from services.exercise.domain.bank import Exercise, Level, QuestionKind, QuizQuestion, Topic
+from services.exercise.domain.generation import error_name, is_generated
 from services.exercise.domain.grading import Grade
 from services.exercise.domain.quizzes import Answer
 from services.exercise.engine import (
@@ -58,7 +59,9 @@ def exercise_message(e: Exercise) -> exercise_pb2.Exercise:
         hidden_test_count=len(e.hidden_tests),
         hints=list(e.hints),
         allowed_imports=list(e.allowed_imports),
-        origin=exercise_pb2.Exercise.ORIGIN_BANK,
+        origin=exercise_pb2.Exercise.ORIGIN_GENERATED
+        if is_generated(e.exercise_id)
+        else exercise_pb2.Exercise.ORIGIN_BANK,
     )
 
 
@@ -95,9 +98,9 @@ class ExerciseServicer(exercise_pb2_grpc.ExerciseServiceServicer):
     def GetExercise(
         self, request: exercise_pb2.GetExerciseRequest, context: grpc.ServicerContext
     ) -> exercise_pb2.Exercise:
-        current_principal()
+        principal = current_principal()
         (exercise_id,) = parse_name(request.name, "exercises/*", "name")
-        return exercise_message(self._engine.exercise(exercise_id))
+        return exercise_message(self._engine.readable_exercise(principal, exercise_id))
 
     def ListExercises(
         self, request: exercise_pb2.ListExercisesRequest, context: grpc.ServicerContext
@@ -125,15 +128,34 @@ class ExerciseServicer(exercise_pb2_grpc.ExerciseServiceServicer):
     ) -> exercise_pb2.Exercise:
         checks = Validator()
         (student_id,) = check_name(checks, request.student, "students/*", "student")
-        checks.check(1 <= request.topic <= MAX_TOPIC, "topic", "is required: a curriculum topic")
+        focus = ""
+        if request.focus_error_type.strip():
+            focus = error_name(request.focus_error_type) or ""
+            checks.check(
+                bool(focus),
+                "focus_error_type",
+                "must be an exception class name such as KeyError (at most 100 characters)",
+            )
+        if request.topic == 0:
+            # A targeted exercise may leave the topic to its error (struggle detection).
+            checks.check(
+                bool(request.focus_error_type.strip()),
+                "topic",
+                "is required: a curriculum topic (or give focus_error_type)",
+            )
+        else:
+            checks.check(1 <= request.topic <= MAX_TOPIC, "topic", "is not a curriculum topic")
         checks.check(0 <= request.difficulty <= max(Level), "difficulty", "is not a level")
         checks.raise_if_invalid()
-        require_own(current_principal(), student_id)
-        chosen = self._engine.choose(
+        principal = current_principal()
+        require_own(principal, student_id)
+        chosen = self._engine.generate(
             student_id,
-            Topic(request.topic),
-            Level(request.difficulty) if request.difficulty else None,
-            self._store.passed_exercises(student_id),
+            cohort=cohort_of(principal),
+            topic=Topic(request.topic) if request.topic else None,
+            difficulty=Level(request.difficulty) if request.difficulty else None,
+            focus_error=focus,
+            passed=lambda: self._store.passed_exercises(student_id),
         )
         return exercise_message(chosen)
 
@@ -158,7 +180,7 @@ class ExerciseServicer(exercise_pb2_grpc.ExerciseServiceServicer):
             earlier = self._store.find_by_request(student_id, request.request_id)
             if earlier is not None:
                 return exercise_pb2.Submission.FromString(earlier)
-        exercise = self._engine.exercise(exercise_id)
+        exercise = self._engine.exercise_to_submit(student_id, exercise_id)
         graded = self._engine.grade(exercise, code)
         submission_id = uuid.uuid4().hex[:16]
         message = exercise_pb2.Submission(
@@ -272,21 +294,27 @@ class QuizServicer(quiz_pb2_grpc.QuizServiceServicer):
         checks.raise_if_invalid()
         principal = current_principal()
         require_own(principal, student_id)
-        quiz_id, level, questions = self._engine.new_quiz(
+        new = self._engine.new_quiz(
             student_id,
             Topic(request.topic),
             Level(request.level) if request.level else None,
             request.question_count or 5,
         )
         quiz = quiz_pb2.Quiz(
-            name=f"students/{student_id}/quizzes/{quiz_id}",
+            name=f"students/{student_id}/quizzes/{new.quiz_id}",
             topic=request.topic,
-            level=int(level),  # type: ignore[arg-type]
-            questions=[_question_message(q) for q in questions],
+            level=int(new.level),  # type: ignore[arg-type]
+            questions=[_question_message(q) for q in new.questions],
             state=quiz_pb2.Quiz.STATE_OPEN,
             create_time=_now(),
         )
-        self._store.add_quiz(student_id, quiz_id, cohort_of(principal), quiz.SerializeToString())
+        self._store.add_quiz(
+            student_id,
+            new.quiz_id,
+            cohort_of(principal),
+            quiz.SerializeToString(),
+            generated=new.generated,
+        )
         return quiz
 
     def GetQuiz(
@@ -299,8 +327,8 @@ class QuizServicer(quiz_pb2_grpc.QuizServiceServicer):
         stored = self._store.quiz(student_id, quiz_id)
         if stored is None:
             raise NotFound(f"{request.name} does not exist", metadata={"name": request.name})
-        require_readable(principal, student_id, stored[0])
-        return quiz_pb2.Quiz.FromString(stored[2])
+        require_readable(principal, student_id, stored.cohort)
+        return quiz_pb2.Quiz.FromString(stored.message)
 
     def GradeQuiz(
         self, request: quiz_pb2.GradeQuizRequest, context: grpc.ServicerContext
@@ -311,10 +339,10 @@ class QuizServicer(quiz_pb2_grpc.QuizServiceServicer):
         stored = self._store.quiz(student_id, quiz_id)
         if stored is None:
             raise NotFound(f"{request.name} does not exist", metadata={"name": request.name})
-        cohort, graded, raw = stored
-        if graded:
+        cohort = stored.cohort
+        if stored.graded:
             raise FailedPrecondition(f"{request.name} is already graded")
-        quiz = quiz_pb2.Quiz.FromString(raw)
+        quiz = quiz_pb2.Quiz.FromString(stored.message)
         asked = [q.question_id for q in quiz.questions]
         checks = Validator()
         answers: dict[str, Answer] = {}
@@ -329,7 +357,7 @@ class QuizServicer(quiz_pb2_grpc.QuizServiceServicer):
                 answer.choice_index if value == "choice_index" else answer.text
             )
         checks.raise_if_invalid()
-        result = self._engine.grade_quiz(asked, answers)
+        result = self._engine.grade_quiz(asked, answers, stored.generated)
         quiz.state = quiz_pb2.Quiz.STATE_GRADED
         quiz.answers.extend(request.answers)
         quiz.results.extend(

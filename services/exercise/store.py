@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from psycopg.types.json import Jsonb
+
+from services.exercise.domain.bank import Exercise, QuizQuestion, Topic
+from services.exercise.domain.generation import (
+    OwnedExercise,
+    exercise_from_json,
+    exercise_to_json,
+    question_from_json,
+    question_to_json,
+)
 from services.kit.db import Database
 
 
@@ -11,6 +22,14 @@ from services.kit.db import Database
 class StoredSubmission:
     cohort: str
     message: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StoredQuiz:
+    cohort: str
+    graded: bool
+    message: bytes
+    generated: tuple[QuizQuestion, ...]  # generated questions, answers included
 
 
 class ExerciseStore:
@@ -89,22 +108,42 @@ class ExerciseStore:
             ).fetchall()
         return {r[0] for r in rows}
 
-    def add_quiz(self, student_id: str, quiz_id: str, cohort: str, message: bytes) -> None:
+    def add_quiz(
+        self,
+        student_id: str,
+        quiz_id: str,
+        cohort: str,
+        message: bytes,
+        generated: Sequence[QuizQuestion] = (),
+    ) -> None:
         with self.db.pool.connection() as conn:
             conn.execute(
-                "INSERT INTO quizzes (student_id, quiz_id, cohort, message) "
-                "VALUES (%s, %s, %s, %s)",
-                (student_id, quiz_id, cohort, message),
+                "INSERT INTO quizzes (student_id, quiz_id, cohort, message, generated_questions) "
+                "VALUES (%s, %s, %s, %s, %s)",
+                (
+                    student_id,
+                    quiz_id,
+                    cohort,
+                    message,
+                    Jsonb([question_to_json(q) for q in generated]),
+                ),
             )
 
-    def quiz(self, student_id: str, quiz_id: str) -> tuple[str, bool, bytes] | None:
+    def quiz(self, student_id: str, quiz_id: str) -> StoredQuiz | None:
         with self.db.pool.connection() as conn:
             row = conn.execute(
-                "SELECT cohort, graded, message FROM quizzes "
+                "SELECT cohort, graded, message, generated_questions FROM quizzes "
                 "WHERE student_id = %s AND quiz_id = %s",
                 (student_id, quiz_id),
             ).fetchone()
-        return (row[0], bool(row[1]), bytes(row[2])) if row else None
+        if row is None:
+            return None
+        return StoredQuiz(
+            cohort=row[0],
+            graded=bool(row[1]),
+            message=bytes(row[2]),
+            generated=tuple(question_from_json(q) for q in row[3]),
+        )
 
     def grade_quiz(self, student_id: str, quiz_id: str, message: bytes) -> bool:
         """Store the graded quiz, once: False if it was already graded."""
@@ -115,3 +154,45 @@ class ExerciseStore:
                 (message, student_id, quiz_id),
             ).fetchone()
         return row is not None
+
+    # -- generated exercises -------------------------------------------------------------
+
+    def add_generated(
+        self, *, exercise: Exercise, student_id: str, cohort: str, focus_error: str
+    ) -> None:
+        with self.db.pool.connection() as conn:
+            conn.execute(
+                "INSERT INTO generated_exercises (exercise_id, student_id, cohort, topic, "
+                "  difficulty, focus_error, exercise) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                (
+                    exercise.exercise_id,
+                    student_id,
+                    cohort,
+                    int(exercise.topic),
+                    int(exercise.difficulty),
+                    focus_error,
+                    Jsonb(exercise_to_json(exercise)),
+                ),
+            )
+
+    def generated(self, exercise_id: str) -> OwnedExercise | None:
+        with self.db.pool.connection() as conn:
+            row = conn.execute(
+                "SELECT student_id, cohort, exercise FROM generated_exercises "
+                "WHERE exercise_id = %s",
+                (exercise_id,),
+            ).fetchone()
+        if row is None:
+            return None
+        return OwnedExercise(exercise_from_json(row[2]), student_id=row[0], cohort=row[1])
+
+    def generated_titles(self, student_id: str, topic: Topic, limit: int) -> list[str]:
+        """Titles of the student's latest generated exercises on the topic (so the
+        model can be asked for something new)."""
+        with self.db.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT exercise->>'title' FROM generated_exercises "
+                "WHERE student_id = %s AND topic = %s ORDER BY created_at DESC LIMIT %s",
+                (student_id, int(topic), limit),
+            ).fetchall()
+        return [r[0] for r in rows]
