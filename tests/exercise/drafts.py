@@ -1,10 +1,15 @@
-"""What the scripted model answers in the generation tests (unit and integration):
-exercise drafts, good and bad, and quiz questions."""
+"""What the scripted model answers in the generation tests (unit, integration and
+bench/bench_generation.py): exercise drafts, good and bad, and quiz questions; and an
+in-memory stand-in for the store of generated exercises (the Postgres store is
+exercised over gRPC in tests/integration/test_exercise_generation.py)."""
 
 from __future__ import annotations
 
 import copy
 from typing import Any
+
+from services.exercise.domain.bank import Exercise, Topic
+from services.exercise.domain.generation import OwnedExercise
 
 GOOD: dict[str, Any] = {
     "title": "Stock on hand",
@@ -76,3 +81,25 @@ TWO_CORRECT = {
     "prompt": "Which are mutable?",
     "options": [{"text": "list", "correct": True}, {"text": "dict", "correct": True}],
 }
+
+
+class DictStore:
+    """Generated exercises kept in memory, with the store's interface."""
+
+    def __init__(self) -> None:
+        self.saved: dict[str, OwnedExercise] = {}
+
+    def add_generated(
+        self, *, exercise: Exercise, student_id: str, cohort: str, focus_error: str
+    ) -> None:
+        self.saved[exercise.exercise_id] = OwnedExercise(exercise, student_id, cohort)
+
+    def generated(self, exercise_id: str) -> OwnedExercise | None:
+        return self.saved.get(exercise_id)
+
+    def generated_titles(self, student_id: str, topic: Topic, limit: int) -> list[str]:
+        return [
+            o.exercise.title
+            for o in self.saved.values()
+            if o.student_id == student_id and o.exercise.topic == topic
+        ][:limit]

@@ -20,7 +20,7 @@ from services.exercise.domain.bank import (
     Topic,
     default_bank,
 )
-from services.exercise.domain.generation import OwnedExercise, is_generated
+from services.exercise.domain.generation import is_generated
 from services.exercise.domain.grading import Execute, Grade
 from services.exercise.engine import ExerciseEngine
 from services.exercise.generator import ExerciseGenerator, GenerationStats, ModelAuthor
@@ -37,6 +37,7 @@ from tests.exercise.drafts import (
     REFERENCE_FAILS,
     STARTER_PASSES,
     TWO_CORRECT,
+    DictStore,
     variant,
 )
 from tests.support.openai_server import (
@@ -48,28 +49,6 @@ from tests.support.openai_server import (
 )
 
 STUDENT = "ana"
-
-
-class DictStore:
-    """Generated exercises kept in memory, with the store's interface."""
-
-    def __init__(self) -> None:
-        self.saved: dict[str, OwnedExercise] = {}
-
-    def add_generated(
-        self, *, exercise: Exercise, student_id: str, cohort: str, focus_error: str
-    ) -> None:
-        self.saved[exercise.exercise_id] = OwnedExercise(exercise, student_id, cohort)
-
-    def generated(self, exercise_id: str) -> OwnedExercise | None:
-        return self.saved.get(exercise_id)
-
-    def generated_titles(self, student_id: str, topic: Topic, limit: int) -> list[str]:
-        return [
-            o.exercise.title
-            for o in self.saved.values()
-            if o.student_id == student_id and o.exercise.topic == topic
-        ][:limit]
 
 
 @pytest.fixture
@@ -368,7 +347,7 @@ def test_quiz_answers_come_from_running_the_snippet(
     assert predict.kind is QuestionKind.PREDICT_OUTPUT
     assert predict.expected_output == REAL_OUTPUT  # not the model's "1 {'ana': 3}"
     assert choice.answer_index == 1
-    assert "Write 2 different questions" in _user_prompt(openai_server, 0)
+    assert "Write 2 questions on this topic" in _user_prompt(openai_server, 0)
 
     graded = engine.grade_quiz(
         ["gen-1", "gen-2"], {"gen-1": "2 {'ana': 3, 'bo': 1}", "gen-2": 1}, quiz.generated
