@@ -47,6 +47,7 @@ from services.exercise.domain.generation import (
 )
 from services.exercise.domain.grading import Execute
 from services.kit.curriculum import BY_TOPIC
+from services.kit.interceptors import maybe_current_call
 from services.kit.llm import LLM, LLMUnavailable, PromptTemplates
 
 log = logging.getLogger("learnflow.exercise.generation")
@@ -56,6 +57,10 @@ EXERCISE_AGENT = "exercise"
 QUIZ_AGENT = "quiz"
 MAX_ATTEMPTS = 3  # model calls per GenerateExercise before the bank answers
 GENERATED_QUESTION_PREFIX = "gen-"  # quiz question ids; bank ids are "<topic>-qNN"
+# A draft is asked for only with this much of the caller's deadline left: its proof can
+# take seconds (a test that hangs waits for the sandbox's time limit), and the bank
+# must still answer in time.
+ATTEMPT_RESERVE_SECONDS = 5.0
 
 ATTEMPTS = MetricCounter(
     "learnflow_exercise_generation_attempts",
@@ -192,6 +197,12 @@ class GenerationStats:
             }
 
 
+def _time_left() -> float | None:
+    """Seconds left of the gRPC call being served, None without a deadline (or call)."""
+    call = maybe_current_call()
+    return call.time_remaining() if call is not None else None
+
+
 # --- the model-facing writer ------------------------------------------------------------
 
 
@@ -313,6 +324,11 @@ class ExerciseGenerator:
     ) -> Generation:
         attempts: list[Attempt] = []
         for number in range(1, self.max_attempts + 1):
+            left = _time_left()
+            if left is not None and left < ATTEMPT_RESERVE_SECONDS:
+                log.info("%.1f s left in the call: exercise from the bank", left)
+                self.stats.served("bank", "no_time_left")
+                return Generation(None, tuple(attempts), "no_time_left")
             rejections = [a for a in attempts if a.reason is not None]
             try:
                 draft = self._author.exercise(

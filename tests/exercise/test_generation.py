@@ -281,6 +281,22 @@ def test_a_reference_that_hangs_is_rejected(
     assert rejected.detail.endswith("got timed out")
 
 
+def test_a_reference_too_slow_for_grading_is_rejected(execute: Execute) -> None:
+    slow = "import math\n\n" + GOOD.reference_solution.replace(
+        "    return", "    math.fsum(range(10**7))\n    return"
+    )
+    rejected = _rejected(
+        lambda: prove(
+            _check(GOOD, reference_solution=slow, allowed_imports=("math",)),
+            execute,
+            slow_seconds=0.2,
+        )
+    )
+    assert rejected.reason is Reason.LIMITS
+    assert "on the test `count_vowels('Hello')`" in rejected.detail
+    assert rejected.detail.endswith("every test must run in well under a second")
+
+
 def test_a_starter_that_already_passes_is_rejected(execute: Execute) -> None:
     # Written differently from the reference, but just as correct.
     also_right = (

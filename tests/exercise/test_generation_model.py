@@ -9,8 +9,9 @@ exercised over gRPC in tests/integration/test_exercise_generation.py."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
+import grpc
 import pytest
 
 from services.exercise.domain.bank import (
@@ -27,6 +28,7 @@ from services.exercise.generator import ExerciseGenerator, GenerationStats, Mode
 from services.kit.auth import Principal, Role
 from services.kit.config import Settings
 from services.kit.errors import PermissionDenied
+from services.kit.interceptors import CallContext, _current
 from services.kit.llm import LLM
 from tests.exercise.drafts import (
     CHOICE,
@@ -285,6 +287,37 @@ def test_a_rejection_then_a_failure_falls_back(
     assert not is_generated(_generate(engine).exercise_id)
     assert len(openai_server.requests) == 2
     assert _record(stats)["served"] == {"bank:server_error": 1}
+
+
+class _Inbound:
+    """The gRPC call being served, as far as its remaining time goes."""
+
+    def __init__(self, remaining: float) -> None:
+        self.remaining = remaining
+
+    def time_remaining(self) -> float:
+        return self.remaining
+
+
+def test_without_time_for_a_proof_the_bank_answers(
+    engine: ExerciseEngine, openai_server: ScriptedOpenAI, stats: GenerationStats
+) -> None:
+    openai_server.enqueue(json_reply(GOOD))
+    call = CallContext(
+        method="/learnflow.exercise.v1.ExerciseService/GenerateExercise",
+        request_id="r1",
+        principal=None,
+        grpc_context=cast(grpc.ServicerContext, _Inbound(4.0)),
+        authorization=None,
+    )
+    token = _current.set(call)
+    try:
+        exercise = _generate(engine)
+    finally:
+        _current.reset(token)
+    assert not is_generated(exercise.exercise_id)
+    assert openai_server.requests == []
+    assert stats.snapshot()["served"] == {"bank:no_time_left": 1}
 
 
 def test_a_focus_error_picks_the_topic_and_is_in_the_prompt(

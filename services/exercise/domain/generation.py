@@ -23,6 +23,7 @@ import ast
 import keyword
 import re
 import secrets
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -65,6 +66,9 @@ MAX_CALL = 300
 MAX_EXPECTED = 1000
 MAX_DESCRIPTION = 200
 MAX_HINT = 500
+# A reference run slower than this is rejected: bank tests take ~30 ms each, and a slow
+# test makes every later submission slow (and a proof long).
+SLOW_TEST_SECONDS = 1.5
 # Modules a generated exercise may import: the standard library a course uses. The
 # sandbox is the security boundary; this keeps exercises to what the course teaches.
 EXERCISE_IMPORTS = frozenset(
@@ -295,14 +299,17 @@ def check_exercise(
     )
 
 
-def prove(exercise: Exercise, execute: Execute) -> None:
+def prove(exercise: Exercise, execute: Execute, *, slow_seconds: float = SLOW_TEST_SECONDS) -> None:
     """Runs the reference solution on every test, then the starter code until one test
-    fails; raises Rejected unless the reference passes all and the starter fails one.
+    fails; raises Rejected unless the reference passes all (each within `slow_seconds`)
+    and the starter fails one.
 
     Stops at the first failure either way, so a proof costs at most 2 x tests runs.
     """
     for test in exercise.tests:
+        started = time.perf_counter()
         result = _run(exercise.reference_solution, test, execute)
+        took = time.perf_counter() - started
         if not result.passed:
             kind = "hidden" if test.hidden else "visible"
             got = result.actual or result.outcome.name.lower().replace("_", " ")
@@ -312,6 +319,12 @@ def prove(exercise: Exercise, execute: Execute) -> None:
                 Reason.REFERENCE_FAILS,
                 f"the reference solution fails the {kind} test `{test.call}`: expected "
                 f"{test.expected}, got {_cut(got, 200)}",
+            )
+        if took > slow_seconds:
+            raise Rejected(
+                Reason.LIMITS,
+                f"the reference solution took {took:.1f} s on the test `{test.call}`; "
+                "every test must run in well under a second",
             )
     for test in exercise.tests:
         if not _run(exercise.starter_code, test, execute).passed:
