@@ -281,6 +281,18 @@ def test_a_reference_that_hangs_is_rejected(
     assert rejected.detail.endswith("got timed out")
 
 
+def test_a_starter_that_hangs_is_rejected(
+    execute_with_timeout: Callable[[float], Execute],
+) -> None:
+    hang = "def count_vowels(text):\n    while True:\n        pass\n"
+    rejected = _rejected(lambda: prove(_check(GOOD, starter_code=hang), execute_with_timeout(0.5)))
+    assert (rejected.reason, rejected.detail) == (
+        Reason.CODE,
+        "the starter code timed out on the test `count_vowels('Hello')`; it should run "
+        "and return a wrong or empty answer",
+    )
+
+
 def test_a_reference_too_slow_for_grading_is_rejected(execute: Execute) -> None:
     slow = "import math\n\n" + GOOD.reference_solution.replace(
         "    return", "    math.fsum(range(10**7))\n    return"

@@ -327,7 +327,16 @@ def prove(exercise: Exercise, execute: Execute, *, slow_seconds: float = SLOW_TE
                 "every test must run in well under a second",
             )
     for test in exercise.tests:
-        if not _run(exercise.starter_code, test, execute).passed:
+        result = _run(exercise.starter_code, test, execute)
+        if result.outcome in (TestOutcome.TIMED_OUT, TestOutcome.CRASHED):
+            # As in the bank: a starter runs and is wrong; one that hangs makes every
+            # student's first try wait for the time limit.
+            raise Rejected(
+                Reason.CODE,
+                f"the starter code {result.outcome.name.lower().replace('_', ' ')} on the "
+                f"test `{test.call}`; it should run and return a wrong or empty answer",
+            )
+        if not result.passed:
             return
     raise Rejected(
         Reason.STARTER_PASSES,
