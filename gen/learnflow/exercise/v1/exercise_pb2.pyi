@@ -280,7 +280,7 @@ class GenerateExerciseRequest(_message.Message):
     student: _builtins.str
     """The student it is for: students/{student}."""
     topic: _common_pb2.Topic.ValueType
-    """The topic."""
+    """The topic. Required unless `focus_error_type` is set; then the error decides it."""
     difficulty: _common_pb2.Level.ValueType
     """The difficulty; unset means chosen from the student's mastery."""
     focus_error_type: _builtins.str
