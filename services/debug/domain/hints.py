@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import IntEnum
 
 from services.debug.domain.edits import Fix, Program
@@ -131,11 +131,11 @@ def leaks_fix(text: str, fix: Fix | None, original_lines: Sequence[str] = ()) ->
     return False
 
 
-def _where(error: ParsedError, parsed: ParsedTraceback | None) -> str:
+def _where(error: ParsedError, parsed: ParsedTraceback | None, *, function: bool = True) -> str:
     if error.line is None:
         return "The traceback does not say which line of your program this happened on."
     where = f"Look at line {error.line}"
-    if error.function and not error.function.startswith("<"):
+    if function and error.function and not error.function.startswith("<"):
         where += f", inside the function `{error.function}`"
     elif error.function.startswith("<") and error.function.endswith("comp>"):
         where += ", inside the comprehension"
@@ -155,15 +155,20 @@ def _where(error: ParsedError, parsed: ParsedTraceback | None) -> str:
     return where
 
 
-def _general_text(error: ParsedError, advice: Advice, parsed: ParsedTraceback | None) -> str:
-    return f"**{error.short_type}.** {advice.general}\n\n{_where(error, parsed)}"
-
-
-def _plain_general(error: ParsedError, parsed: ParsedTraceback | None) -> str:
-    return (
+def _general_candidates(
+    error: ParsedError, advice: Advice, parsed: ParsedTraceback | None
+) -> list[str]:
+    """The general hint, then plainer versions of it (used when a version would contain
+    the fix, e.g. a corrected line that is just the function's name)."""
+    plain = (
         f"**{error.short_type}.** Read the last line of the traceback: it names the kind of "
-        f"error and gives a short explanation.\n\n{_where(error, parsed)}"
+        "error and gives a short explanation."
     )
+    return [
+        f"**{error.short_type}.** {advice.general}\n\n{_where(error, parsed)}",
+        f"{plain}\n\n{_where(error, parsed)}",
+        f"{plain}\n\n{_where(error, None, function=False)}",
+    ]
 
 
 def _solution_text(advice: Advice) -> str:
@@ -195,14 +200,17 @@ def build_hints(parsed: ParsedTraceback | ParsedError, code: str) -> HintSet:
         error, context = parsed, None
     program = Program(code)
     advice = advise(error, code, causes=context.chain if context else ())
+    candidates = _general_candidates(error, advice, context)
+    general = next((text for text in candidates if not leaks_fix(text, advice.fix)), None)
+    if general is None:
+        # Every wording would give the fix away (a corrected line of a word or two):
+        # the fix is left out and the solution explains it in words.
+        advice = replace(advice, fix=None)
+        general = candidates[0]
     fix = advice.fix
     originals = [program.line(error.line)] if error.line else []
     if fix is not None:
         originals += [program.line(n) for n in fix.lines]
-
-    general = _general_text(error, advice, context)
-    if leaks_fix(general, fix):
-        general = _plain_general(error, context)
     specific = advice.specific
     if leaks_fix(specific, fix, originals):
         where = f"Line {error.line}: " if error.line else ""

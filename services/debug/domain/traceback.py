@@ -323,27 +323,34 @@ def _split_groups(lines: list[str]) -> tuple[list[str], list[list[str]]]:
     members: list[list[str]] = []
     current: list[str] | None = None
     for line in lines:
-        found = _GROUP_LINE_RE.match(line)
         if _GROUP_SEPARATOR_RE.match(line):
             if re.search(r"-{3,} (?:\d+|\.\.\.) -{3,}", line):
                 current = []
                 members.append(current)
             else:
-                current = None  # closing rule
+                current = None  # the closing rule
             continue
+        if current is not None:
+            current.append(line[2:])  # one level of margin less
+            continue
+        found = _GROUP_LINE_RE.match(line)
         if found is None:
-            if current is None:
-                own.append(line)
-            continue
-        depth = len(found["indent"]) // 2
-        rest = found["rest"] or ""
-        if depth == 1 and current is None:
-            own.append(rest)
-        elif current is not None:
-            # A member's lines lose one level of margin: "    | X" -> "X", and a nested
-            # group's "      | X" -> "  | X".
-            current.append(rest if depth == 2 else line[4:])
-    return own, members
+            own.append(line)
+        elif len(found["indent"]) == 2:
+            own.append(found["rest"] or "")
+    return own, [_member(member) for member in members]
+
+
+def _member(lines: list[str]) -> list[str]:
+    """A member's lines, one level up: a nested group keeps its margins (it is split in
+    turn), a plain exception loses them."""
+    if any(_GROUP_SEPARATOR_RE.match(line) for line in lines):
+        return lines
+    out: list[str] = []
+    for line in lines:
+        found = _GROUP_LINE_RE.match(line)
+        out.append((found["rest"] or "") if found else line)
+    return out
 
 
 # --- locating in the student's file -----------------------------------------------------
@@ -540,6 +547,8 @@ def _error_only(lines: list[str]) -> ParsedTraceback | None:
 
 def _parse_lines(lines: list[str], code_lines: list[str]) -> ParsedTraceback | None:
     start = _start(lines)
+    if start is None and any(_GROUP_SEPARATOR_RE.match(line) for line in lines):
+        start = 0  # a group that was never raised itself: no traceback of its own
     if start is None:
         return _error_only(lines)
     blocks = _blocks(lines[start:])

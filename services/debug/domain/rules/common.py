@@ -234,10 +234,18 @@ def first_syntax_fix(
     number = line or ctx.line
     if number is None:
         return None
-    for new_line, summary in candidates:
-        if new_line == ctx.program.line(number):
-            continue
-        fix = checked(ctx.program.replace(number, number, [new_line], summary), number)
-        if fix is not None:
-            return fix
-    return None
+    fixes = [
+        ctx.program.replace(number, number, [new_line], summary)
+        for new_line, summary in candidates
+        if new_line != ctx.program.line(number)
+    ]
+    return best_syntax_fix(fixes, number)
+
+
+def best_syntax_fix(fixes: Iterable[Fix], line: int) -> Fix | None:
+    """The first fix that compiles; failing that, the first whose first syntax error is
+    past `line` (the student's next mistake, not one the fix made)."""
+    fixes = list(fixes)
+    return next((f for f in fixes if compiles(f.fixed_code)), None) or next(
+        (f for f in fixes if fixes_syntax_at(f.fixed_code, line)), None
+    )

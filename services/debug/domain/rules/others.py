@@ -91,6 +91,8 @@ _IMPORT_ALIASES = {
     "absolute": "fabs",
     "random_int": "randint",
     "randInteger": "randint",
+    "average": "mean",
+    "avg": "mean",
 }
 
 

@@ -17,7 +17,6 @@ from services.debug.domain.edits import (
     Fix,
     Program,
     code_without_comment,
-    fixes_syntax_at,
     indent_of,
     unclosed_brackets,
     unterminated_quote,
@@ -27,6 +26,7 @@ from services.debug.domain.rules.common import (
     Ctx,
     Finding,
     Handler,
+    best_syntax_fix,
     block,
     code,
     dispatch,
@@ -323,18 +323,16 @@ def _shift_block(ctx: Ctx, line: int, wanted: str, summary: str) -> Fix | None:
     program = ctx.program
     old = indent_of(program.line(line))
     block_lines = _block_lines(program, line)
+    fixes: list[Fix] = []
     for count in range(1, len(block_lines) + 1):
         chosen = block_lines[:count]
         lines = list(program.lines)
         for number in chosen:
             text = lines[number - 1]
-            lines[number - 1] = wanted + (
-                text[len(old) :] if text.startswith(old) else text.lstrip()
-            )
-        if fixes_syntax_at(program.join(lines), chosen[-1]):
-            new_lines = lines[line - 1 : chosen[-1]]
-            return program.replace(line, chosen[-1], new_lines, summary)
-    return None
+            rest = text[len(old) :] if text.startswith(old) else text.lstrip()
+            lines[number - 1] = wanted + rest
+        fixes.append(program.replace(line, chosen[-1], lines[line - 1 : chosen[-1]], summary))
+    return best_syntax_fix(fixes, block_lines[-1])
 
 
 def _expected_indent(ctx: Ctx, found: re.Match[str]) -> Finding:
@@ -406,16 +404,17 @@ def indentation_rule(ctx: Ctx) -> Advice:
 
 def tab_rule(ctx: Ctx) -> Advice:
     program = ctx.program
-    fix: Fix | None = None
+    candidates: list[Fix] = []
     for width in (4, 8):
         lines = [
             indent_of(text).replace("\t", " " * width) + text.lstrip() if text.strip() else text
             for text in program.lines
         ]
         candidate = program.with_code(program.join(lines), "Indent with spaces only, 4 a level.")
-        if candidate is not None and fixes_syntax_at(candidate.fixed_code, max(candidate.lines)):
-            fix = candidate
-            break
+        if candidate is not None:
+            candidates.append(candidate)
+    last = max((n for c in candidates for n in c.lines), default=ctx.line or 0)
+    fix = best_syntax_fix(candidates, last)
     tabbed = [n for n, text in enumerate(program.lines, 1) if "\t" in indent_of(text)]
     where = ", ".join(str(n) for n in tabbed[:6]) or str(ctx.line)
     return Advice(
