@@ -9,6 +9,7 @@ attribute names are left alone.
 from __future__ import annotations
 
 import ast
+import functools
 import io
 import re
 import tokenize
@@ -60,10 +61,7 @@ class Program:
     def tree(self) -> ast.Module | None:
         if not self._parsed:
             self._parsed = True
-            try:
-                self._tree = pyast.parse_module(self.code, filename=FIX_FILENAME)
-            except (SyntaxError, ValueError, RecursionError, MemoryError):
-                self._tree = None
+            self._tree = _parse(self.code)
         return self._tree
 
     def line(self, number: int | None) -> str:
@@ -127,6 +125,23 @@ class Program:
             if smallest in (2, 3, 4, 8):
                 return " " * smallest
         return "    "
+
+
+# A diagnosis parses the same program for the hints and again for the topic, and rules
+# look through its whole tree many times: both are kept for the last few programs (the
+# trees are only read, never changed).
+@functools.lru_cache(maxsize=32)
+def _parse(code: str) -> ast.Module | None:
+    try:
+        return pyast.parse_module(code, filename=FIX_FILENAME)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+
+
+@functools.lru_cache(maxsize=32)
+def walk(tree: ast.AST) -> tuple[ast.AST, ...]:
+    """Every node of `tree` (as ast.walk), kept for the trees seen last."""
+    return tuple(ast.walk(tree))
 
 
 def indent_of(line: str) -> str:
@@ -288,7 +303,7 @@ def replace_node(program: Program, node: ast.AST, new_text: str) -> str | None:
 
 def walk_line(tree: ast.AST, line: int) -> Iterator[ast.AST]:
     """Nodes that start on `line`, outermost first."""
-    for node in ast.walk(tree):
+    for node in walk(tree):
         if getattr(node, "lineno", None) == line:
             yield node
 
@@ -296,7 +311,7 @@ def walk_line(tree: ast.AST, line: int) -> Iterator[ast.AST]:
 def statement_at(tree: ast.Module, line: int) -> ast.stmt | None:
     """The innermost statement whose lines include `line`."""
     best: ast.stmt | None = None
-    for node in ast.walk(tree):
+    for node in walk(tree):
         if isinstance(node, ast.stmt):
             end = node.end_lineno or node.lineno
             if node.lineno <= line <= end and (
@@ -310,7 +325,7 @@ def enclosing(tree: ast.Module, line: int, kinds: tuple[type[ast.AST], ...]) -> 
     """Nodes of `kinds` whose lines include `line`, outermost first."""
     found = [
         node
-        for node in ast.walk(tree)
+        for node in walk(tree)
         if isinstance(node, kinds)
         and getattr(node, "lineno", 0) <= line <= (getattr(node, "end_lineno", 0) or 0)
     ]
@@ -328,7 +343,7 @@ def bound_names(tree: ast.AST) -> set[str]:
     """Every name the program binds: assignments, loop targets, parameters, functions,
     classes, imports, `with ... as`, `except ... as`, comprehension targets."""
     names: set[str] = set()
-    for node in ast.walk(tree):
+    for node in walk(tree):
         if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store | ast.Del):
             names.add(node.id)
         elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
@@ -344,7 +359,7 @@ def bound_names(tree: ast.AST) -> set[str]:
 
 def assigned_from_input(tree: ast.AST, name: str) -> bool:
     """True when `name` is assigned straight from input() (a str) somewhere."""
-    for node in ast.walk(tree):
+    for node in walk(tree):
         if isinstance(node, ast.Assign) and any(
             isinstance(target, ast.Name) and target.id == name for target in node.targets
         ):

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable
 from enum import IntEnum
 
-from services.debug.domain.edits import Program, bound_names, enclosing, node_span
+from services.debug.domain.edits import Program, bound_names, enclosing, node_span, walk
 from services.debug.domain.traceback import ParsedError, ParsedTraceback
 
 __all__ = ["Topic", "topic_for"]
@@ -213,7 +213,7 @@ def _name_topic(error: ParsedError, program: Program) -> Topic:
         return T.MODULES
     tree = program.tree
     if tree is not None and name:
-        if any(isinstance(n, ast.FunctionDef) and n.name == name for n in ast.walk(tree)):
+        if any(isinstance(n, ast.FunctionDef) and n.name == name for n in walk(tree)):
             return T.FUNCTIONS
         top_level = bound_names(
             ast.Module(

@@ -14,7 +14,7 @@ import builtins
 import importlib
 import re
 
-from services.debug.domain.edits import indent_of, rename_attribute, replace_node, source_of
+from services.debug.domain.edits import indent_of, rename_attribute, replace_node, source_of, walk
 from services.debug.domain.rules.common import (
     Advice,
     Ctx,
@@ -98,7 +98,7 @@ def _none_kept(ctx: Ctx, attr: str) -> Finding:
         and node.attr == attr
         and isinstance(node.value, ast.Name)
     }
-    for node in ast.walk(tree):
+    for node in walk(tree):
         if not (
             isinstance(node, ast.Assign)
             and node.lineno < line
@@ -159,7 +159,7 @@ def _builtin_method(ctx: Ctx, owner: str, attr: str) -> Finding | None:
 def _init_forgot_self(ctx: Ctx, owner: str, attr: str) -> Finding | None:
     if ctx.tree is None:
         return None
-    for cls in ast.walk(ctx.tree):
+    for cls in walk(ctx.tree):
         if not (isinstance(cls, ast.ClassDef) and cls.name == owner):
             continue
         for method in cls.body:

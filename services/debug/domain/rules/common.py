@@ -18,6 +18,7 @@ from services.debug.domain.edits import (
     fixes_syntax_at,
     function_at,
     node_span,
+    walk,
     wrap_node,
 )
 from services.debug.domain.traceback import ParsedError
@@ -97,7 +98,7 @@ class Ctx:
             return []
         found = [
             node
-            for node in ast.walk(self.tree)
+            for node in walk(self.tree)
             if isinstance(node, kinds)
             and getattr(node, "lineno", None) == self.line
             and (starting or getattr(node, "end_lineno", None) == self.line)
@@ -198,7 +199,7 @@ def first_binding(tree: ast.AST, name: str) -> int | None:
     """The first line that assigns or defines `name`."""
     lines = [
         node.lineno
-        for node in ast.walk(tree)
+        for node in walk(tree)
         if (isinstance(node, ast.Name) and node.id == name and isinstance(node.ctx, ast.Store))
         or (isinstance(node, ast.FunctionDef | ast.ClassDef) and node.name == name)
     ]

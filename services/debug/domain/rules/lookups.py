@@ -20,6 +20,7 @@ from services.debug.domain.edits import (
     replace_node,
     source_of,
     statement_at,
+    walk,
     wrap_node,
 )
 from services.debug.domain.rules.common import (
@@ -241,7 +242,7 @@ def _first_subscript_finding(ctx: Ctx, rules: tuple[SubscriptRule, ...]) -> Find
 def _dict_keys(tree: ast.AST) -> list[str]:
     return [
         key.value
-        for node in ast.walk(tree)
+        for node in walk(tree)
         if isinstance(node, ast.Dict)
         for key in node.keys
         if isinstance(key, ast.Constant) and isinstance(key.value, str)

@@ -21,6 +21,7 @@ from services.debug.domain.edits import (
     indent_of,
     rename_name,
     replace_node,
+    walk,
 )
 from services.debug.domain.rules.common import (
     BUILTIN_NAMES,
@@ -205,7 +206,7 @@ def _local_of_function(ctx: Ctx, name: str) -> Finding | None:
     tree, line = ctx.tree, ctx.line
     if tree is None or line is None:
         return None
-    for function in ast.walk(tree):
+    for function in walk(tree):
         if not isinstance(function, ast.FunctionDef) or function_at(tree, line) is function:
             continue
         if not any(

@@ -14,6 +14,7 @@ from services.debug.domain.edits import (
     replace_node,
     source_of,
     statement_at,
+    walk,
     wrap_node,
 )
 from services.debug.domain.rules.attributes import module_names
@@ -368,7 +369,7 @@ def file_rule(ctx: Ctx) -> Advice:
     if missing and ctx.tree is not None:
         names = {
             node.value
-            for node in ast.walk(ctx.tree)
+            for node in walk(ctx.tree)
             if isinstance(node, ast.Constant)
             and isinstance(node.value, str)
             and node.value != missing

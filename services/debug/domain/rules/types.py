@@ -18,6 +18,7 @@ from services.debug.domain.edits import (
     replace_node,
     source_of,
     tokens,
+    walk,
     wrap_node,
 )
 from services.debug.domain.rules.common import (
@@ -174,7 +175,7 @@ def _takes(ctx: Ctx, found: re.Match[str]) -> Finding:
         "def greet(name):\n    print('Hello', name)\n\ngreet('Ada')",
     )
     why = f"{code(qualified + '()')} takes {takes} value(s), but {given} were passed to it."
-    for cls in ast.walk(ctx.tree) if ctx.tree is not None else ():
+    for cls in walk(ctx.tree) if ctx.tree is not None else ():
         if not isinstance(cls, ast.ClassDef):
             continue
         for method in cls.body:
@@ -271,7 +272,7 @@ def _not_callable(ctx: Ctx, found: re.Match[str]) -> Finding:
         name = node.func.id
         stores = sorted(
             n.lineno
-            for n in ast.walk(tree)
+            for n in walk(tree)
             if isinstance(n, ast.Name) and n.id == name and isinstance(n.ctx, ast.Store)
         )
         if not stores:
