@@ -340,3 +340,30 @@ def test_program_keeps_a_missing_final_newline() -> None:
     program = Program("x = 1\nprint(y)")
     fix = program.replace(2, 2, ["print(x)"], "")
     assert fix.fixed_code == "x = 1\nprint(x)"
+
+
+def test_a_64_kib_program_is_hinted_in_bounded_time() -> None:
+    """Syntax fixes compile the whole program per candidate, renames tokenize it: the
+    worst case stays far below a request's deadline."""
+    import time
+
+    body = "".join(f"def f{i}(x):\n    y = x + {i}\n    return y * 2\n\n" for i in range(1400))
+    assert len(body) > 60_000
+    cases = [
+        (body + "for n in range(3):\nprint(n)\n" + "print(n)\n" * 300, "IndentationError",
+         "expected an indented block after 'for' statement on line 5601", 5602),
+        (body + "ages = [12, 15 17, 14]\n", "SyntaxError",
+         "invalid syntax. Perhaps you forgot a comma?", 5601),
+        (body + "length = 3\nprint(lenght)\n" + "print(lenght)\n" * 200, "NameError",
+         "name 'lenght' is not defined. Did you mean: 'length'?", 5602),
+    ]  # fmt: skip
+    for code, kind, message, line in cases:
+        error = parse_traceback(f"{kind}: {message}")
+        assert error is not None
+        located = ParsedError(
+            kind, error.error.message, line=line, suggestion=error.error.suggestion
+        )
+        started = time.perf_counter()
+        hints = build_hints(located, code)
+        assert time.perf_counter() - started < 3.0, kind
+        assert hints.solution.fixed_code, kind

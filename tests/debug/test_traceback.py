@@ -340,3 +340,18 @@ def test_real_user_defined_exception(sandbox_run: Runs) -> None:
         "custom",
         6,
     )
+
+
+def test_a_traceback_cut_at_the_start_still_gives_the_last_error() -> None:
+    """Output limits can keep only the end of stderr: the final error is what matters."""
+    full = (TRACEBACKS / "3.13" / "chain_with_carets.txt").read_text()
+    cut = full[full.index("of the following exception:") + 10 :]
+    for text in (cut, full[40:]):
+        parsed = parse_traceback(text)
+        assert parsed is not None
+        assert (parsed.error.error_type, parsed.error.line) == ("ValueError", 8)
+
+
+def test_a_traceback_cut_before_its_error_line_is_not_guessed() -> None:
+    text = 'Traceback (most recent call last):\n  File "main.py", line 3, in <module>\n    x = f(\n'
+    assert parse_traceback(text) is None

@@ -206,8 +206,9 @@ def _local_of_function(ctx: Ctx, name: str) -> Finding | None:
     tree, line = ctx.tree, ctx.line
     if tree is None or line is None:
         return None
+    here = function_at(tree, line)
     for function in walk(tree):
-        if not isinstance(function, ast.FunctionDef) or function_at(tree, line) is function:
+        if not isinstance(function, ast.FunctionDef) or function is here:
             continue
         if not any(
             isinstance(n, ast.Return) and isinstance(n.value, ast.Name) and n.value.id == name

@@ -22,6 +22,7 @@ from services.debug.domain.edits import (
     unterminated_quote,
 )
 from services.debug.domain.rules.common import (
+    MAX_CANDIDATES,
     Advice,
     Ctx,
     Finding,
@@ -322,16 +323,18 @@ def _shift_block(ctx: Ctx, line: int, wanted: str, summary: str) -> Fix | None:
     block after it, one more at a time (the smallest change that is valid)."""
     program = ctx.program
     old = indent_of(program.line(line))
-    block_lines = _block_lines(program, line)
-    fixes: list[Fix] = []
-    for count in range(1, len(block_lines) + 1):
+    block_lines = _block_lines(program, line)[:MAX_CANDIDATES]
+
+    def shifted(count: int) -> Fix:
         chosen = block_lines[:count]
         lines = list(program.lines)
         for number in chosen:
             text = lines[number - 1]
             rest = text[len(old) :] if text.startswith(old) else text.lstrip()
             lines[number - 1] = wanted + rest
-        fixes.append(program.replace(line, chosen[-1], lines[line - 1 : chosen[-1]], summary))
+        return program.replace(line, chosen[-1], lines[line - 1 : chosen[-1]], summary)
+
+    fixes = (shifted(count) for count in range(1, len(block_lines) + 1))
     return best_syntax_fix(fixes, block_lines[-1])
 
 
