@@ -14,7 +14,7 @@ import io
 import re
 import tokenize
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from services.kit import pyast
@@ -301,13 +301,6 @@ def replace_node(program: Program, node: ast.AST, new_text: str) -> str | None:
     return text[: span[1]] + new_text + text[span[3] :]
 
 
-def walk_line(tree: ast.AST, line: int) -> Iterator[ast.AST]:
-    """Nodes that start on `line`, outermost first."""
-    for node in walk(tree):
-        if getattr(node, "lineno", None) == line:
-            yield node
-
-
 def statement_at(tree: ast.Module, line: int) -> ast.stmt | None:
     """The innermost statement whose lines include `line`."""
     best: ast.stmt | None = None
@@ -414,29 +407,6 @@ def unclosed_brackets(text: str) -> list[str]:
             stack.pop()
         index += 1
     return stack
-
-
-def quote_positions(text: str) -> list[int]:
-    """Indexes of the quotes that open strings on the line, in order."""
-    found: list[int] = []
-    quote = ""
-    index = 0
-    while index < len(text):
-        ch = text[index]
-        if quote:
-            if ch == "\\":
-                index += 1
-            elif text.startswith(quote, index):
-                index += len(quote) - 1
-                quote = ""
-        elif ch == "#":
-            break
-        elif ch in "\"'":
-            quote = ch * 3 if text.startswith(ch * 3, index) else ch
-            found.append(index)
-            index += len(quote) - 1
-        index += 1
-    return found
 
 
 def unterminated_quote(text: str) -> tuple[int, str] | None:
