@@ -1,18 +1,45 @@
-"""Wires the debug service into a kit server.
-
-Its contract is served (health, reflection, the gateway's routes) but its RPCs are not
-implemented yet: each answers UNIMPLEMENTED naming the method.
-"""
+"""Wires the debug service: the traceback parser and hint rules, the sandbox (to run
+code that came without a traceback, and to prove model fixes), its Postgres schema,
+struggle windows in Redis and events on Kafka."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import grpc
 from learnflow.debug.v1 import debug_pb2_grpc
 
+from services.debug.engine import DebugEngine
+from services.debug.servicer import DebugServicer
+from services.debug.store import DebugStore
+from services.debug.struggle import StruggleDetector
+from services.kit.bus import Publisher
+from services.kit.peers import SandboxClient
 from services.kit.runtime import Runtime
-from services.kit.server import ServiceParts, not_implemented_parts
+from services.kit.server import ServiceParts
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+SOURCE = "//learnflow.dev/debug"
+RUN_SECONDS = 3.0  # a beginner's program that has not finished by then is stuck
 
 
 def build(runtime: Runtime) -> ServiceParts:
-    return not_implemented_parts(
-        (debug_pb2_grpc.add_DebugServiceServicer_to_server, debug_pb2_grpc.DebugServiceServicer),
+    settings = runtime.settings
+    db = runtime.database("debug", MIGRATIONS)
+    store = DebugStore(db)
+    sandbox = SandboxClient(settings.address_of("sandbox"), wall_seconds=RUN_SECONDS)
+    engine = DebugEngine(
+        store,
+        detector=StruggleDetector(runtime.windows),
+        publisher=Publisher(runtime.bus, SOURCE),
+        run=sandbox.run,
+        llm=runtime.llm,
+    )
+
+    def register(server: grpc.Server) -> None:
+        debug_pb2_grpc.add_DebugServiceServicer_to_server(DebugServicer(engine, store), server)
+
+    return ServiceParts(
+        register=register,
+        checks={"postgres": db.check, "bus": runtime.bus.check, "windows": runtime.windows.check},
     )

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import grpc
 from learnflow.common.v1 import common_pb2
 from learnflow.concepts.v1 import concepts_pb2, concepts_pb2_grpc
+from learnflow.debug.v1 import debug_pb2, debug_pb2_grpc
 from learnflow.exercise.v1 import exercise_pb2, exercise_pb2_grpc
 from learnflow.mastery.v1 import mastery_pb2, mastery_pb2_grpc
 from learnflow.review.v1 import review_pb2, review_pb2_grpc
@@ -40,6 +41,7 @@ BAND_NAMES = {
 @dataclass(frozen=True)
 class AgentStubs:
     concepts: concepts_pb2_grpc.ConceptsServiceStub
+    debug: debug_pb2_grpc.DebugServiceStub
     review: review_pb2_grpc.ReviewServiceStub
     exercise: exercise_pb2_grpc.ExerciseServiceStub
     mastery: mastery_pb2_grpc.MasteryServiceStub
@@ -70,11 +72,11 @@ class Answerer:
             return Answer("exercise", self._exercise(request, classification))
         if intent == Intent.INTENT_PROGRESS:
             return Answer("mastery", self._progress(request, context))
-        if intent == Intent.INTENT_DEBUG:
-            # The debug agent's diagnosis and hint ladder arrive with its own service;
-            # until then the concepts agent explains the error's topic.
-            return Answer("concepts", self._concept(request, classification, debugging=True))
-        return Answer("concepts", self._concept(request, classification, debugging=False))
+        if intent == Intent.INTENT_DEBUG and request.code.strip():
+            return Answer("debug", self._debug(request))
+        # A debugging question without code: explain the error's topic.
+        debugging = intent == Intent.INTENT_DEBUG
+        return Answer("concepts", self._concept(request, classification, debugging=debugging))
 
     # -- per agent ---------------------------------------------------------------------
 
@@ -107,6 +109,16 @@ class Answerer:
             )
             return
         yield from paragraphs(render_explanation(explanation))
+
+    def _debug(self, request: triage_pb2.AskRequest) -> Iterator[str]:
+        diagnosis = self._agents.debug.CreateDiagnosis(
+            debug_pb2.CreateDiagnosisRequest(
+                parent=request.student,
+                diagnosis=debug_pb2.Diagnosis(code=request.code, traceback=request.traceback),
+            ),
+            timeout=AGENT_TIMEOUT_SECONDS,
+        )
+        yield from paragraphs(render_diagnosis(diagnosis))
 
     def _review(
         self, request: triage_pb2.AskRequest, classification: triage_pb2.Classification
@@ -221,6 +233,29 @@ def render_explanation(explanation: concepts_pb2.Explanation) -> str:
         parts.append("**Watch out for:**\n" + "\n".join(f"- {p}" for p in explanation.pitfalls))
     if explanation.diagram.mermaid:
         parts.append(f"```mermaid\n{explanation.diagram.mermaid.rstrip()}\n```")
+    return "\n\n".join(parts)
+
+
+def render_diagnosis(diagnosis: debug_pb2.Diagnosis) -> str:
+    if diagnosis.no_error:
+        return (
+            "## No error\n\nYour code ran without raising an error. If it does the wrong "
+            "thing, tell me what you expected and what you got."
+        )
+    error = diagnosis.error
+    where = f" on line {error.span.line}" if error.span.line else ""
+    parts = [f"## {error.error_type}{where}", f"Python says: *{error.message}*"]
+    if error.source_line:
+        parts.append(f"```python\n{error.source_line.strip()}\n```")
+    parts.extend(hint.text.strip() for hint in diagnosis.hints)
+    if diagnosis.struggle_detected:
+        parts.append(
+            "This error has come up several times in the last few minutes: your teacher "
+            "has been told, so you'll get a hand with it."
+        )
+    parts.append(
+        f"Stuck? Ask for the next hint on `{diagnosis.name}` (it gets more specific each time)."
+    )
     return "\n\n".join(parts)
 
 

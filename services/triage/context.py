@@ -14,7 +14,14 @@ from learnflow.events.v1 import events_pb2
 from learnflow.mastery.v1 import mastery_pb2
 from learnflow.triage.v1 import triage_pb2
 
-from services.kit.bus import MASTERY_UPDATED, Bus, ConsumerLoop, Envelope, PoisonEventError
+from services.kit.bus import (
+    MASTERY_UPDATED,
+    STRUGGLE_DETECTED,
+    Bus,
+    ConsumerLoop,
+    Envelope,
+    PoisonEventError,
+)
 from services.kit.cache import Cache
 from services.kit.errors import PermissionDenied, Unavailable
 from services.kit.peers import BAND_TO_LEVEL
@@ -106,16 +113,20 @@ class StudentContexts:
 
 
 def invalidation_consumer(bus: Bus, contexts: StudentContexts, *, group_id: str) -> ConsumerLoop:
-    """Drops a student's cached context when their mastery changes (mastery.updated)."""
+    """Drops a student's cached context when their mastery changes (mastery.updated) or
+    they start struggling (struggle.detected: their recent errors changed)."""
 
     def handle(batch: Sequence[Envelope]) -> None:
         students = []
         for envelope in batch:
-            if not isinstance(envelope.message, events_pb2.MasteryUpdated):
+            message = envelope.message
+            if not isinstance(message, events_pb2.MasteryUpdated | events_pb2.StruggleDetected):
                 raise PoisonEventError(
-                    f"{envelope.record.event_type} does not belong on {MASTERY_UPDATED}"
+                    f"{envelope.record.event_type} does not belong on {envelope.record.topic}"
                 )
-            students.append(envelope.message.student.student_id)
+            students.append(message.student.student_id)
         contexts.invalidate(sorted(set(students)))
 
-    return ConsumerLoop(bus, group_id=group_id, topics=[MASTERY_UPDATED], handler=handle)
+    return ConsumerLoop(
+        bus, group_id=group_id, topics=[MASTERY_UPDATED, STRUGGLE_DETECTED], handler=handle
+    )

@@ -133,6 +133,8 @@ class TriageServicer(triage_pb2_grpc.TriageServiceServicer):
         yield triage_pb2.AskResponse(
             chunk=triage_pb2.AnswerChunk(sequence=sequence, final=True, agent=answer.agent)
         )
+        if answer.agent == "debug":
+            self._contexts.invalidate([student_id])  # a new error for their recent errors
 
     def GetStudentContext(
         self, request: triage_pb2.GetStudentContextRequest, context: grpc.ServicerContext

@@ -1,0 +1,111 @@
+"""DebugService: decode and authorise on the message, call the debug engine, encode."""
+
+from __future__ import annotations
+
+import grpc
+from learnflow.debug.v1 import debug_pb2, debug_pb2_grpc
+
+from services.debug.engine import DebugEngine, Request
+from services.debug.store import DebugStore
+from services.kit.auth import Principal, Role
+from services.kit.errors import NotFound, PermissionDenied, Validator
+from services.kit.interceptors import current_principal
+from services.kit.names import check_name, parse_name
+from services.kit.pagination import next_page_token, parse_page
+
+MAX_CODE_BYTES = 64 * 1024
+MAX_TRACEBACK_BYTES = 16 * 1024
+
+
+def require_own(principal: Principal, student_id: str) -> None:
+    """Acting as the student (asking for a diagnosis or a hint): them, or an admin."""
+    if principal.role is Role.ADMIN or principal.subject == student_id:
+        return
+    raise PermissionDenied(
+        f"{principal.role.value} {principal.subject!r} may not act as student {student_id!r}",
+        metadata={"student": student_id},
+    )
+
+
+def cohort_of(principal: Principal) -> str:
+    return principal.cohorts[0] if principal.role is Role.STUDENT and principal.cohorts else ""
+
+
+class DebugServicer(debug_pb2_grpc.DebugServiceServicer):
+    def __init__(self, engine: DebugEngine, store: DebugStore) -> None:
+        self._engine = engine
+        self._store = store
+
+    def CreateDiagnosis(
+        self, request: debug_pb2.CreateDiagnosisRequest, context: grpc.ServicerContext
+    ) -> debug_pb2.Diagnosis:
+        checks = Validator()
+        (student_id,) = check_name(checks, request.parent, "students/*", "parent")
+        given = request.diagnosis
+        checks.check(bool(given.code.strip()), "diagnosis.code", "is required")
+        checks.check(
+            len(given.code.encode()) <= MAX_CODE_BYTES,
+            "diagnosis.code",
+            f"must be at most {MAX_CODE_BYTES // 1024} KiB",
+        )
+        checks.check(
+            len(given.traceback.encode()) <= MAX_TRACEBACK_BYTES,
+            "diagnosis.traceback",
+            f"must be at most {MAX_TRACEBACK_BYTES // 1024} KiB",
+        )
+        if given.exercise:
+            check_name(checks, given.exercise, "exercises/*", "diagnosis.exercise")
+        checks.raise_if_invalid()
+        principal = current_principal()
+        require_own(principal, student_id)
+        return self._engine.diagnose(
+            Request(
+                student_id=student_id,
+                cohort=cohort_of(principal),
+                code=given.code,
+                traceback=given.traceback,
+                exercise=given.exercise,
+            )
+        )
+
+    def GetDiagnosis(
+        self, request: debug_pb2.GetDiagnosisRequest, context: grpc.ServicerContext
+    ) -> debug_pb2.Diagnosis:
+        student_id, diagnosis_id = parse_name(request.name, "students/*/diagnoses/*", "name")
+        principal = current_principal()
+        if principal.role is Role.STUDENT:
+            require_own(principal, student_id)  # before any lookup: no existence probing
+        stored = self._store.diagnosis(student_id, diagnosis_id)
+        if stored is None:
+            raise NotFound(f"{request.name} does not exist", metadata={"name": request.name})
+        principal.require_student(student_id, stored.cohort or None)
+        return self._engine.render(stored)
+
+    def ListDiagnoses(
+        self, request: debug_pb2.ListDiagnosesRequest, context: grpc.ServicerContext
+    ) -> debug_pb2.ListDiagnosesResponse:
+        (student_id,) = parse_name(request.parent, "students/*", "parent")
+        principal = current_principal()
+        cohorts: tuple[str, ...] | None = None
+        if principal.role is Role.TEACHER:
+            cohorts = principal.cohorts  # what was done in their classes, nothing else
+        else:
+            require_own(principal, student_id)
+        page = parse_page(request.page_size, request.page_token, default=20, maximum=100)
+        found, total = self._store.list_diagnoses(student_id, cohorts, page.offset, page.size)
+        diagnoses = []
+        for stored in found:
+            item = self._engine.render(stored)
+            item.ClearField("code")  # listings stay light; GetDiagnosis has the code
+            item.ClearField("traceback")
+            diagnoses.append(item)
+        return debug_pb2.ListDiagnosesResponse(
+            diagnoses=diagnoses, next_page_token=next_page_token(page, total)
+        )
+
+    def RevealNextHint(
+        self, request: debug_pb2.RevealNextHintRequest, context: grpc.ServicerContext
+    ) -> debug_pb2.Diagnosis:
+        student_id, diagnosis_id = parse_name(request.name, "students/*/diagnoses/*", "name")
+        require_own(current_principal(), student_id)
+        return self._engine.reveal_next(student_id, diagnosis_id)
