@@ -119,6 +119,19 @@ class Answerer:
             timeout=AGENT_TIMEOUT_SECONDS,
         )
         yield from paragraphs(render_diagnosis(diagnosis))
+        if diagnosis.struggle_detected:
+            # The same error keeps coming back: practise exactly that, on its topic.
+            exercise = self._agents.exercise.GenerateExercise(
+                exercise_pb2.GenerateExerciseRequest(
+                    student=request.student, focus_error_type=diagnosis.error.error_type
+                ),
+                timeout=AGENT_TIMEOUT_SECONDS,
+            )
+            yield (
+                f"\n\nSince **{diagnosis.error.error_type}** keeps coming back, here is an "
+                "exercise that practises avoiding it.\n\n"
+            )
+            yield from paragraphs(render_exercise(exercise))
 
     def _review(
         self, request: triage_pb2.AskRequest, classification: triage_pb2.Classification

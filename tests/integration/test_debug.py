@@ -303,6 +303,28 @@ def test_triage_routes_code_with_a_traceback_to_the_debugger(
     assert [(e.error_type, e.occurrence_count) for e in context.recent_errors] == [("KeyError", 1)]
 
 
+def test_a_struggling_student_is_offered_a_targeted_exercise(
+    mesh: dict[str, int], mint_token: MintToken
+) -> None:
+    student = new_student()
+    token = mint_token(student)
+    ask = triage_pb2.AskRequest(
+        student=f"students/{student}",
+        question="still broken",
+        code=KEY_ERROR_CODE,
+        traceback=KEY_ERROR_TRACEBACK,
+    )
+    with grpc.insecure_channel(f"127.0.0.1:{mesh['triage']}") as channel:
+        triage = triage_pb2_grpc.TriageServiceStub(channel)
+        answers = [
+            "".join(r.chunk.text for r in triage.Ask(ask, metadata=bearer(token), timeout=30))
+            for _ in range(4)
+        ]
+    assert not any("keeps coming back" in a for a in answers[:3])
+    assert "**KeyError** keeps coming back" in answers[3]
+    assert "exercises/" in answers[3]
+
+
 # -- with a model ----------------------------------------------------------------------
 
 
