@@ -18,31 +18,23 @@ Rows (sequential calls, medians of all calls; the machine is noisy):
     python bench/bench_ask.py [--calls 30]
 """
 
+# ruff: noqa: I001 - `mesh` must load before grpc (it turns grpc's fork handlers off)
 from __future__ import annotations
 
 import argparse
 import os
 import statistics
-import sys
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-# As in every LearnFlow process (services/__init__.py): grpc's fork handlers crash the
-# sandbox's forked starts under load, and this process imports grpc before services.
-os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+from mesh import free_port, start_mesh  # first: it sets up the process for grpc
 
 import grpc
 from learnflow.triage.v1 import triage_pb2, triage_pb2_grpc
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from services.kit import devtokens
 from services.kit.bus import PROGRESS_EVENTS, Publisher
 from services.kit.catalogue import SERVICES
-from services.kit.config import Settings
 from services.kit.runtime import Runtime
 from services.kit.server import LearnFlowServer
 from services.registry import builder
@@ -67,15 +59,6 @@ EXAMPLES: list[dict[str, str]] = [
     },
     {"code": "for n in range(3):\n    print(n)\n", "caption": "printing only inside"},
 ]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def model_reply(body: dict[str, Any]) -> Reply:
@@ -144,26 +127,10 @@ def main() -> int:
     if args.quick:
         args.calls = 10
 
-    work = Path(tempfile.mkdtemp(prefix="bench-ask-"))
-    for name in ("DATABASE_URL", "REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS", "OPENAI_API_KEY"):
-        os.environ.pop(name, None)
-    settings = Settings(
-        jwks_path=work / "jwks.json",
-        grpc_host="127.0.0.1",
-        log_level="ERROR",
-        openai_api_key=None,
-    )
-    devtokens.ensure_keys(key_dir=work, settings=settings)
-    token = devtokens.mint_token(STUDENT, "student", ("c1",), key_dir=work, settings=settings)
-
-    ports = {spec.name: free_port() for spec in SERVICES}
-    for spec in SERVICES:
-        os.environ[spec.address_env] = f"127.0.0.1:{ports[spec.name]}"
-    runtime = Runtime(settings, run_dir=work / "run")
-    servers = [
-        LearnFlowServer(spec, builder(spec.name)(runtime), settings, port=ports[spec.name])
-        for spec in SERVICES
-    ]
+    mesh = start_mesh("bench-ask-")
+    settings, runtime, ports = mesh.settings, mesh.runtime, mesh.ports
+    token = mesh.token(STUDENT)
+    servers: list[LearnFlowServer] = []
 
     script = ScriptedOpenAI()
     script.respond_with(model_reply)
@@ -176,7 +143,7 @@ def main() -> int:
             "database_url": runtime.database_url,
         }
     )
-    model_runtime = Runtime(model_settings, run_dir=work / "run")
+    model_runtime = Runtime(model_settings, run_dir=mesh.work / "run")
     by_name = {spec.name: spec for spec in SERVICES}
     concepts_port, triage_port = free_port(), free_port()
     servers.append(
@@ -248,7 +215,7 @@ def main() -> int:
         server.stop(grace=0.5)
     model_server.shutdown()
     model_runtime.close()
-    runtime.close()
+    mesh.stop()
     return 0
 
 
