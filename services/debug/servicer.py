@@ -7,28 +7,14 @@ from learnflow.debug.v1 import debug_pb2, debug_pb2_grpc
 
 from services.debug.engine import DebugEngine, Request
 from services.debug.store import DebugStore
-from services.kit.auth import Principal, Role
-from services.kit.errors import NotFound, PermissionDenied, Validator
+from services.kit.auth import Role
+from services.kit.errors import NotFound, Validator
 from services.kit.interceptors import current_principal
 from services.kit.names import check_name, parse_name
 from services.kit.pagination import next_page_token, parse_page
 
 MAX_CODE_BYTES = 64 * 1024
 MAX_TRACEBACK_BYTES = 16 * 1024
-
-
-def require_own(principal: Principal, student_id: str) -> None:
-    """Acting as the student (asking for a diagnosis or a hint): them, or an admin."""
-    if principal.role is Role.ADMIN or principal.subject == student_id:
-        return
-    raise PermissionDenied(
-        f"{principal.role.value} {principal.subject!r} may not act as student {student_id!r}",
-        metadata={"student": student_id},
-    )
-
-
-def cohort_of(principal: Principal) -> str:
-    return principal.cohorts[0] if principal.role is Role.STUDENT and principal.cohorts else ""
 
 
 class DebugServicer(debug_pb2_grpc.DebugServiceServicer):
@@ -57,11 +43,11 @@ class DebugServicer(debug_pb2_grpc.DebugServiceServicer):
             check_name(checks, given.exercise, "exercises/*", "diagnosis.exercise")
         checks.raise_if_invalid()
         principal = current_principal()
-        require_own(principal, student_id)
+        principal.require_acting_as(student_id)
         return self._engine.diagnose(
             Request(
                 student_id=student_id,
-                cohort=cohort_of(principal),
+                cohort=principal.own_cohort,
                 code=given.code,
                 traceback=given.traceback,
                 exercise=given.exercise,
@@ -74,7 +60,7 @@ class DebugServicer(debug_pb2_grpc.DebugServiceServicer):
         student_id, diagnosis_id = parse_name(request.name, "students/*/diagnoses/*", "name")
         principal = current_principal()
         if principal.role is Role.STUDENT:
-            require_own(principal, student_id)  # before any lookup: no existence probing
+            principal.require_acting_as(student_id)  # before any lookup: no existence probing
         stored = self._store.diagnosis(student_id, diagnosis_id)
         if stored is None:
             raise NotFound(f"{request.name} does not exist", metadata={"name": request.name})
@@ -90,7 +76,7 @@ class DebugServicer(debug_pb2_grpc.DebugServiceServicer):
         if principal.role is Role.TEACHER:
             cohorts = principal.cohorts  # what was done in their classes, nothing else
         else:
-            require_own(principal, student_id)
+            principal.require_acting_as(student_id)
         page = parse_page(request.page_size, request.page_token, default=20, maximum=100)
         found, total = self._store.list_diagnoses(student_id, cohorts, page.offset, page.size)
         diagnoses = []
@@ -107,5 +93,5 @@ class DebugServicer(debug_pb2_grpc.DebugServiceServicer):
         self, request: debug_pb2.RevealNextHintRequest, context: grpc.ServicerContext
     ) -> debug_pb2.Diagnosis:
         student_id, diagnosis_id = parse_name(request.name, "students/*/diagnoses/*", "name")
-        require_own(current_principal(), student_id)
+        current_principal().require_acting_as(student_id)
         return self._engine.reveal_next(student_id, diagnosis_id)

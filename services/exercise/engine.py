@@ -32,7 +32,7 @@ from services.exercise.domain.generation import (
 from services.exercise.domain.grading import Execute, Grade, grade, precheck
 from services.exercise.domain.quizzes import Answer, QuizGrade, choose_questions, grade_quiz
 from services.exercise.generator import ExerciseGenerator
-from services.kit.auth import Principal, Role
+from services.kit.auth import Principal
 from services.kit.errors import NotFound, PermissionDenied
 from services.kit.llm import LLMUnavailable
 
@@ -70,23 +70,8 @@ class NewQuiz:
     generated: tuple[QuizQuestion, ...]  # the generated ones (their answers are stored)
 
 
-def require_own(principal: Principal, student_id: str) -> None:
-    """Acting as a student (submitting, taking a quiz): that student, or an admin."""
-    if principal.role is Role.ADMIN or principal.subject == student_id:
-        return
-    raise PermissionDenied(
-        f"{principal.role.value} {principal.subject!r} may not act as student {student_id!r}",
-        metadata={"student": student_id},
-    )
-
-
 def require_readable(principal: Principal, student_id: str, cohort: str) -> None:
     principal.require_student(student_id, cohort or None)
-
-
-def cohort_of(principal: Principal) -> str:
-    """The class a student's activity counts towards (their token's first cohort)."""
-    return principal.cohorts[0] if principal.role is Role.STUDENT and principal.cohorts else ""
 
 
 class ExerciseEngine:

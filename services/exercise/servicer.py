@@ -19,8 +19,6 @@ from services.exercise.domain.quizzes import Answer
 from services.exercise.engine import (
     ExerciseEngine,
     Precheck,
-    cohort_of,
-    require_own,
     require_readable,
 )
 from services.exercise.store import ExerciseStore
@@ -148,10 +146,10 @@ class ExerciseServicer(exercise_pb2_grpc.ExerciseServiceServicer):
         checks.check(0 <= request.difficulty <= max(Level), "difficulty", "is not a level")
         checks.raise_if_invalid()
         principal = current_principal()
-        require_own(principal, student_id)
+        principal.require_acting_as(student_id)
         chosen = self._engine.generate(
             student_id,
-            cohort=cohort_of(principal),
+            cohort=principal.own_cohort,
             topic=Topic(request.topic) if request.topic else None,
             difficulty=Level(request.difficulty) if request.difficulty else None,
             focus_error=focus,
@@ -175,7 +173,7 @@ class ExerciseServicer(exercise_pb2_grpc.ExerciseServiceServicer):
         checks.check(len(request.request_id) <= 128, "request_id", "must be at most 128 characters")
         checks.raise_if_invalid()
         principal = current_principal()
-        require_own(principal, student_id)
+        principal.require_acting_as(student_id)
         if request.request_id:
             earlier = self._store.find_by_request(student_id, request.request_id)
             if earlier is not None:
@@ -199,7 +197,7 @@ class ExerciseServicer(exercise_pb2_grpc.ExerciseServiceServicer):
             message.results.extend(_results(graded))
             tests_total, passed = graded.tests_total, graded.tests_passed
         message.tests_total = tests_total
-        cohort = cohort_of(principal)
+        cohort = principal.own_cohort
         stored = self._store.add_submission(
             student_id=student_id,
             submission_id=submission_id,
@@ -235,7 +233,7 @@ class ExerciseServicer(exercise_pb2_grpc.ExerciseServiceServicer):
         student_id, submission_id = parse_name(request.name, "students/*/submissions/*", "name")
         principal = current_principal()
         if principal.role is Role.STUDENT:
-            require_own(principal, student_id)
+            principal.require_acting_as(student_id)
         stored = self._store.submission(student_id, submission_id)
         if stored is None:
             raise NotFound(f"{request.name} does not exist", metadata={"name": request.name})
@@ -249,7 +247,7 @@ class ExerciseServicer(exercise_pb2_grpc.ExerciseServiceServicer):
         exercise_id = None
         if request.exercise:
             (exercise_id,) = parse_name(request.exercise, "exercises/*", "exercise")
-        require_own(current_principal(), student_id)
+        current_principal().require_acting_as(student_id)
         query = request.exercise
         page = parse_page(
             request.page_size, request.page_token, default=20, maximum=100, query=query
@@ -293,7 +291,7 @@ class QuizServicer(quiz_pb2_grpc.QuizServiceServicer):
         checks.check(0 <= request.question_count <= 20, "question_count", "must be 1 to 20")
         checks.raise_if_invalid()
         principal = current_principal()
-        require_own(principal, student_id)
+        principal.require_acting_as(student_id)
         new = self._engine.new_quiz(
             student_id,
             Topic(request.topic),
@@ -311,7 +309,7 @@ class QuizServicer(quiz_pb2_grpc.QuizServiceServicer):
         self._store.add_quiz(
             student_id,
             new.quiz_id,
-            cohort_of(principal),
+            principal.own_cohort,
             quiz.SerializeToString(),
             generated=new.generated,
         )
@@ -323,7 +321,7 @@ class QuizServicer(quiz_pb2_grpc.QuizServiceServicer):
         student_id, quiz_id = parse_name(request.name, "students/*/quizzes/*", "name")
         principal = current_principal()
         if principal.role is Role.STUDENT:
-            require_own(principal, student_id)
+            principal.require_acting_as(student_id)
         stored = self._store.quiz(student_id, quiz_id)
         if stored is None:
             raise NotFound(f"{request.name} does not exist", metadata={"name": request.name})
@@ -335,7 +333,7 @@ class QuizServicer(quiz_pb2_grpc.QuizServiceServicer):
     ) -> quiz_pb2.Quiz:
         student_id, quiz_id = parse_name(request.name, "students/*/quizzes/*", "name")
         principal = current_principal()
-        require_own(principal, student_id)
+        principal.require_acting_as(student_id)
         stored = self._store.quiz(student_id, quiz_id)
         if stored is None:
             raise NotFound(f"{request.name} does not exist", metadata={"name": request.name})

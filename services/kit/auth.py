@@ -58,6 +58,22 @@ class Principal:
                 metadata={"student": student_id},
             )
 
+    def require_acting_as(self, student_id: str) -> None:
+        """Acting in a student's name (work that counts towards their mastery, asking
+        for help): that student, or an admin. Teachers read their cohorts' work; they do
+        not make it."""
+        if self.role is Role.ADMIN or self.subject == student_id:
+            return
+        raise PermissionDenied(
+            f"{self.role.value} {self.subject!r} may not act as student {student_id!r}",
+            metadata={"student": student_id},
+        )
+
+    @property
+    def own_cohort(self) -> str:
+        """The class a student's activity counts towards (their token's first cohort)."""
+        return self.cohorts[0] if self.role is Role.STUDENT and self.cohorts else ""
+
     def require_cohort(self, cohort: str) -> None:
         if not self.can_access_cohort(cohort):
             raise PermissionDenied(

@@ -11,9 +11,9 @@ from learnflow.common.v1 import common_pb2
 from learnflow.events.v1 import events_pb2
 from learnflow.review.v1 import review_pb2, review_pb2_grpc
 
-from services.kit.auth import Principal, Role
+from services.kit.auth import Role
 from services.kit.bus import PROGRESS_EVENTS, Publisher
-from services.kit.errors import NotFound, PermissionDenied, Validator
+from services.kit.errors import NotFound, Validator
 from services.kit.interceptors import current_principal
 from services.kit.names import check_name, parse_name
 from services.kit.pagination import next_page_token, parse_page
@@ -24,22 +24,6 @@ from services.review.store import ReviewStore
 MAX_CODE_BYTES = 64 * 1024
 MAX_CODE_LINES = 2000
 MAX_TOPIC = max(common_pb2.Topic.values())
-
-
-def require_own(principal: Principal, student_id: str) -> None:
-    """Acting as a student (a review counts towards their mastery): that student, or an
-    admin. A teacher reads their cohorts' reviews but does not make them."""
-    if principal.role is Role.ADMIN or principal.subject == student_id:
-        return
-    raise PermissionDenied(
-        f"{principal.role.value} {principal.subject!r} may not act as student {student_id!r}",
-        metadata={"student": student_id},
-    )
-
-
-def cohort_of(principal: Principal) -> str:
-    """The class a student's review counts towards (their token's first cohort)."""
-    return principal.cohorts[0] if principal.role is Role.STUDENT and principal.cohorts else ""
 
 
 def _span(span: Span) -> common_pb2.SourceSpan:
@@ -116,7 +100,7 @@ class ReviewServicer(review_pb2_grpc.ReviewServiceServicer):
             )
         checks.raise_if_invalid()
         principal = current_principal()
-        require_own(principal, student_id)
+        principal.require_acting_as(student_id)
 
         reviewed = self._engine.review(code, int(given.topic))
         now = Timestamp()
@@ -130,7 +114,7 @@ class ReviewServicer(review_pb2_grpc.ReviewServiceServicer):
             create_time=now,
         )
         encode(reviewed, message)
-        cohort = cohort_of(principal)
+        cohort = principal.own_cohort
         self._store.add(
             student_id=student_id,
             review_id=review_id,
@@ -163,7 +147,7 @@ class ReviewServicer(review_pb2_grpc.ReviewServiceServicer):
         student_id, review_id = parse_name(request.name, "students/*/codeReviews/*", "name")
         principal = current_principal()
         if principal.role is Role.STUDENT:
-            require_own(principal, student_id)  # before any lookup: nothing leaks
+            principal.require_acting_as(student_id)  # before any lookup: nothing leaks
         stored = self._store.get(student_id, review_id)
         if stored is None:
             raise NotFound(f"{request.name} does not exist", metadata={"name": request.name})
@@ -178,7 +162,7 @@ class ReviewServicer(review_pb2_grpc.ReviewServiceServicer):
         principal = current_principal()
         cohorts: tuple[str, ...] | None = None
         if principal.role is Role.STUDENT:
-            require_own(principal, student_id)
+            principal.require_acting_as(student_id)
         elif principal.role is Role.TEACHER:
             cohorts = principal.cohorts  # a teacher sees the reviews made in their classes
         messages, total = self._store.list(student_id, cohorts, page.offset, page.size)

@@ -11,9 +11,9 @@ import grpc
 from learnflow.triage.v1 import triage_pb2, triage_pb2_grpc
 from pydantic import BaseModel, Field
 
-from services.kit.auth import Principal, Role
+from services.kit.auth import Role
 from services.kit.curriculum import CURRICULUM
-from services.kit.errors import PermissionDenied, Validator
+from services.kit.errors import Validator
 from services.kit.interceptors import current_principal
 from services.kit.llm import LLM, LLMUnavailable, PromptTemplates
 from services.kit.names import check_name
@@ -76,17 +76,6 @@ def _check_request(
     return student_id
 
 
-def _require_own(principal: Principal, student_id: str) -> None:
-    """Asking acts as the student (reviews and exercises are made in their name):
-    that student, or an admin."""
-    if principal.role is Role.ADMIN or principal.subject == student_id:
-        return
-    raise PermissionDenied(
-        f"{principal.role.value} {principal.subject!r} may not ask as student {student_id!r}",
-        metadata={"student": student_id},
-    )
-
-
 class TriageServicer(triage_pb2_grpc.TriageServiceServicer):
     def __init__(
         self,
@@ -104,14 +93,14 @@ class TriageServicer(triage_pb2_grpc.TriageServiceServicer):
         self, request: triage_pb2.ClassifyRequestRequest, context: grpc.ServicerContext
     ) -> triage_pb2.Classification:
         student_id = _check_request(request)
-        _require_own(current_principal(), student_id)
+        current_principal().require_acting_as(student_id)
         return self._classify(request.question, request.code, request.traceback)
 
     def Ask(
         self, request: triage_pb2.AskRequest, context: grpc.ServicerContext
     ) -> Iterator[triage_pb2.AskResponse]:
         student_id = _check_request(request)
-        _require_own(current_principal(), student_id)
+        current_principal().require_acting_as(student_id)
         if request.intent:
             classification = triage_pb2.Classification(
                 intent=request.intent, confidence=1.0, reason="the intent was given by the caller"
@@ -148,7 +137,7 @@ class TriageServicer(triage_pb2_grpc.TriageServiceServicer):
             # teacher's own token before any cached context is shown.
             self._contexts.confirm_readable(student_id)
         else:
-            _require_own(principal, student_id)
+            principal.require_acting_as(student_id)
         return self._contexts.get(student_id)
 
     # -- classification --------------------------------------------------------------

@@ -17,10 +17,12 @@ import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from enum import IntEnum
 from pathlib import Path
 
 import yaml
+
+from services.kit.topics import Level as Level  # noqa: PLC0414 - re-exported on purpose
+from services.kit.topics import Topic as Topic  # noqa: PLC0414 - re-exported on purpose
 
 CONTENT_DIR = Path(__file__).resolve().parent.parent / "content"
 _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -71,45 +73,6 @@ MERMAID_KINDS = (
     "mindmap",
     "erDiagram",
 )
-
-
-class Topic(IntEnum):
-    """Values match learnflow.common.v1.Topic (the domain does not import generated code)."""
-
-    VARIABLES_AND_TYPES = 1
-    CONTROL_FLOW = 2
-    FUNCTIONS = 3
-    STRINGS = 4
-    COLLECTIONS = 5
-    COMPREHENSIONS = 6
-    FILES = 7
-    ERRORS_AND_EXCEPTIONS = 8
-    MODULES = 9
-    CLASSES_AND_OBJECTS = 10
-    ITERATORS_AND_GENERATORS = 11
-    TESTING = 12
-    RECURSION = 13
-
-    @property
-    def slug(self) -> str:
-        """The curriculum slug (`topics/{slug}`), e.g. "control-flow"."""
-        return self.name.lower().replace("_", "-")
-
-    @classmethod
-    def from_slug(cls, slug: str) -> Topic:
-        return cls[slug.upper().replace("-", "_")]
-
-
-class Level(IntEnum):
-    """Values match learnflow.common.v1.Level."""
-
-    BEGINNER = 1
-    INTERMEDIATE = 2
-    ADVANCED = 3
-
-    @property
-    def label(self) -> str:
-        return self.name.lower()
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,8 @@ from typing import TypeVar
 import yaml
 
 from services.kit.pyast import parse_module
+from services.kit.topics import Level as Level  # noqa: PLC0414 - re-exported on purpose
+from services.kit.topics import Topic as Topic  # noqa: PLC0414 - re-exported on purpose
 
 T = TypeVar("T")
 
@@ -36,41 +38,6 @@ CHOICES = (2, 6)
 _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # Names the grading harness provides to test calls (see grading.test_program).
 RESERVED_NAMES = frozenset({"raises"})
-
-
-class Topic(IntEnum):
-    """Values match learnflow.common.v1.Topic (the domain does not import generated code)."""
-
-    VARIABLES_AND_TYPES = 1
-    CONTROL_FLOW = 2
-    FUNCTIONS = 3
-    STRINGS = 4
-    COLLECTIONS = 5
-    COMPREHENSIONS = 6
-    FILES = 7
-    ERRORS_AND_EXCEPTIONS = 8
-    MODULES = 9
-    CLASSES_AND_OBJECTS = 10
-    ITERATORS_AND_GENERATORS = 11
-    TESTING = 12
-    RECURSION = 13
-
-    @property
-    def slug(self) -> str:
-        """The curriculum slug (`topics/{slug}`), e.g. "errors-and-exceptions"."""
-        return self.name.lower().replace("_", "-")
-
-    @classmethod
-    def from_slug(cls, slug: str) -> Topic:
-        return cls[slug.upper().replace("-", "_")]
-
-
-class Level(IntEnum):
-    """Values match learnflow.common.v1.Level."""
-
-    BEGINNER = 1
-    INTERMEDIATE = 2
-    ADVANCED = 3
 
 
 class QuestionKind(IntEnum):

@@ -13,38 +13,10 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from enum import IntEnum
 
 from services.kit import pyast
+from services.kit.topics import Topic as Topic  # noqa: PLC0414 - re-exported on purpose
 from services.triage.domain.structure import Structure
-
-
-class Topic(IntEnum):
-    """Values match learnflow.common.v1.Topic (the domain does not import generated code)."""
-
-    VARIABLES_AND_TYPES = 1
-    CONTROL_FLOW = 2
-    FUNCTIONS = 3
-    STRINGS = 4
-    COLLECTIONS = 5
-    COMPREHENSIONS = 6
-    FILES = 7
-    ERRORS_AND_EXCEPTIONS = 8
-    MODULES = 9
-    CLASSES_AND_OBJECTS = 10
-    ITERATORS_AND_GENERATORS = 11
-    TESTING = 12
-    RECURSION = 13
-
-    @property
-    def slug(self) -> str:
-        """The curriculum slug (`topics/{slug}`), e.g. "errors-and-exceptions"."""
-        return self.name.lower().replace("_", "-")
-
-    @classmethod
-    def from_slug(cls, slug: str) -> Topic:
-        return cls[slug.upper().replace("-", "_")]
-
 
 T = Topic
 
