@@ -263,8 +263,8 @@ def render_diagnosis(diagnosis: debug_pb2.Diagnosis) -> str:
     parts.extend(hint.text.strip() for hint in diagnosis.hints)
     if diagnosis.struggle_detected:
         parts.append(
-            "This error has come up several times in the last few minutes: your teacher "
-            "has been told, so you'll get a hand with it."
+            "You've met this error several times in the last few minutes. That happens to "
+            "everyone while learning: take the hints one step at a time."
         )
     parts.append(
         f"Stuck? Ask for the next hint on `{diagnosis.name}` (it gets more specific each time)."

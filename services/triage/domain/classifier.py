@@ -105,7 +105,8 @@ CUES: tuple[Cue, ...] = (
     Cue(D, (
         r"(does ?n'?t|does not|do ?n'?t|won'?t|is ?n'?t|not|never) "
         r"(work|run|compile|stop|end|finish)\w*",
-        r"crash\w*", r"freez\w*", r"hang(s|ing)?", r"infinite loop", r"broken", r"bugs?", r"buggy",
+        r"crash\w*", r"freez\w*", r"hang(s|ing)?", r"infinite loop", r"broke(n)?", r"bugs?",
+        r"buggy",
     ), 2.5, 3.5, _FAILS),
     Cue(D, (
         r"what'?s wrong", r"what is wrong", r"how (do|can) i fix", r"fix (it|this|my)",
