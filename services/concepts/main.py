@@ -7,7 +7,7 @@ from __future__ import annotations
 import grpc
 from learnflow.concepts.v1 import concepts_pb2_grpc
 
-from services.concepts.domain.content import Level, Topic, default_library
+from services.concepts.domain.content import default_library
 from services.concepts.domain.proof import ExampleProver, Run
 from services.concepts.engine import ConceptsEngine
 from services.concepts.mermaid_validator import MermaidValidator
@@ -38,17 +38,6 @@ class SandboxExecute:
         )
 
 
-class MasteryLevel:
-    """The level for a topic from the student's mastery band; None when unknown."""
-
-    def __init__(self, mastery: MasteryClient) -> None:
-        self._mastery = mastery
-
-    def __call__(self, student_id: str, topic: Topic) -> Level | None:
-        level = self._mastery.level(student_id, int(topic))
-        return None if level is None else Level(level)
-
-
 class MasteryCohort:
     """The student's cohort id from the mastery engine; None when it does not know the
     student or refuses the caller (the caller's token travels with the call)."""
@@ -75,7 +64,7 @@ def build(runtime: Runtime) -> ServiceParts:
         default_library(),
         ExampleProver(SandboxExecute(sandbox)),
         validator,
-        MasteryLevel(mastery),
+        mastery.level,
         ModelWriter(runtime.llm),
     )
 

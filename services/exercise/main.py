@@ -9,7 +9,7 @@ from pathlib import Path
 import grpc
 from learnflow.exercise.v1 import exercise_pb2_grpc, quiz_pb2_grpc
 
-from services.exercise.domain.bank import Level, Topic, default_bank
+from services.exercise.domain.bank import default_bank
 from services.exercise.domain.grading import Execution
 from services.exercise.engine import ExerciseEngine
 from services.exercise.generator import MAX_ATTEMPTS, ExerciseGenerator, ModelAuthor
@@ -42,17 +42,6 @@ class SandboxExecute:
         )
 
 
-class MasteryLevel:
-    """The level for a topic from the student's mastery band; None when unknown."""
-
-    def __init__(self, mastery: MasteryClient) -> None:
-        self._mastery = mastery
-
-    def __call__(self, student_id: str, topic: Topic) -> Level | None:
-        level = self._mastery.level(student_id, int(topic))
-        return None if level is None else Level(level)
-
-
 def build(runtime: Runtime) -> ServiceParts:
     settings = runtime.settings
     db = runtime.database("exercise", MIGRATIONS)
@@ -70,7 +59,7 @@ def build(runtime: Runtime) -> ServiceParts:
     engine = ExerciseEngine(
         default_bank(),
         execute,
-        MasteryLevel(mastery),
+        mastery.level,
         generator=ExerciseGenerator(ModelAuthor(runtime.llm), execute, max_attempts=MAX_ATTEMPTS),
         generated=store,
     )

@@ -17,15 +17,16 @@ from learnflow.mastery.v1 import mastery_pb2, mastery_pb2_grpc
 from learnflow.sandbox.v1 import sandbox_pb2, sandbox_pb2_grpc
 
 from services.kit.clients import service_channel
+from services.kit.topics import Level
 
 log = logging.getLogger("learnflow.peers")
 
 # A mastery band read as the level to teach at: no evidence or red -> beginner.
-BAND_TO_LEVEL: dict[int, int] = {
-    common_pb2.MASTERY_BAND_RED: common_pb2.LEVEL_BEGINNER,
-    common_pb2.MASTERY_BAND_YELLOW: common_pb2.LEVEL_INTERMEDIATE,
-    common_pb2.MASTERY_BAND_GREEN: common_pb2.LEVEL_ADVANCED,
-    common_pb2.MASTERY_BAND_BLUE: common_pb2.LEVEL_ADVANCED,
+BAND_TO_LEVEL: dict[int, Level] = {
+    common_pb2.MASTERY_BAND_RED: Level.BEGINNER,
+    common_pb2.MASTERY_BAND_YELLOW: Level.INTERMEDIATE,
+    common_pb2.MASTERY_BAND_GREEN: Level.ADVANCED,
+    common_pb2.MASTERY_BAND_BLUE: Level.ADVANCED,
 }
 
 
@@ -110,8 +111,9 @@ class MasteryClient:
                 )
             return None
 
-    def level(self, student_id: str, topic: int | None = None) -> int | None:
-        """The common.v1.Level to teach `topic` at (the overall level without a topic)."""
+    def level(self, student_id: str, topic: int | None = None) -> Level | None:
+        """The level to teach `topic` at (the overall level without a topic); None
+        without evidence."""
         mastery = self.get(student_id)
         if mastery is None:
             return None

@@ -25,6 +25,7 @@ from services.kit.bus import (
 from services.kit.cache import Cache
 from services.kit.errors import PermissionDenied, Unavailable
 from services.kit.peers import BAND_TO_LEVEL
+from services.kit.topics import Level
 
 log = logging.getLogger("learnflow.triage.context")
 
@@ -104,9 +105,8 @@ class StudentContexts:
         else:
             context.mastery_score = mastery.score
             context.band = mastery.band
-            context.level = BAND_TO_LEVEL.get(  # type: ignore[assignment]
-                int(mastery.band), common_pb2.LEVEL_BEGINNER
-            )
+            level = BAND_TO_LEVEL.get(int(mastery.band), Level.BEGINNER)
+            context.level = int(level)  # type: ignore[assignment]
         context.recent_errors.extend(self._recent_errors(student_id))
         context.fetch_time.FromDatetime(datetime.now(UTC))
         return context, complete
