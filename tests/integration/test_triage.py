@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -463,14 +462,12 @@ def test_slow_model_leaves_time_to_answer_offline(
     # The model would take 5 s; the caller gives the whole call 2.5 s. The model call
     # is cut to what is left minus a reserve, and the offline answer still arrives.
     openai_server.enqueue(stall(5.0))
-    started = time.monotonic()
     reply = triage_with_model.ClassifyRequest(
         triage_pb2.ClassifyRequestRequest(student="students/amy", question="hmm. bored"),
         metadata=bearer(mint_token("amy")),
         timeout=2.5,
     )
-    assert reply.intent != triage_pb2.INTENT_UNSPECIFIED
-    assert time.monotonic() - started < 2.5
+    assert reply.intent != triage_pb2.INTENT_UNSPECIFIED  # (past 2.5 s: DEADLINE_EXCEEDED)
     assert len(openai_server.requests) == 1
 
 
