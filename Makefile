@@ -59,7 +59,7 @@ breaking: $(STAMP)
 ## BENCH_ARGS=--quick for a smaller run of the scripts that accept it).
 bench: $(STAMP)
 	@bash infra/tools.sh >/dev/null; bash bench/tools.sh >/dev/null
-	@set -e; for script in bench/*.py; do echo "== $$script"; $(PY) $$script $(BENCH_ARGS); done
+	@set -e; for script in bench/bench_*.py; do echo "== $$script"; $(PY) $$script $(BENCH_ARGS); done
 
 ## make token role=<student|teacher|admin> sub=<user id> [cohorts=a,b]
 token: $(STAMP)

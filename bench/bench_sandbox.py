@@ -205,7 +205,10 @@ def main() -> int:
     parser.add_argument("--submits-8", type=int, default=120, help="submissions at concurrency 8")
     parser.add_argument("--rounds", type=int, default=2, help="rounds of part 2 (medians)")
     parser.add_argument("--port-offset", type=int, default=-20000)
+    parser.add_argument("--quick", action="store_true", help="20 runs, 10/40 submissions, 1 round")
     args = parser.parse_args()
+    if args.quick:
+        args.runs, args.submits_1, args.submits_8, args.rounds = 20, 10, 40, 1
 
     exercise = next(e for e in default_bank().exercises if len(e.tests) == 5)
     work = Path(tempfile.mkdtemp(prefix="lf-bench-sandbox-"))
