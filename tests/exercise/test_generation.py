@@ -294,18 +294,20 @@ def test_a_starter_that_hangs_is_rejected(
 
 
 def test_a_reference_too_slow_for_grading_is_rejected(execute: Execute) -> None:
-    slow = "import math\n\n" + GOOD.reference_solution.replace(
-        "    return", "    math.fsum(range(10**7))\n    return"
+    # ~0.7 s of pure Python per test here: well past the 0.2 s bound on any machine, well
+    # inside the wall limit on a slow one.
+    slow = GOOD.reference_solution.replace(
+        "    return", "    sum(i * i for i in range(10**7))\n    return"
     )
     rejected = _rejected(
         lambda: prove(
-            _check(GOOD, reference_solution=slow, allowed_imports=("math",)),
+            _check(GOOD, reference_solution=slow),
             execute,
             slow_seconds=0.2,
         )
     )
     assert rejected.reason is Reason.LIMITS
-    assert "on the test `count_vowels('Hello')`" in rejected.detail
+    assert "on the test `count_vowels(" in rejected.detail
     assert rejected.detail.endswith("every test must run in well under a second")
 
 
