@@ -23,6 +23,7 @@ from services.kit.llm import PromptTemplates
 from services.kit.runtime import Runtime
 from services.kit.server import ServiceParts
 from services.triage.answers import AgentStubs, Answerer
+from services.triage.classification import RequestClassifier
 from services.triage.context import MasteryUnavailableError, StudentContexts, invalidation_consumer
 from services.triage.servicer import TriageServicer
 
@@ -112,7 +113,11 @@ def build(runtime: Runtime) -> ServiceParts:
 
     def register(server: grpc.Server) -> None:
         triage_pb2_grpc.add_TriageServiceServicer_to_server(
-            TriageServicer(contexts, Answerer(agents, runtime.llm, prompts), runtime.llm, prompts),
+            TriageServicer(
+                contexts,
+                Answerer(agents, runtime.llm, prompts),
+                RequestClassifier(runtime.llm, prompts),
+            ),
             server,
         )
 
