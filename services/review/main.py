@@ -15,6 +15,7 @@ from services.kit.runtime import Runtime
 from services.kit.server import ServiceParts
 from services.review.domain.linter import RuffLinter
 from services.review.engine import PROMPTS, ReviewEngine
+from services.review.reviews import CodeReviews
 from services.review.servicer import ReviewServicer
 from services.review.store import ReviewStore
 
@@ -32,9 +33,11 @@ def build(runtime: Runtime) -> ServiceParts:
     engine = ReviewEngine(linter, runtime.llm, PromptTemplates(PROMPTS))
     publisher = Publisher(bus, SOURCE)
 
+    store = ReviewStore(db)
+
     def register(server: grpc.Server) -> None:
         review_pb2_grpc.add_ReviewServiceServicer_to_server(
-            ReviewServicer(engine, ReviewStore(db), publisher), server
+            ReviewServicer(CodeReviews(engine, store, publisher), store), server
         )
 
     return ServiceParts(

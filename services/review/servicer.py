@@ -1,24 +1,17 @@
-"""ReviewService: decode, authorise on the message, review, store, publish, encode."""
+"""ReviewService: decode, authorise on the message, call the review use case, encode."""
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime
-
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 from learnflow.common.v1 import common_pb2
-from learnflow.events.v1 import events_pb2
 from learnflow.review.v1 import review_pb2, review_pb2_grpc
 
 from services.kit.auth import Role
-from services.kit.bus import PROGRESS_EVENTS, Publisher
 from services.kit.errors import NotFound, Validator
 from services.kit.interceptors import current_principal
 from services.kit.names import check_name, parse_name
 from services.kit.pagination import next_page_token, parse_page
-from services.review.domain.model import Review, Span
-from services.review.engine import ReviewEngine
+from services.review.reviews import CodeReviews
 from services.review.store import ReviewStore
 
 MAX_CODE_BYTES = 64 * 1024
@@ -26,53 +19,10 @@ MAX_CODE_LINES = 2000
 MAX_TOPIC = max(common_pb2.Topic.values())
 
 
-def _span(span: Span) -> common_pb2.SourceSpan:
-    return common_pb2.SourceSpan(
-        line=span.line, column=span.column, end_line=span.end_line, end_column=span.end_column
-    )
-
-
-def encode(review: Review, into: review_pb2.CodeReview) -> None:
-    """The domain review's results on the API message."""
-    into.quality_score = review.quality_score
-    into.summary = review.summary
-    into.findings.extend(
-        review_pb2.Finding(
-            rule=f.rule,
-            category=int(f.category),  # type: ignore[arg-type]
-            severity=int(f.severity),  # type: ignore[arg-type]
-            message=f.message,
-            span=_span(f.span),
-        )
-        for f in review.findings
-    )
-    into.suggestions.extend(
-        review_pb2.Suggestion(
-            title=s.title,
-            before=s.before,
-            after=s.after,
-            rationale=s.rationale,
-            span=_span(s.span),
-            origin=int(s.origin),  # type: ignore[arg-type]
-        )
-        for s in review.suggestions
-    )
-    m = review.metrics
-    into.metrics.CopyFrom(
-        review_pb2.CodeMetrics(
-            lines_of_code=m.lines_of_code,
-            max_cyclomatic_complexity=m.max_cyclomatic_complexity,
-            mean_cyclomatic_complexity=m.mean_cyclomatic_complexity,
-            maintainability_index=m.maintainability_index,
-        )
-    )
-
-
 class ReviewServicer(review_pb2_grpc.ReviewServiceServicer):
-    def __init__(self, engine: ReviewEngine, store: ReviewStore, publisher: Publisher) -> None:
-        self._engine = engine
+    def __init__(self, reviews: CodeReviews, store: ReviewStore) -> None:
+        self._reviews = reviews
         self._store = store
-        self._publisher = publisher
 
     def CreateCodeReview(
         self, request: review_pb2.CreateCodeReviewRequest, context: grpc.ServicerContext
@@ -93,53 +43,19 @@ class ReviewServicer(review_pb2_grpc.ReviewServiceServicer):
         checks.check(
             0 <= given.topic <= MAX_TOPIC, "code_review.topic", "is not a curriculum topic"
         )
-        exercise_id = None
         if given.exercise:
-            (exercise_id,) = check_name(
-                checks, given.exercise, "exercises/*", "code_review.exercise"
-            )
+            check_name(checks, given.exercise, "exercises/*", "code_review.exercise")
         checks.raise_if_invalid()
         principal = current_principal()
         principal.require_acting_as(student_id)
 
-        reviewed = self._engine.review(code, int(given.topic))
-        now = Timestamp()
-        now.FromDatetime(datetime.now(UTC))
-        review_id = uuid.uuid4().hex[:16]
-        message = review_pb2.CodeReview(
-            name=f"students/{student_id}/codeReviews/{review_id}",
-            code=code,
-            topic=given.topic,
-            exercise=given.exercise,
-            create_time=now,
-        )
-        encode(reviewed, message)
-        cohort = principal.own_cohort
-        self._store.add(
+        return self._reviews.create(
             student_id=student_id,
-            review_id=review_id,
-            cohort=cohort,
-            exercise_id=exercise_id,
-            quality_score=message.quality_score,
-            create_time=now.ToDatetime(tzinfo=UTC),
-            message=message.SerializeToString(),
+            cohort=principal.own_cohort,
+            code=code,
+            topic=int(given.topic),
+            exercise=given.exercise,
         )
-        # Mastery is per topic: a review of code on no particular topic is stored and
-        # returned, but has no topic's quality component to move.
-        if message.topic:
-            self._publisher.publish(
-                PROGRESS_EVENTS,
-                events_pb2.CodeReviewed(
-                    student=events_pb2.StudentRef(student_id=student_id, cohort=cohort),
-                    topic=message.topic,
-                    code_review=message.name,
-                    quality_score=message.quality_score,
-                    occur_time=message.create_time,
-                ),
-                key=student_id,
-                event_id=message.name,  # stable: a re-publish is the same event
-            )
-        return message
 
     def GetCodeReview(
         self, request: review_pb2.GetCodeReviewRequest, context: grpc.ServicerContext
