@@ -13,6 +13,7 @@ from services.exercise.domain.bank import default_bank
 from services.exercise.domain.grading import Execution
 from services.exercise.engine import ExerciseEngine
 from services.exercise.generator import MAX_ATTEMPTS, ExerciseGenerator, ModelAuthor
+from services.exercise.graded import GradedWork
 from services.exercise.servicer import ExerciseServicer, QuizServicer
 from services.exercise.store import ExerciseStore
 from services.kit.bus import Publisher
@@ -63,14 +64,12 @@ def build(runtime: Runtime) -> ServiceParts:
         generator=ExerciseGenerator(ModelAuthor(runtime.llm), execute, max_attempts=MAX_ATTEMPTS),
         generated=store,
     )
-    publisher = Publisher(bus, SOURCE)
+    graded = GradedWork(engine, store, Publisher(bus, SOURCE))
 
     def register(server: grpc.Server) -> None:
         exercise_pb2_grpc.add_ExerciseServiceServicer_to_server(
-            ExerciseServicer(engine, store, publisher), server
+            ExerciseServicer(engine, store, graded), server
         )
-        quiz_pb2_grpc.add_QuizServiceServicer_to_server(
-            QuizServicer(engine, store, publisher), server
-        )
+        quiz_pb2_grpc.add_QuizServiceServicer_to_server(QuizServicer(engine, store, graded), server)
 
     return ServiceParts(register=register, checks={"postgres": db.check, "bus": bus.check})

@@ -3,27 +3,19 @@ store, publish, encode."""
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime
-
 import grpc
-from google.protobuf.duration_pb2 import Duration
-from google.protobuf.timestamp_pb2 import Timestamp
-from learnflow.events.v1 import events_pb2
 from learnflow.exercise.v1 import exercise_pb2, exercise_pb2_grpc, quiz_pb2, quiz_pb2_grpc
 
 from services.exercise.domain.bank import Exercise, Level, QuestionKind, QuizQuestion, Topic
 from services.exercise.domain.generation import error_name, is_generated
-from services.exercise.domain.grading import Grade
 from services.exercise.domain.quizzes import Answer
 from services.exercise.engine import (
     ExerciseEngine,
-    Precheck,
     require_readable,
 )
+from services.exercise.graded import GradedWork, now
 from services.exercise.store import ExerciseStore
 from services.kit.auth import Role
-from services.kit.bus import PROGRESS_EVENTS, Publisher
 from services.kit.errors import FailedPrecondition, NotFound, Validator
 from services.kit.interceptors import current_principal
 from services.kit.names import check_name, parse_name
@@ -31,12 +23,6 @@ from services.kit.pagination import next_page_token, parse_page
 
 MAX_CODE_BYTES = 64 * 1024
 MAX_TOPIC = max(Topic)
-
-
-def _now() -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(datetime.now(UTC))
-    return ts
 
 
 def exercise_message(e: Exercise) -> exercise_pb2.Exercise:
@@ -63,35 +49,11 @@ def exercise_message(e: Exercise) -> exercise_pb2.Exercise:
     )
 
 
-def _results(graded: Grade) -> list[exercise_pb2.TestResult]:
-    results = []
-    for r in graded.results:
-        duration = Duration()
-        duration.FromNanoseconds(int(r.duration_seconds * 1e9))
-        results.append(
-            exercise_pb2.TestResult(
-                test_id=r.test_id,
-                hidden=r.hidden,
-                outcome=int(r.outcome),  # type: ignore[arg-type]
-                call=r.call,
-                expected=r.expected,
-                actual=r.actual,
-                output=r.output,
-                duration=duration,
-            )
-        )
-    return results
-
-
-def _student_ref(principal_cohort: str, student_id: str) -> events_pb2.StudentRef:
-    return events_pb2.StudentRef(student_id=student_id, cohort=principal_cohort)
-
-
 class ExerciseServicer(exercise_pb2_grpc.ExerciseServiceServicer):
-    def __init__(self, engine: ExerciseEngine, store: ExerciseStore, publisher: Publisher) -> None:
+    def __init__(self, engine: ExerciseEngine, store: ExerciseStore, graded: GradedWork) -> None:
         self._engine = engine
         self._store = store
-        self._publisher = publisher
+        self._graded = graded
 
     def GetExercise(
         self, request: exercise_pb2.GetExerciseRequest, context: grpc.ServicerContext
@@ -174,58 +136,13 @@ class ExerciseServicer(exercise_pb2_grpc.ExerciseServiceServicer):
         checks.raise_if_invalid()
         principal = current_principal()
         principal.require_acting_as(student_id)
-        if request.request_id:
-            earlier = self._store.find_by_request(student_id, request.request_id)
-            if earlier is not None:
-                return exercise_pb2.Submission.FromString(earlier)
-        exercise = self._engine.exercise_to_submit(student_id, exercise_id)
-        graded = self._engine.grade(exercise, code)
-        submission_id = uuid.uuid4().hex[:16]
-        message = exercise_pb2.Submission(
-            name=f"students/{student_id}/submissions/{submission_id}",
-            exercise=request.submission.exercise,
-            code=code,
-            create_time=_now(),
-        )
-        if isinstance(graded, Precheck):
-            message.precheck_message = graded.message
-            tests_total, passed = len(exercise.tests), 0
-        else:
-            message.score = graded.score
-            message.tests_passed = graded.tests_passed
-            message.tests_total = graded.tests_total
-            message.results.extend(_results(graded))
-            tests_total, passed = graded.tests_total, graded.tests_passed
-        message.tests_total = tests_total
-        cohort = principal.own_cohort
-        stored = self._store.add_submission(
+        return self._graded.submit(
             student_id=student_id,
-            submission_id=submission_id,
+            cohort=principal.own_cohort,
             exercise_id=exercise_id,
-            cohort=cohort,
-            passed=tests_total > 0 and passed == tests_total,
-            request_id=request.request_id or None,
-            message=message.SerializeToString(),
+            code=code,
+            request_id=request.request_id,
         )
-        saved = exercise_pb2.Submission.FromString(stored)
-        if saved.name == message.name:  # not a retry answered by an earlier submission
-            self._publisher.publish(
-                PROGRESS_EVENTS,
-                events_pb2.ExerciseGraded(
-                    student=_student_ref(cohort, student_id),
-                    topic=int(exercise.topic),  # type: ignore[arg-type]
-                    exercise_id=exercise_id,
-                    submission=message.name,
-                    score=message.score,
-                    tests_passed=message.tests_passed,
-                    tests_total=message.tests_total,
-                    difficulty=int(exercise.difficulty),  # type: ignore[arg-type]
-                    occur_time=message.create_time,
-                ),
-                key=student_id,
-                event_id=message.name,  # a stable id: a re-publish is the same event
-            )
-        return saved
 
     def GetSubmission(
         self, request: exercise_pb2.GetSubmissionRequest, context: grpc.ServicerContext
@@ -276,10 +193,10 @@ def _question_message(q: QuizQuestion) -> quiz_pb2.Question:
 
 
 class QuizServicer(quiz_pb2_grpc.QuizServiceServicer):
-    def __init__(self, engine: ExerciseEngine, store: ExerciseStore, publisher: Publisher) -> None:
+    def __init__(self, engine: ExerciseEngine, store: ExerciseStore, graded: GradedWork) -> None:
         self._engine = engine
         self._store = store
-        self._publisher = publisher
+        self._graded = graded
 
     def GenerateQuiz(
         self, request: quiz_pb2.GenerateQuizRequest, context: grpc.ServicerContext
@@ -304,7 +221,7 @@ class QuizServicer(quiz_pb2_grpc.QuizServiceServicer):
             level=int(new.level),  # type: ignore[arg-type]
             questions=[_question_message(q) for q in new.questions],
             state=quiz_pb2.Quiz.STATE_OPEN,
-            create_time=_now(),
+            create_time=now(),
         )
         self._store.add_quiz(
             student_id,
@@ -337,7 +254,6 @@ class QuizServicer(quiz_pb2_grpc.QuizServiceServicer):
         stored = self._store.quiz(student_id, quiz_id)
         if stored is None:
             raise NotFound(f"{request.name} does not exist", metadata={"name": request.name})
-        cohort = stored.cohort
         if stored.graded:
             raise FailedPrecondition(f"{request.name} is already graded")
         quiz = quiz_pb2.Quiz.FromString(stored.message)
@@ -355,34 +271,11 @@ class QuizServicer(quiz_pb2_grpc.QuizServiceServicer):
                 answer.choice_index if value == "choice_index" else answer.text
             )
         checks.raise_if_invalid()
-        result = self._engine.grade_quiz(asked, answers, stored.generated)
-        quiz.state = quiz_pb2.Quiz.STATE_GRADED
-        quiz.answers.extend(request.answers)
-        quiz.results.extend(
-            quiz_pb2.QuestionResult(
-                question_id=r.question_id,
-                correct=r.correct,
-                correct_answer=r.correct_answer,
-                explanation=r.explanation,
-            )
-            for r in result.results
+        return self._graded.grade_quiz(
+            student_id,
+            quiz,
+            answers,
+            cohort=stored.cohort,
+            generated=stored.generated,
+            given=request.answers,
         )
-        quiz.score = result.score
-        quiz.grade_time.CopyFrom(_now())
-        if not self._store.grade_quiz(student_id, quiz_id, quiz.SerializeToString()):
-            raise FailedPrecondition(f"{request.name} is already graded")
-        self._publisher.publish(
-            PROGRESS_EVENTS,
-            events_pb2.QuizGraded(
-                student=_student_ref(cohort, student_id),
-                topic=quiz.topic,
-                quiz=quiz.name,
-                score=result.score,
-                correct_count=result.correct,
-                question_count=result.total,
-                occur_time=quiz.grade_time,
-            ),
-            key=student_id,
-            event_id=quiz.name,
-        )
-        return quiz
