@@ -11,14 +11,13 @@ from typing import Any
 import grpc
 import httpx
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from learnflow.common.v1 import common_pb2
 from learnflow.concepts.v1 import concepts_pb2, concepts_pb2_grpc
 from learnflow.mastery.v1 import mastery_pb2, mastery_pb2_grpc
 from learnflow.review.v1 import review_pb2, review_pb2_grpc
 
 from tests.conftest import MintToken, wait_for
+from tests.support.rich_errors import error_of
 
 pytestmark = pytest.mark.integration
 
@@ -52,25 +51,6 @@ def explain(
         concepts_pb2.ExplainConceptRequest(**fields), metadata=bearer(token), timeout=60
     )
     return reply
-
-
-def error_of(call: Any) -> tuple[grpc.StatusCode, str, list[str]]:
-    """The status code, ErrorInfo reason and BadRequest fields of a failing call."""
-    with pytest.raises(grpc.RpcError) as caught:
-        call()
-    status = rpc_status.from_call(caught.value)
-    assert status is not None
-    reason, fields = "", []
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            reason = info.reason
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            fields = sorted(v.field for v in bad.field_violations)
-    return caught.value.code(), reason, fields
 
 
 def test_a_classic_question_is_answered_specifically_with_a_real_run(

@@ -22,9 +22,7 @@ from confluent_kafka import Consumer, Producer
 from google.longrunning import operations_pb2, operations_pb2_grpc
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
-from google.rpc import error_details_pb2
 from google.type import date_pb2
-from grpc_status import rpc_status
 from learnflow.common.v1 import common_pb2
 from learnflow.events.v1 import events_pb2
 from learnflow.mastery.v1 import mastery_pb2, mastery_pb2_grpc
@@ -32,6 +30,7 @@ from learnflow.mastery.v1 import mastery_pb2, mastery_pb2_grpc
 from services.kit.bus import KafkaBus, decode_headers
 from services.kit.config import Settings
 from tests.conftest import MintToken, wait_for
+from tests.support.rich_errors import rich_error
 
 pytestmark = pytest.mark.integration
 
@@ -175,22 +174,6 @@ def mastery_when(
 def evidence_total(m: mastery_pb2.Mastery) -> int:
     e = m.evidence
     return e.completion.event_count + e.quiz.event_count + e.quality.event_count
-
-
-def rich(error: grpc.RpcError) -> tuple[str, list[str]]:
-    status = rpc_status.from_call(error)
-    assert status is not None
-    reason, fields = "", []
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            reason = info.reason
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            fields = sorted(v.field for v in bad.field_violations)
-    return reason, fields
 
 
 # -- from Kafka to GetMastery ---------------------------------------------------------
@@ -480,7 +463,7 @@ def test_bad_requests_name_their_fields(
     with pytest.raises(grpc.RpcError) as caught:
         stub.GetMastery(mastery_pb2.GetMasteryRequest(name="learners/x"), metadata=admin)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert rich(caught.value) == ("INVALID_FIELDS", ["name"])
+    assert rich_error(caught.value) == ("INVALID_FIELDS", ["name"])
 
     with pytest.raises(grpc.RpcError) as caught:
         stub.QueryMasteryHistory(
@@ -493,7 +476,7 @@ def test_bad_requests_name_their_fields(
             metadata=admin,
         )
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert rich(caught.value) == ("INVALID_FIELDS", ["end_date", "granularity", "topic"])
+    assert rich_error(caught.value) == ("INVALID_FIELDS", ["end_date", "granularity", "topic"])
 
     with pytest.raises(grpc.RpcError) as caught:
         stub.ListCohortMasteries(
@@ -505,7 +488,7 @@ def test_bad_requests_name_their_fields(
             ),
             metadata=admin,
         )
-    assert rich(caught.value) == ("INVALID_FIELDS", ["band", "order_by", "page_size"])
+    assert rich_error(caught.value) == ("INVALID_FIELDS", ["band", "order_by", "page_size"])
 
 
 # -- cohorts, history, recalculation ---------------------------------------------------

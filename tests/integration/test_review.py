@@ -12,14 +12,13 @@ from typing import Any
 import grpc
 import httpx
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from learnflow.common.v1 import common_pb2
 from learnflow.mastery.v1 import mastery_pb2, mastery_pb2_grpc
 from learnflow.review.v1 import review_pb2, review_pb2_grpc
 
 from tests.conftest import MintToken, wait_for
 from tests.review.samples import BAD, CLEAN
+from tests.support.rich_errors import error_of
 
 pytestmark = pytest.mark.integration
 
@@ -61,26 +60,6 @@ def create(
         timeout=30,
     )
     return made
-
-
-def error_of(call: Any) -> tuple[grpc.StatusCode, str, list[str]]:
-    """The status code, ErrorInfo reason and BadRequest fields of a failing call."""
-    with pytest.raises(grpc.RpcError) as caught:
-        call()
-    error = caught.value
-    status = rpc_status.from_call(error)
-    reason, fields = "", []
-    assert status is not None
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            reason = info.reason
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            fields = sorted(v.field for v in bad.field_violations)
-    return error.code(), reason, fields
 
 
 def test_create_get_and_list_reviews(

@@ -15,8 +15,6 @@ import grpc
 import httpx
 import pytest
 from google.protobuf.message import Message
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from learnflow.common.v1 import common_pb2
 from learnflow.triage.v1 import triage_pb2, triage_pb2_grpc
 
@@ -34,6 +32,7 @@ from tests.support.openai_server import (
     status_reply,
     stream_reply,
 )
+from tests.support.rich_errors import rich_error
 
 pytestmark = pytest.mark.integration
 
@@ -218,15 +217,8 @@ def test_bad_input_names_each_field(
             )
         )
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    status = rpc_status.from_call(caught.value)
-    assert status is not None
-    fields = set()
-    for detail in status.details:
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            fields = {v.field for v in bad.field_violations}
-    assert fields == {"question", "code", "traceback", "intent"}
+    _, fields = rich_error(caught.value)
+    assert fields == ["code", "intent", "question", "traceback"]
 
 
 def test_students_ask_only_for_themselves(
