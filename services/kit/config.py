@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     grpc_port: int | None = Field(default=None, ge=1, le=65535)
     grpc_max_workers: int = Field(default=32, ge=1, le=1024)
     grpc_max_concurrent_rpcs: int = Field(default=256, ge=1, le=100_000)
+    # The stream lane (docs/adr/0002): open streams per server, per user (across
+    # replicas when REDIS_URL is set), and for callers without a token (health Watch).
+    grpc_max_streams: int = Field(default=256, ge=1, le=10_000)
+    grpc_streams_per_user: int = Field(default=4, ge=1, le=1000)
+    grpc_anonymous_streams: int = Field(default=8, ge=1, le=1000)
     shutdown_grace_seconds: float = Field(default=10.0, ge=0, le=300)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"

@@ -7,11 +7,12 @@ learnflow.dev) and, for invalid arguments, a BadRequest naming every bad field.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 ERROR_DOMAIN = "learnflow.dev"
@@ -105,8 +106,43 @@ class FailedPrecondition(LearnFlowError):
 
 
 class ResourceExhausted(LearnFlowError):
+    """Over a limit. With `retry_after` (seconds) the status carries a RetryInfo and the
+    interceptor adds `retry-after` metadata, which Envoy passes on as the HTTP header."""
+
     code = code_pb2.RESOURCE_EXHAUSTED
     reason = "RESOURCE_EXHAUSTED"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, metadata=metadata)
+        self.retry_after = retry_after
+
+    def details(self) -> list[any_pb2.Any]:
+        found = super().details()
+        if self.retry_after is None:
+            return found
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(int(max(self.retry_after, 0.0) * 1e9))
+        packed = any_pb2.Any()
+        packed.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+        return [*found, packed]
+
+    def retry_after_header(self) -> str | None:
+        """Whole seconds, at least 1 (RFC 9110 `Retry-After` takes an integer)."""
+        if self.retry_after is None:
+            return None
+        return str(max(1, math.ceil(self.retry_after)))
+
+
+class TooManyRequests(ResourceExhausted):
+    """One caller is over their own fair share (as opposed to the whole service being busy)."""
+
+    reason = "RATE_LIMITED"
 
 
 class Unavailable(LearnFlowError):

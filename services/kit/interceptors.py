@@ -21,12 +21,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf.message import Message
 from grpc_status import rpc_status
 
+from services.kit.admission import StreamGate
 from services.kit.auth import Principal, TokenVerifier
 from services.kit.errors import (
     DeadlineExceeded,
+    FieldViolation,
     Internal,
+    InvalidArgument,
     LearnFlowError,
     NotImplementedYet,
     ResourceExhausted,
@@ -90,10 +94,14 @@ class _CallOutcome:
 
 
 class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, verifier: TokenVerifier | None) -> None:
+    def __init__(self, verifier: TokenVerifier | None, gate: StreamGate | None = None) -> None:
         # verifier None: authentication disabled (only for servers that hold no data).
         self._verifier = verifier
-        self._wrapped: dict[str, grpc.RpcMethodHandler | None] = {}
+        # gate None: streams are not admitted separately (test servers without streams).
+        self._gate = gate
+        # Only methods the server really has are cached: caching every unknown path a
+        # caller makes up would grow memory without bound.
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     def intercept_service(
         self,
@@ -101,25 +109,29 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
         method: str = handler_call_details.method
-        if method in self._wrapped:
-            return self._wrapped[method]
+        wrapped = self._wrapped.get(method)
+        if wrapped is not None:
+            return wrapped
         handler = continuation(handler_call_details)
-        wrapped = None if handler is None else self._wrap(method, handler)
+        if handler is None:
+            return None
+        wrapped = self._wrap(method, handler)
         self._wrapped[method] = wrapped
         return wrapped
 
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         exempt = method.startswith(EXEMPT_PREFIXES)
+        parse = _tolerant(handler.request_deserializer)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._unary(method, exempt, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=parse,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
                 self._streaming(method, exempt, handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=parse,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_unary is not None:
@@ -155,6 +167,21 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         return call
 
     @staticmethod
+    def _check_request(request: Any) -> None:
+        """Bytes that are not the method's message, and text no store can hold (NUL),
+        are the caller's mistake: INVALID_ARGUMENT naming the field, before any handler."""
+        if isinstance(request, _Undecodable):
+            raise InvalidArgument(
+                [FieldViolation("request", f"is not a valid {request.expected}: {request.error}")]
+            )
+        if isinstance(request, Message):
+            bad = nul_fields(request)
+            if bad:
+                raise InvalidArgument(
+                    FieldViolation(path, "must not contain NUL (U+0000) characters") for path in bad
+                )
+
+    @staticmethod
     def _fail(
         context: grpc.ServicerContext, method: str, exc: BaseException, outcome: _CallOutcome
     ) -> None:
@@ -176,7 +203,13 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             )
         status = error.to_status()
         outcome.code = grpc_code(status).name
-        context.abort_with_status(rpc_status.to_status(status))
+        wire = rpc_status.to_status(status)
+        retry_after = error.retry_after_header() if isinstance(error, ResourceExhausted) else None
+        if retry_after is not None:
+            wire = _Status(
+                wire.code, wire.details, (*wire.trailing_metadata, ("retry-after", retry_after))
+            )
+        context.abort_with_status(wire)
 
     @staticmethod
     def _log(method: str, outcome: _CallOutcome, started: float) -> None:
@@ -202,6 +235,7 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             outcome = _CallOutcome()
             try:
                 self._enter(method, exempt, context)
+                self._check_request(request)
                 return behaviour(request, context)
             except Exception as exc:
                 if _is_abort(exc):
@@ -222,8 +256,13 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             started = time.perf_counter()
             outcome = _CallOutcome()
             try:
-                self._enter(method, exempt, context)
-                yield from behaviour(request, context)
+                call = self._enter(method, exempt, context)
+                self._check_request(request)
+                if self._gate is None:
+                    yield from behaviour(request, context)
+                else:
+                    with self._gate.admit(call.principal):
+                        yield from behaviour(request, context)
             except Exception as exc:
                 if _is_abort(exc):
                     outcome.code = _abort_code(context)
@@ -235,6 +274,61 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 _current.set(None)
 
         return handle
+
+
+@dataclass(frozen=True, slots=True)
+class _Status(grpc.Status):  # type: ignore[misc]
+    """A status with extra trailing metadata (grpc.Status is an interface)."""
+
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple[tuple[str, str | bytes], ...]
+
+
+class _Undecodable:
+    """What a request deserializer gives for bytes that do not parse: the handler then
+    answers INVALID_ARGUMENT instead of grpc's own INTERNAL "Exception deserializing"."""
+
+    __slots__ = ("error", "expected")
+
+    def __init__(self, expected: str, error: str) -> None:
+        self.expected = expected
+        self.error = error
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+    owner = getattr(deserializer, "__self__", None)
+    expected = owner.__name__ if isinstance(owner, type) else "request message"
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as exc:  # DecodeError, or a message/recursion limit
+            return _Undecodable(expected, type(exc).__name__)
+
+    return parse
+
+
+def nul_fields(message: Message, prefix: str = "") -> list[str]:
+    """Paths of every string field (nested, repeated, map) holding a NUL character."""
+    found: list[str] = []
+    for field, value in message.ListFields():
+        path = f"{prefix}{field.name}"
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            found.extend(f"{path}[{k!r}]" for k in value if isinstance(k, str) and "\x00" in k)
+            items = [(f"{path}[{k!r}]", v) for k, v in value.items()]
+        elif field.is_repeated:
+            items = [(f"{path}[{i}]", v) for i, v in enumerate(value)]
+        else:
+            items = [(path, value)]
+        for item_path, item in items:
+            if isinstance(item, Message):
+                found.extend(nul_fields(item, f"{item_path}."))
+            elif isinstance(item, str) and "\x00" in item:
+                found.append(item_path)
+    return found
 
 
 def _downstream(method: str, exc: grpc.RpcError) -> LearnFlowError:

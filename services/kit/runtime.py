@@ -15,6 +15,7 @@ from services.kit.bus import ALL_TOPICS, Bus, InProcessBus, KafkaBus
 from services.kit.cache import Cache, InProcessCache, RedisCache
 from services.kit.config import RUN_DIR, Settings
 from services.kit.db import Database, embedded_postgres_url
+from services.kit.limits import InProcessLimiter, Limiter, RedisLimiter
 from services.kit.llm import LLM
 from services.kit.windows import InProcessWindows, RedisWindows, Windows
 
@@ -30,6 +31,7 @@ class Runtime:
         self._cache: Cache | None = None
         self._llm: LLM | None = None
         self._windows: Windows | None = None
+        self._limiter: Limiter | None = None
         self._databases: list[Database] = []
 
     @property
@@ -81,6 +83,17 @@ class Runtime:
             return self._windows
 
     @property
+    def limiter(self) -> Limiter:
+        """Per-caller concurrency limits: shared on Redis, or in-process without REDIS_URL."""
+        with self._lock:
+            if self._limiter is None:
+                if self.settings.redis_url:
+                    self._limiter = RedisLimiter(self.settings.redis_url)
+                else:
+                    self._limiter = InProcessLimiter()
+            return self._limiter
+
+    @property
     def llm(self) -> LLM:
         """The model client the agents share (disabled without OPENAI_API_KEY)."""
         with self._lock:
@@ -109,3 +122,5 @@ class Runtime:
                 self._cache.close()
             if self._windows is not None:
                 self._windows.close()
+            if self._limiter is not None:
+                self._limiter.close()

@@ -1,10 +1,13 @@
 """Server bootstrap: one way to build, start and gracefully stop a LearnFlow server.
 
-Concurrency model: a synchronous grpc server with a thread pool (docs/adr/0001). Each
-server gets health (per-service status following its dependencies), reflection, the
-kit interceptor, bounded concurrency (RESOURCE_EXHAUSTED beyond
-GRPC_MAX_CONCURRENT_RPCS), and graceful shutdown: NOT_SERVING first so load
-balancers stop sending, then drain in-flight calls within the grace period.
+Concurrency model: a synchronous grpc server with a thread pool in two lanes
+(docs/adr/0001, 0002): GRPC_MAX_WORKERS threads that only unary calls can use, plus
+GRPC_MAX_STREAMS threads for streams, which the stream gate never lets streams exceed.
+Each server gets health (per-service status following its dependencies), reflection,
+the kit interceptor, bounded concurrency (RESOURCE_EXHAUSTED beyond
+GRPC_MAX_CONCURRENT_RPCS waiting unary calls or GRPC_MAX_STREAMS streams), and graceful
+shutdown: NOT_SERVING first so load balancers stop sending, then drain in-flight calls
+within the grace period.
 """
 
 from __future__ import annotations
@@ -22,11 +25,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services.kit.admission import StreamGate
 from services.kit.auth import TokenVerifier
 from services.kit.catalogue import ServiceSpec
 from services.kit.config import Settings
 from services.kit.health import DependencyCheck, HealthMonitor
 from services.kit.interceptors import ServerInterceptor
+from services.kit.limits import Limiter
 
 log = logging.getLogger("learnflow.server")
 
@@ -66,6 +71,9 @@ class ServiceParts:
     on_stop: Sequence[Callable[[], None]] = ()
     # More names the health service reports on (e.g. the sandbox's isolation mode).
     health_names: Sequence[str] = ()
+    # Where per-user stream limits are counted (Runtime.limiter shares them across
+    # replicas); None: within this process.
+    limiter: Limiter | None = None
 
 
 class LearnFlowServer:
@@ -93,12 +101,22 @@ class LearnFlowServer:
         self._monitor = HealthMonitor(
             self.health, (*spec.full_names, *parts.health_names), parts.checks
         )
+        gate = StreamGate(
+            max_streams=settings.grpc_max_streams,
+            per_user=settings.grpc_streams_per_user,
+            anonymous=settings.grpc_anonymous_streams,
+            limiter=parts.limiter,
+            service=spec.name,
+        )
         self.server = grpc.server(
+            # Streams hold their thread for their lifetime; the gate admits at most
+            # grpc_max_streams of them, so grpc_max_workers threads stay for unary calls.
             futures.ThreadPoolExecutor(
-                max_workers=settings.grpc_max_workers, thread_name_prefix=f"{spec.name}-rpc"
+                max_workers=settings.grpc_max_workers + settings.grpc_max_streams,
+                thread_name_prefix=f"{spec.name}-rpc",
             ),
-            interceptors=[ServerInterceptor(verifier)],
-            maximum_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
+            interceptors=[ServerInterceptor(verifier, gate)],
+            maximum_concurrent_rpcs=settings.grpc_max_concurrent_rpcs + settings.grpc_max_streams,
             options=[
                 # Without this a second server on the same port silently shares it.
                 ("grpc.so_reuseport", 0),

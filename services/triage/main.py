@@ -126,4 +126,5 @@ def build(runtime: Runtime) -> ServiceParts:
         checks={"bus": runtime.bus.check, "cache": runtime.cache.check},
         start_background=[consumer.start],
         on_stop=[consumer.stop],
+        limiter=runtime.limiter,
     )
