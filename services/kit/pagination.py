@@ -1,4 +1,11 @@
-"""AIP-158 pagination: page_size defaults and maxima, opaque page tokens."""
+"""AIP-158 pagination: page_size defaults and maxima, opaque page tokens.
+
+A token is what a client sends back, so it is parsed as untrusted input: short, one
+flat JSON object of exactly an integer offset within bounds and the query fingerprint.
+Anything else (a float like 1e400, 2^63, nesting, other types) is INVALID_ARGUMENT on
+`page_token`, never a crash or a database error. A crafted valid token can only ask
+for a page the caller may read anyway.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +16,9 @@ import json
 from dataclasses import dataclass
 
 from services.kit.errors import Validator
+
+MAX_TOKEN_LENGTH = 128
+MAX_OFFSET = 1_000_000_000  # far beyond any list here, far below Postgres' bigint
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,16 +40,29 @@ def parse_page(
     checks.check(page_size >= 0, "page_size", "must not be negative")
     offset = 0
     if page_token:
-        try:
-            decoded = json.loads(base64.urlsafe_b64decode(page_token.encode() + b"=="))
-            offset = int(decoded["o"])
-            if offset < 0 or decoded["q"] != _fingerprint(query):
-                raise ValueError
-        except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
+        decoded = _offset_of(page_token, query)
+        if decoded is None:
             checks.add("page_token", "is not a token from a previous response to this query")
+        else:
+            offset = decoded
     checks.raise_if_invalid()
     size = default if page_size == 0 else min(page_size, maximum)
     return Page(offset=offset, size=size)
+
+
+def _offset_of(page_token: str, query: str) -> int | None:
+    if len(page_token) > MAX_TOKEN_LENGTH:
+        return None
+    try:
+        decoded = json.loads(base64.urlsafe_b64decode(page_token.encode() + b"=="))
+    except (ValueError, binascii.Error, UnicodeError, RecursionError):
+        return None
+    if not isinstance(decoded, dict) or set(decoded) != {"o", "q"}:
+        return None
+    offset = decoded["o"]
+    if type(offset) is not int or not 0 <= offset <= MAX_OFFSET:  # bool is not an offset
+        return None
+    return offset if decoded["q"] == _fingerprint(query) else None
 
 
 def next_page_token(page: Page, total: int, query: str = "") -> str:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import json
+
 import pytest
 
 from services.kit.config import ConfigError, load_settings
 from services.kit.errors import InvalidArgument
-from services.kit.pagination import next_page_token, parse_page
+from services.kit.pagination import Page, next_page_token, parse_page
 
 
 def test_addresses_default_to_the_catalogue_and_follow_service_addr(
@@ -52,4 +55,32 @@ def test_a_token_is_only_valid_for_its_own_query() -> None:
     token = next_page_token(parse_page(2, "", default=2, maximum=2, query="a"), 10, query="a")
     with pytest.raises(InvalidArgument) as caught:
         parse_page(2, token, default=2, maximum=2, query="b")
+    assert [v.field for v in caught.value.violations] == ["page_token"]
+
+
+def _token(raw: str) -> str:
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        _token('{"o":1e400,"q":"%s"}'),  # a float that int() overflows on
+        _token('{"o":9223372036854775808,"q":"%s"}'),  # 2^63: past Postgres' bigint
+        _token('{"o":-1,"q":"%s"}'),
+        _token('{"o":true,"q":"%s"}'),
+        _token('{"o":"5","q":"%s"}'),
+        _token('{"o":5,"q":"%s","x":1}'),
+        _token("[" * 5000 + "]" * 5000),  # nesting deep enough for a RecursionError
+        _token("[5]"),
+        "not base64 at all!",
+        "\x00",
+        "é",
+    ],
+)
+def test_a_crafted_page_token_is_a_named_bad_field(token: str) -> None:
+    fingerprint = next_page_token(Page(0, 1), 10, query="q").encode()
+    query_fp = json.loads(base64.urlsafe_b64decode(fingerprint + b"=="))["q"]
+    with pytest.raises(InvalidArgument) as caught:
+        parse_page(1, token.replace("%s", query_fp), default=2, maximum=2, query="q")
     assert [v.field for v in caught.value.violations] == ["page_token"]
