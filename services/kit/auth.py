@@ -160,6 +160,12 @@ class TokenVerifier:
                 issuer=self._issuer,
                 options={"require": ["exp", "sub", "iss", "aud"]},
             )
+        except jwt.InvalidAudienceError as exc:
+            # A genuine token meant for another audience: who the caller is is known,
+            # they may not use it here (Envoy's jwt_authn answers 403 alike).
+            raise PermissionDenied(
+                f"token not meant for this audience: {exc}", metadata={"reason": "audience"}
+            ) from None
         except jwt.PyJWTError as exc:
             raise Unauthenticated(f"invalid token: {exc}") from None
         return principal_from_claims(claims), float(claims["exp"])

@@ -117,3 +117,15 @@ def test_cohort_rules() -> None:
     assert TEACHER.can_access_cohort("c1") and not TEACHER.can_access_cohort("c2")
     assert ADMIN.can_access_cohort("c2")
     assert not STUDENT.can_access_cohort("c1")
+
+
+def test_a_token_for_another_audience_is_permission_denied(
+    verifier: TokenVerifier, key_dir: Path, local_settings: Settings
+) -> None:
+    # Envoy answers 403 for a wrong audience; the services agree (not UNAUTHENTICATED).
+    claims = devtokens.build_claims("alice", "student", settings=local_settings)
+    claims["aud"] = "another-app"
+    token = devtokens.encode_claims(claims, key_dir=key_dir)
+    with pytest.raises(PermissionDenied) as caught:
+        verifier.verify(f"Bearer {token}")
+    assert "audience" in caught.value.message
