@@ -37,9 +37,12 @@ def build(runtime: Runtime) -> ServiceParts:
     )
 
     def register(server: grpc.Server) -> None:
-        debug_pb2_grpc.add_DebugServiceServicer_to_server(DebugServicer(engine, store), server)
+        debug_pb2_grpc.add_DebugServiceServicer_to_server(
+            DebugServicer(engine, store, runtime.roster), server
+        )
 
     return ServiceParts(
         register=register,
         checks={"postgres": db.check, "bus": runtime.bus.check, "windows": runtime.windows.check},
+        roster=runtime.roster,
     )

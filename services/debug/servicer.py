@@ -7,20 +7,21 @@ from learnflow.debug.v1 import debug_pb2, debug_pb2_grpc
 
 from services.debug.engine import DebugEngine, Request
 from services.debug.store import DebugStore
-from services.kit.auth import Role
 from services.kit.errors import NotFound, Validator
 from services.kit.interceptors import current_principal
 from services.kit.names import check_name, parse_name
 from services.kit.pagination import next_page_token, parse_page
+from services.kit.roster import Roster
 
 MAX_CODE_BYTES = 64 * 1024
 MAX_TRACEBACK_BYTES = 16 * 1024
 
 
 class DebugServicer(debug_pb2_grpc.DebugServiceServicer):
-    def __init__(self, engine: DebugEngine, store: DebugStore) -> None:
+    def __init__(self, engine: DebugEngine, store: DebugStore, roster: Roster) -> None:
         self._engine = engine
         self._store = store
+        self._roster = roster
 
     def CreateDiagnosis(
         self, request: debug_pb2.CreateDiagnosisRequest, context: grpc.ServicerContext
@@ -47,7 +48,7 @@ class DebugServicer(debug_pb2_grpc.DebugServiceServicer):
         return self._engine.diagnose(
             Request(
                 student_id=student_id,
-                cohort=principal.own_cohort,
+                cohort=self._roster.cohort_for_work(principal, student_id),
                 code=given.code,
                 traceback=given.traceback,
                 exercise=given.exercise,
@@ -58,27 +59,20 @@ class DebugServicer(debug_pb2_grpc.DebugServiceServicer):
         self, request: debug_pb2.GetDiagnosisRequest, context: grpc.ServicerContext
     ) -> debug_pb2.Diagnosis:
         student_id, diagnosis_id = parse_name(request.name, "students/*/diagnoses/*", "name")
-        principal = current_principal()
-        if principal.role is Role.STUDENT:
-            principal.require_acting_as(student_id)  # before any lookup: no existence probing
+        # Before any lookup (no existence probing), and exactly as ListDiagnoses does.
+        self._roster.require_readable(current_principal(), student_id)
         stored = self._store.diagnosis(student_id, diagnosis_id)
         if stored is None:
             raise NotFound(f"{request.name} does not exist", metadata={"name": request.name})
-        principal.require_student(student_id, stored.cohort or None)
         return self._engine.render(stored)
 
     def ListDiagnoses(
         self, request: debug_pb2.ListDiagnosesRequest, context: grpc.ServicerContext
     ) -> debug_pb2.ListDiagnosesResponse:
         (student_id,) = parse_name(request.parent, "students/*", "parent")
-        principal = current_principal()
-        cohorts: tuple[str, ...] | None = None
-        if principal.role is Role.TEACHER:
-            cohorts = principal.cohorts  # what was done in their classes, nothing else
-        else:
-            principal.require_acting_as(student_id)
         page = parse_page(request.page_size, request.page_token, default=20, maximum=100)
-        found, total = self._store.list_diagnoses(student_id, cohorts, page.offset, page.size)
+        self._roster.require_readable(current_principal(), student_id)
+        found, total = self._store.list_diagnoses(student_id, page.offset, page.size)
         diagnoses = []
         for stored in found:
             item = self._engine.render(stored)

@@ -101,22 +101,15 @@ class DebugStore:
         return [r[0] for r in rows]
 
     def list_diagnoses(
-        self, student_id: str, cohorts: tuple[str, ...] | None, offset: int, limit: int
+        self, student_id: str, offset: int, limit: int
     ) -> tuple[list[StoredDiagnosis], int]:
-        """Newest first, and how many there are in all (0 past the end); `cohorts`
-        restricts to diagnoses made in those classes (teachers), None: no restriction."""
+        """Newest first, and how many there are in all (0 past the end)."""
         with self.db.pool.connection() as conn:
             rows = conn.execute(
                 "SELECT cohort, message, ladder, revealed, count(*) OVER () FROM diagnoses "
                 "WHERE student_id = %(student)s "
-                "  AND (%(cohorts)s::text[] IS NULL OR cohort = ANY(%(cohorts)s)) "
                 "ORDER BY created_at DESC, diagnosis_id OFFSET %(offset)s LIMIT %(limit)s",
-                {
-                    "student": student_id,
-                    "cohorts": list(cohorts) if cohorts is not None else None,
-                    "offset": offset,
-                    "limit": limit,
-                },
+                {"student": student_id, "offset": offset, "limit": limit},
             ).fetchall()
         total = int(rows[0][4]) if rows else 0
         return [StoredDiagnosis(r[0], bytes(r[1]), bytes(r[2]), int(r[3])) for r in rows], total

@@ -4,7 +4,7 @@ in the sandbox, generate and grade quizzes, and publish what was graded to
 
 Generated exercises (the model is on and a draft passed every check, see
 `generator.py`) are stored and found again by id like bank exercises, by any replica.
-Who may see one: the student it was generated for, teachers of that student's cohort
+Who may see one: the student it was generated for, teachers of that student's (current) cohort
 and admins; only its student submits to it. (Bank exercises are open to everyone.)
 
 Transport-free: the sandbox, the mastery lookup, the model and storage are passed in."""
@@ -35,6 +35,7 @@ from services.exercise.generator import ExerciseGenerator
 from services.kit.auth import Principal
 from services.kit.errors import NotFound, PermissionDenied
 from services.kit.llm import LLMUnavailable
+from services.kit.roster import Roster
 
 log = logging.getLogger("learnflow.exercise")
 
@@ -68,10 +69,6 @@ class NewQuiz:
     level: Level
     questions: tuple[QuizQuestion, ...]  # generated ones first, then the bank's
     generated: tuple[QuizQuestion, ...]  # the generated ones (their answers are stored)
-
-
-def require_readable(principal: Principal, student_id: str, cohort: str) -> None:
-    principal.require_student(student_id, cohort or None)
 
 
 class ExerciseEngine:
@@ -114,12 +111,12 @@ class ExerciseEngine:
         """A bank or generated exercise, whoever asks (internal use)."""
         return self._find(exercise_id)[0]
 
-    def readable_exercise(self, principal: Principal, exercise_id: str) -> Exercise:
+    def readable_exercise(self, principal: Principal, exercise_id: str, roster: Roster) -> Exercise:
         """What GetExercise shows: any bank exercise; a generated one to its student,
-        teachers of the student's cohort and admins."""
+        teachers of the student's cohort now and admins."""
         exercise, owned = self._find(exercise_id)
         if owned is not None:
-            require_readable(principal, owned.student_id, owned.cohort)
+            roster.require_readable(principal, owned.student_id)
         return exercise
 
     def exercise_to_submit(self, student_id: str, exercise_id: str) -> Exercise:

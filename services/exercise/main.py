@@ -68,8 +68,14 @@ def build(runtime: Runtime) -> ServiceParts:
 
     def register(server: grpc.Server) -> None:
         exercise_pb2_grpc.add_ExerciseServiceServicer_to_server(
-            ExerciseServicer(engine, store, graded), server
+            ExerciseServicer(engine, store, graded, runtime.roster), server
         )
-        quiz_pb2_grpc.add_QuizServiceServicer_to_server(QuizServicer(engine, store, graded), server)
+        quiz_pb2_grpc.add_QuizServiceServicer_to_server(
+            QuizServicer(engine, store, graded, runtime.roster), server
+        )
 
-    return ServiceParts(register=register, checks={"postgres": db.check, "bus": bus.check})
+    return ServiceParts(
+        register=register,
+        checks={"postgres": db.check, "bus": bus.check},
+        roster=runtime.roster,
+    )

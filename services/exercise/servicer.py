@@ -9,17 +9,14 @@ from learnflow.exercise.v1 import exercise_pb2, exercise_pb2_grpc, quiz_pb2, qui
 from services.exercise.domain.bank import Exercise, Level, QuestionKind, QuizQuestion, Topic
 from services.exercise.domain.generation import error_name, is_generated
 from services.exercise.domain.quizzes import Answer
-from services.exercise.engine import (
-    ExerciseEngine,
-    require_readable,
-)
+from services.exercise.engine import ExerciseEngine
 from services.exercise.graded import GradedWork, now
 from services.exercise.store import ExerciseStore
-from services.kit.auth import Role
 from services.kit.errors import FailedPrecondition, NotFound, Validator
 from services.kit.interceptors import current_principal
 from services.kit.names import check_name, parse_name
 from services.kit.pagination import next_page_token, parse_page
+from services.kit.roster import Roster
 
 MAX_CODE_BYTES = 64 * 1024
 MAX_TOPIC = max(Topic)
@@ -50,17 +47,22 @@ def exercise_message(e: Exercise) -> exercise_pb2.Exercise:
 
 
 class ExerciseServicer(exercise_pb2_grpc.ExerciseServiceServicer):
-    def __init__(self, engine: ExerciseEngine, store: ExerciseStore, graded: GradedWork) -> None:
+    def __init__(
+        self, engine: ExerciseEngine, store: ExerciseStore, graded: GradedWork, roster: Roster
+    ) -> None:
         self._engine = engine
         self._store = store
         self._graded = graded
+        self._roster = roster
 
     def GetExercise(
         self, request: exercise_pb2.GetExerciseRequest, context: grpc.ServicerContext
     ) -> exercise_pb2.Exercise:
         principal = current_principal()
         (exercise_id,) = parse_name(request.name, "exercises/*", "name")
-        return exercise_message(self._engine.readable_exercise(principal, exercise_id))
+        return exercise_message(
+            self._engine.readable_exercise(principal, exercise_id, self._roster)
+        )
 
     def ListExercises(
         self, request: exercise_pb2.ListExercisesRequest, context: grpc.ServicerContext
@@ -111,7 +113,7 @@ class ExerciseServicer(exercise_pb2_grpc.ExerciseServiceServicer):
         principal.require_acting_as(student_id)
         chosen = self._engine.generate(
             student_id,
-            cohort=principal.own_cohort,
+            cohort=self._roster.cohort_for_work(principal, student_id),
             topic=Topic(request.topic) if request.topic else None,
             difficulty=Level(request.difficulty) if request.difficulty else None,
             focus_error=focus,
@@ -138,7 +140,7 @@ class ExerciseServicer(exercise_pb2_grpc.ExerciseServiceServicer):
         principal.require_acting_as(student_id)
         return self._graded.submit(
             student_id=student_id,
-            cohort=principal.own_cohort,
+            cohort=self._roster.cohort_for_work(principal, student_id),
             exercise_id=exercise_id,
             code=code,
             request_id=request.request_id,
@@ -148,13 +150,11 @@ class ExerciseServicer(exercise_pb2_grpc.ExerciseServiceServicer):
         self, request: exercise_pb2.GetSubmissionRequest, context: grpc.ServicerContext
     ) -> exercise_pb2.Submission:
         student_id, submission_id = parse_name(request.name, "students/*/submissions/*", "name")
-        principal = current_principal()
-        if principal.role is Role.STUDENT:
-            principal.require_acting_as(student_id)
+        # Before any lookup, and exactly as ListSubmissions does.
+        self._roster.require_readable(current_principal(), student_id)
         stored = self._store.submission(student_id, submission_id)
         if stored is None:
             raise NotFound(f"{request.name} does not exist", metadata={"name": request.name})
-        require_readable(principal, student_id, stored.cohort)
         return exercise_pb2.Submission.FromString(stored.message)
 
     def ListSubmissions(
@@ -164,7 +164,7 @@ class ExerciseServicer(exercise_pb2_grpc.ExerciseServiceServicer):
         exercise_id = None
         if request.exercise:
             (exercise_id,) = parse_name(request.exercise, "exercises/*", "exercise")
-        current_principal().require_acting_as(student_id)
+        self._roster.require_readable(current_principal(), student_id)
         query = request.exercise
         page = parse_page(
             request.page_size, request.page_token, default=20, maximum=100, query=query
@@ -193,10 +193,13 @@ def _question_message(q: QuizQuestion) -> quiz_pb2.Question:
 
 
 class QuizServicer(quiz_pb2_grpc.QuizServiceServicer):
-    def __init__(self, engine: ExerciseEngine, store: ExerciseStore, graded: GradedWork) -> None:
+    def __init__(
+        self, engine: ExerciseEngine, store: ExerciseStore, graded: GradedWork, roster: Roster
+    ) -> None:
         self._engine = engine
         self._store = store
         self._graded = graded
+        self._roster = roster
 
     def GenerateQuiz(
         self, request: quiz_pb2.GenerateQuizRequest, context: grpc.ServicerContext
@@ -226,7 +229,7 @@ class QuizServicer(quiz_pb2_grpc.QuizServiceServicer):
         self._store.add_quiz(
             student_id,
             new.quiz_id,
-            principal.own_cohort,
+            self._roster.cohort_for_work(principal, student_id),
             quiz.SerializeToString(),
             generated=new.generated,
         )
@@ -236,13 +239,10 @@ class QuizServicer(quiz_pb2_grpc.QuizServiceServicer):
         self, request: quiz_pb2.GetQuizRequest, context: grpc.ServicerContext
     ) -> quiz_pb2.Quiz:
         student_id, quiz_id = parse_name(request.name, "students/*/quizzes/*", "name")
-        principal = current_principal()
-        if principal.role is Role.STUDENT:
-            principal.require_acting_as(student_id)
+        self._roster.require_readable(current_principal(), student_id)
         stored = self._store.quiz(student_id, quiz_id)
         if stored is None:
             raise NotFound(f"{request.name} does not exist", metadata={"name": request.name})
-        require_readable(principal, student_id, stored.cohort)
         return quiz_pb2.Quiz.FromString(stored.message)
 
     def GradeQuiz(

@@ -38,6 +38,7 @@ from services.kit.errors import (
     Unavailable,
     grpc_code,
 )
+from services.kit.roster import Roster
 
 log = logging.getLogger("learnflow.rpc")
 
@@ -94,9 +95,17 @@ class _CallOutcome:
 
 
 class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, verifier: TokenVerifier | None, gate: StreamGate | None = None) -> None:
+    def __init__(
+        self,
+        verifier: TokenVerifier | None,
+        gate: StreamGate | None = None,
+        roster: Roster | None = None,
+    ) -> None:
         # verifier None: authentication disabled (only for servers that hold no data).
         self._verifier = verifier
+        # roster: where a student's cohort is learnt from their own token (services that
+        # keep student data); None: not recorded by this server.
+        self._roster = roster
         # gate None: streams are not admitted separately (test servers without streams).
         self._gate = gate
         # Only methods the server really has are cached: caching every unknown path a
@@ -159,12 +168,23 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             principal = self._verifier.verify(authorization)
             call = CallContext(method, request_id, principal, context, authorization, traceparent)
             _current.set(call)
+            if self._roster is not None:
+                self._observe(principal)
         remaining = context.time_remaining()
         if remaining is not None and remaining <= 0:
             context.abort(
                 grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded before the call started"
             )
         return call
+
+    def _observe(self, principal: Principal) -> None:
+        assert self._roster is not None
+        try:
+            self._roster.observe(principal)
+        except Exception as exc:  # the call itself does not depend on it; retried next call
+            log.warning(
+                "roster not updated", extra={"student": principal.subject, "error": str(exc)}
+            )
 
     @staticmethod
     def _check_request(request: Any) -> None:

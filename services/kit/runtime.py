@@ -17,9 +17,12 @@ from services.kit.config import RUN_DIR, Settings
 from services.kit.db import Database, embedded_postgres_url
 from services.kit.limits import InProcessLimiter, Limiter, RedisLimiter
 from services.kit.llm import LLM
+from services.kit.roster import PostgresRosterStore, Roster
 from services.kit.windows import InProcessWindows, RedisWindows, Windows
 
 log = logging.getLogger("learnflow.runtime")
+
+KIT_MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
 class Runtime:
@@ -32,6 +35,7 @@ class Runtime:
         self._llm: LLM | None = None
         self._windows: Windows | None = None
         self._limiter: Limiter | None = None
+        self._roster: Roster | None = None
         self._databases: list[Database] = []
 
     @property
@@ -81,6 +85,19 @@ class Runtime:
                 else:
                     self._windows = InProcessWindows()
             return self._windows
+
+    @property
+    def roster(self) -> Roster:
+        """The student roster every service shares (kit-owned schema `roster`)."""
+        with self._lock:
+            roster = self._roster
+        if roster is None:
+            db = self.database("roster", KIT_MIGRATIONS / "roster", max_size=4)
+            with self._lock:
+                if self._roster is None:
+                    self._roster = Roster(PostgresRosterStore(db))
+                roster = self._roster
+        return roster
 
     @property
     def limiter(self) -> Limiter:

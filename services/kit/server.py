@@ -32,6 +32,7 @@ from services.kit.config import Settings
 from services.kit.health import DependencyCheck, HealthMonitor
 from services.kit.interceptors import ServerInterceptor
 from services.kit.limits import Limiter
+from services.kit.roster import Roster
 
 log = logging.getLogger("learnflow.server")
 
@@ -74,6 +75,9 @@ class ServiceParts:
     # Where per-user stream limits are counted (Runtime.limiter shares them across
     # replicas); None: within this process.
     limiter: Limiter | None = None
+    # The shared student roster, for services that keep student data: the server
+    # records each student's cohort from their token (services.kit.roster).
+    roster: Roster | None = None
 
 
 class LearnFlowServer:
@@ -115,7 +119,7 @@ class LearnFlowServer:
                 max_workers=settings.grpc_max_workers + settings.grpc_max_streams,
                 thread_name_prefix=f"{spec.name}-rpc",
             ),
-            interceptors=[ServerInterceptor(verifier, gate)],
+            interceptors=[ServerInterceptor(verifier, gate, parts.roster)],
             maximum_concurrent_rpcs=settings.grpc_max_concurrent_rpcs + settings.grpc_max_streams,
             options=[
                 # Without this a second server on the same port silently shares it.

@@ -37,10 +37,11 @@ def build(runtime: Runtime) -> ServiceParts:
 
     def register(server: grpc.Server) -> None:
         review_pb2_grpc.add_ReviewServiceServicer_to_server(
-            ReviewServicer(CodeReviews(engine, store, publisher), store), server
+            ReviewServicer(CodeReviews(engine, store, publisher), store, runtime.roster), server
         )
 
     return ServiceParts(
         register=register,
         checks={"postgres": db.check, "bus": bus.check, "linter": linter.check_installed},
+        roster=runtime.roster,
     )

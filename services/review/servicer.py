@@ -6,11 +6,11 @@ import grpc
 from learnflow.common.v1 import common_pb2
 from learnflow.review.v1 import review_pb2, review_pb2_grpc
 
-from services.kit.auth import Role
 from services.kit.errors import NotFound, Validator
 from services.kit.interceptors import current_principal
 from services.kit.names import check_name, parse_name
 from services.kit.pagination import next_page_token, parse_page
+from services.kit.roster import Roster
 from services.review.reviews import CodeReviews
 from services.review.store import ReviewStore
 
@@ -20,9 +20,10 @@ MAX_TOPIC = max(common_pb2.Topic.values())
 
 
 class ReviewServicer(review_pb2_grpc.ReviewServiceServicer):
-    def __init__(self, reviews: CodeReviews, store: ReviewStore) -> None:
+    def __init__(self, reviews: CodeReviews, store: ReviewStore, roster: Roster) -> None:
         self._reviews = reviews
         self._store = store
+        self._roster = roster
 
     def CreateCodeReview(
         self, request: review_pb2.CreateCodeReviewRequest, context: grpc.ServicerContext
@@ -51,7 +52,7 @@ class ReviewServicer(review_pb2_grpc.ReviewServiceServicer):
 
         return self._reviews.create(
             student_id=student_id,
-            cohort=principal.own_cohort,
+            cohort=self._roster.cohort_for_work(principal, student_id),
             code=code,
             topic=int(given.topic),
             exercise=given.exercise,
@@ -61,13 +62,11 @@ class ReviewServicer(review_pb2_grpc.ReviewServiceServicer):
         self, request: review_pb2.GetCodeReviewRequest, context: grpc.ServicerContext
     ) -> review_pb2.CodeReview:
         student_id, review_id = parse_name(request.name, "students/*/codeReviews/*", "name")
-        principal = current_principal()
-        if principal.role is Role.STUDENT:
-            principal.require_acting_as(student_id)  # before any lookup: nothing leaks
+        # Before any lookup (nothing leaks), and exactly as ListCodeReviews does.
+        self._roster.require_readable(current_principal(), student_id)
         stored = self._store.get(student_id, review_id)
         if stored is None:
             raise NotFound(f"{request.name} does not exist", metadata={"name": request.name})
-        principal.require_student(student_id, stored.cohort or None)
         return review_pb2.CodeReview.FromString(stored.message)
 
     def ListCodeReviews(
@@ -75,13 +74,8 @@ class ReviewServicer(review_pb2_grpc.ReviewServiceServicer):
     ) -> review_pb2.ListCodeReviewsResponse:
         (student_id,) = parse_name(request.parent, "students/*", "parent")
         page = parse_page(request.page_size, request.page_token, default=20, maximum=100)
-        principal = current_principal()
-        cohorts: tuple[str, ...] | None = None
-        if principal.role is Role.STUDENT:
-            principal.require_acting_as(student_id)
-        elif principal.role is Role.TEACHER:
-            cohorts = principal.cohorts  # a teacher sees the reviews made in their classes
-        messages, total = self._store.list(student_id, cohorts, page.offset, page.size)
+        self._roster.require_readable(current_principal(), student_id)
+        messages, total = self._store.list(student_id, page.offset, page.size)
         reviews = []
         for raw in messages:
             item = review_pb2.CodeReview.FromString(raw)

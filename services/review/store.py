@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -45,22 +44,15 @@ class ReviewStore:
             ).fetchone()
         return StoredReview(row[0], bytes(row[1])) if row else None
 
-    def list(
-        self, student_id: str, cohorts: Sequence[str] | None, offset: int, limit: int
-    ) -> tuple[list[bytes], int]:
-        """A page of the student's reviews, newest first, and how many there are in all;
-        with `cohorts`, only reviews that count towards one of them."""
-        only = list(cohorts) if cohorts is not None else None
+    def list(self, student_id: str, offset: int, limit: int) -> tuple[list[bytes], int]:
+        """A page of the student's reviews, newest first, and how many there are in all."""
         with self.db.pool.connection() as conn:
             total = conn.execute(
-                "SELECT count(*) FROM code_reviews WHERE student_id = %s "
-                "AND (%s::text[] IS NULL OR cohort = ANY(%s))",
-                (student_id, only, only),
+                "SELECT count(*) FROM code_reviews WHERE student_id = %s", (student_id,)
             ).fetchone()
             rows = conn.execute(
                 "SELECT message FROM code_reviews WHERE student_id = %s "
-                "AND (%s::text[] IS NULL OR cohort = ANY(%s)) "
                 "ORDER BY create_time DESC, review_id DESC LIMIT %s OFFSET %s",
-                (student_id, only, only, limit, offset),
+                (student_id, limit, offset),
             ).fetchall()
         return [bytes(r[0]) for r in rows], int(total[0]) if total else 0

@@ -1,0 +1,110 @@
+"""The student roster the services share: which cohort a student is in now.
+
+A resource's cohort is its student's current cohort here, never the cohort in the
+token of whoever made the resource: a review an admin made for bob is visible to bob's
+teacher, and a student who changes class takes their history along. Every Get and
+List of a student's resources authorises through `require_readable`, so both answer
+alike for the same caller.
+
+The roster learns a student's cohort from the student's own verified token (the
+identity provider's word on their class), recorded the first time each process sees
+that (student, cohort) pair and whenever it changes. Reads are cached briefly.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from typing import Protocol, TypeVar
+
+from services.kit.auth import Principal, Role
+from services.kit.db import Database
+
+V = TypeVar("V")
+
+
+class RosterStore(Protocol):
+    def cohort_of(self, student_id: str) -> str | None: ...
+
+    def enrol(self, student_id: str, cohort: str) -> None: ...
+
+
+class PostgresRosterStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def cohort_of(self, student_id: str) -> str | None:
+        with self._db.pool.connection() as conn:
+            row = conn.execute(
+                "SELECT cohort FROM students WHERE student_id = %s", (student_id,)
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    def enrol(self, student_id: str, cohort: str) -> None:
+        with self._db.pool.connection() as conn, conn.transaction():
+            conn.execute(
+                "INSERT INTO students (student_id, cohort) VALUES (%s, %s) "
+                "ON CONFLICT (student_id) DO UPDATE SET cohort = EXCLUDED.cohort, "
+                "updated_at = now() WHERE students.cohort IS DISTINCT FROM EXCLUDED.cohort",
+                (student_id, cohort),
+            )
+
+
+class Roster:
+    CACHE_SECONDS = 5.0
+    CACHE_SIZE = 50_000
+
+    def __init__(self, store: RosterStore) -> None:
+        self._store = store
+        self._lock = threading.Lock()
+        self._cohorts: OrderedDict[str, tuple[float, str | None]] = OrderedDict()
+        self._recorded: OrderedDict[str, str] = OrderedDict()
+
+    def cohort_of(self, student_id: str) -> str | None:
+        """The student's cohort now ("" for none), or None for a student never seen."""
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cohorts.get(student_id)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        cohort = self._store.cohort_of(student_id)
+        self._remember(self._cohorts, student_id, (now + self.CACHE_SECONDS, cohort))
+        return cohort
+
+    def observe(self, principal: Principal) -> None:
+        """Record a student's cohort from their own token when it is new or changed."""
+        if principal.role is not Role.STUDENT:
+            return
+        cohort = principal.own_cohort
+        with self._lock:
+            if self._recorded.get(principal.subject) == cohort:
+                return
+        self._store.enrol(principal.subject, cohort)
+        self._remember(self._recorded, principal.subject, cohort)
+        self._remember(
+            self._cohorts, principal.subject, (time.monotonic() + self.CACHE_SECONDS, cohort)
+        )
+
+    def require_readable(self, principal: Principal, student_id: str) -> str:
+        """Student: self; teacher: a student in one of their cohorts now; admin: anyone.
+        Returns the student's current cohort ("" when unknown)."""
+        if principal.role is Role.STUDENT:
+            principal.require_student(student_id)  # no lookup: nothing to probe
+            return principal.own_cohort
+        cohort = self.cohort_of(student_id)
+        principal.require_student(student_id, cohort or None)
+        return cohort or ""
+
+    def cohort_for_work(self, principal: Principal, student_id: str) -> str:
+        """The cohort new work by or for `student_id` counts towards."""
+        if principal.role is Role.STUDENT and principal.subject == student_id:
+            return principal.own_cohort
+        return self.cohort_of(student_id) or ""
+
+    def _remember(self, cache: OrderedDict[str, V], key: str, value: V) -> None:
+        with self._lock:
+            cache[key] = value
+            cache.move_to_end(key)
+            while len(cache) > self.CACHE_SIZE:
+                cache.popitem(last=False)
