@@ -24,13 +24,19 @@ $(NODE_STAMP): $(MERMAID)/package-lock.json
 
 deps: $(STAMP) $(NODE_STAMP)
 
+# Debian packages the two README commands need beyond Python (the sandbox's isolation);
+# the test command's infrastructure packages are installed by infra/up.sh.
+SYSTEM_PACKAGES := bubblewrap
+
 ## The mesh and the Envoy gateway on embedded defaults (or on DATABASE_URL, REDIS_URL,
 ## KAFKA_BOOTSTRAP_SERVERS, OPENAI_API_KEY when set).
 run: $(STAMP) $(NODE_STAMP)
+	@bash tools/system_packages.sh $(SYSTEM_PACKAGES)
 	$(VENV)/bin/learnflow run
 
 ## Real Postgres, Redis, Kafka (and Envoy) brought up or reused, then the whole suite.
 test: $(STAMP) $(NODE_STAMP)
+	@bash tools/system_packages.sh $(SYSTEM_PACKAGES)
 	bash tools/test.sh $(PYTEST_ARGS)
 
 ## Bring up (or reuse) the real infrastructure alone and print the variables for it.
