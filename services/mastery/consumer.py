@@ -8,7 +8,14 @@ from datetime import UTC
 import psycopg
 from learnflow.events.v1 import events_pb2
 
-from services.kit.bus import PROGRESS_EVENTS, Bus, ConsumerLoop, Envelope, PoisonEventError
+from services.kit.bus import (
+    DEFAULT_STALL_SECONDS,
+    PROGRESS_EVENTS,
+    Bus,
+    ConsumerLoop,
+    Envelope,
+    PoisonEventError,
+)
 from services.mastery.domain.events import InvalidEventError, ProgressEvent, validate
 from services.mastery.domain.model import Component
 from services.mastery.engine import MasteryEngine
@@ -58,17 +65,27 @@ def to_domain(envelope: Envelope) -> ProgressEvent:
 
 
 def progress_consumer(
-    bus: Bus, engine: MasteryEngine, *, group_id: str, batch_size: int = 1000
+    bus: Bus,
+    engine: MasteryEngine,
+    *,
+    group_id: str,
+    batch_size: int = 1000,
+    topic: str = PROGRESS_EVENTS,
+    stall_seconds: float = DEFAULT_STALL_SECONDS,
 ) -> ConsumerLoop:
+    """The engine's consumer of `topic` (progress.events; another topic for replays and
+    tests). Its health: `ConsumerLoop.health_check`, stalled after `stall_seconds`."""
+
     def handle(batch: Sequence[Envelope]) -> None:
         engine.ingest([to_domain(envelope) for envelope in batch])
 
     return ConsumerLoop(
         bus,
         group_id=group_id,
-        topics=[PROGRESS_EVENTS],
+        topics=[topic],
         handler=handle,
         # The database or broker being briefly away is retried; nothing is committed meanwhile.
         transient=(psycopg.OperationalError, TimeoutError),
         batch_size=batch_size,
+        stall_seconds=stall_seconds,
     )

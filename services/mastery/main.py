@@ -9,6 +9,7 @@ import grpc
 from google.longrunning import operations_pb2_grpc
 from learnflow.mastery.v1 import mastery_pb2_grpc
 
+from services.kit.bus import PROGRESS_EVENTS
 from services.kit.cache import TieredCache
 from services.kit.runtime import Runtime
 from services.kit.server import ServiceParts
@@ -20,9 +21,21 @@ from services.mastery.servicer import MasteryServicer, OperationsServicer
 from services.mastery.store import MasteryStore
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# SERVING while the progress.events consumer keeps up; NOT_SERVING when it is behind
+# and has committed nothing for a minute. Readiness ("") is not affected.
+CONSUMER_HEALTH = "learnflow.mastery.consumer"
 
 
-def build(runtime: Runtime) -> ServiceParts:
+def build(
+    runtime: Runtime,
+    *,
+    topic: str = PROGRESS_EVENTS,
+    group_id: str | None = None,
+    consumer_stall_seconds: float | None = None,
+) -> ServiceParts:
+    """The mastery server's parts. The engine consumes `topic` as `group_id`
+    (default: the MASTERY_CONSUMER_GROUP setting); tests point both elsewhere, and may
+    shorten the stall threshold (default: CONSUMER_STALL_SECONDS)."""
     db = runtime.database("mastery", MIGRATIONS, max_size=16)
     bus = runtime.bus
     # Mastery reads are hot: a 2 s in-process layer in front of Redis (invalidated
@@ -36,7 +49,13 @@ def build(runtime: Runtime) -> ServiceParts:
         encode_wheel_spins=encode_wheel_spins,
     )
     recalculations = Recalculations(engine)
-    consumer = progress_consumer(bus, engine, group_id=runtime.settings.mastery_consumer_group)
+    consumer = progress_consumer(
+        bus,
+        engine,
+        group_id=group_id or runtime.settings.mastery_consumer_group,
+        topic=topic,
+        stall_seconds=consumer_stall_seconds or runtime.settings.consumer_stall_seconds,
+    )
 
     def register(server: grpc.Server) -> None:
         # RPCs not implemented here fall through to the generated base (UNIMPLEMENTED);
@@ -51,7 +70,12 @@ def build(runtime: Runtime) -> ServiceParts:
 
     return ServiceParts(
         register=register,
-        checks={"postgres": db.check, "bus": bus.check, "cache": runtime.cache.check},
+        checks={
+            "postgres": db.check,
+            "bus": bus.check,
+            "cache": runtime.cache.check,
+            "consumer": consumer.health_check(CONSUMER_HEALTH),
+        },
         start_background=[start],
         on_stop=[consumer.stop, lambda: recalculations.wait(5.0)],
     )

@@ -112,7 +112,9 @@ class StudentContexts:
         return context, complete
 
 
-def invalidation_consumer(bus: Bus, contexts: StudentContexts, *, group_id: str) -> ConsumerLoop:
+def invalidation_consumer(
+    bus: Bus, contexts: StudentContexts, *, group_id: str, stall_seconds: float
+) -> ConsumerLoop:
     """Drops a student's cached context when their mastery changes (mastery.updated) or
     they start struggling (struggle.detected: their recent errors changed)."""
 
@@ -128,5 +130,9 @@ def invalidation_consumer(bus: Bus, contexts: StudentContexts, *, group_id: str)
         contexts.invalidate(sorted(set(students)))
 
     return ConsumerLoop(
-        bus, group_id=group_id, topics=[MASTERY_UPDATED, STRUGGLE_DETECTED], handler=handle
+        bus,
+        group_id=group_id,
+        topics=[MASTERY_UPDATED, STRUGGLE_DETECTED],
+        handler=handle,
+        stall_seconds=stall_seconds,
     )

@@ -109,7 +109,12 @@ def build(runtime: Runtime) -> ServiceParts:
     )
     prompts = PromptTemplates(PROMPTS)
     contexts = StudentContexts(runtime.cache, MasteryLookup(mastery), RecentErrors(debug))
-    consumer = invalidation_consumer(runtime.bus, contexts, group_id=CONTEXT_GROUP)
+    consumer = invalidation_consumer(
+        runtime.bus,
+        contexts,
+        group_id=CONTEXT_GROUP,
+        stall_seconds=settings.consumer_stall_seconds,
+    )
 
     def register(server: grpc.Server) -> None:
         triage_pb2_grpc.add_TriageServiceServicer_to_server(
@@ -123,7 +128,12 @@ def build(runtime: Runtime) -> ServiceParts:
 
     return ServiceParts(
         register=register,
-        checks={"bus": runtime.bus.check, "cache": runtime.cache.check},
+        checks={
+            "bus": runtime.bus.check,
+            "cache": runtime.cache.check,
+            # Its own health name: a stuck consumer never changes readiness.
+            "consumer": consumer.health_check("learnflow.triage.consumer"),
+        },
         start_background=[consumer.start],
         on_stop=[consumer.stop],
         limiter=runtime.limiter,

@@ -3,6 +3,7 @@ as a plain Kafka client sees it, the DLQ, and at-least-once delivery across a cr
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -14,6 +15,7 @@ from typing import cast
 import pytest
 from confluent_kafka import OFFSET_INVALID, Consumer, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 from learnflow.events.v1 import events_pb2
 
 from services.kit.bus import (
@@ -21,6 +23,7 @@ from services.kit.bus import (
     Envelope,
     KafkaBus,
     Publisher,
+    Record,
     cloudevent_headers,
     dlq_topic,
 )
@@ -291,3 +294,87 @@ def test_event_is_redelivered_after_a_crash_before_commit_and_applied_once(
     assert len(sink.deliveries) >= 2  # delivered more than once...
     assert list(sink.effects) == [(SOURCE, event_id)]  # ...applied exactly once
     assert wait_until(lambda: committed_offset(group, topic, partition) >= 1)
+
+
+def test_a_record_the_dlq_topic_refuses_is_dead_lettered_as_a_reference(
+    bus: KafkaBus, created_topics: list[str], loops: list[ConsumerLoop]
+) -> None:
+    """The producer takes the whole copy, the broker refuses it (the DLQ topic's
+    max.message.bytes is smaller than the record): a reference goes instead."""
+    topic = f"test.kafka.{uuid.uuid4().hex[:12]}"
+    admin = AdminClient({"bootstrap.servers": bootstrap()})
+    wanted = [
+        NewTopic(topic, num_partitions=1),
+        NewTopic(dlq_topic(topic), num_partitions=1, config={"max.message.bytes": "100000"}),
+    ]
+    for future in admin.create_topics(wanted).values():
+        future.result(timeout=15)
+    created_topics.extend([topic, dlq_topic(topic)])
+    poison_headers = cloudevent_headers(graded("stu-big"), source=SOURCE, subject="stu-big")
+    # Undecodable (a tag that is no varint), and incompressible: even lz4-compressed, its
+    # copy is twice what the DLQ topic takes.
+    poison_value = b"\xff" * 16 + os.urandom(200_000)
+    delivered: list[Message] = []
+    producer = Producer({"bootstrap.servers": bootstrap()})
+    producer.produce(
+        topic,
+        key=b"stu-big",
+        value=poison_value,
+        headers=[(k, v.encode()) for k, v in poison_headers.items()],
+        on_delivery=lambda err, msg: delivered.append(msg) if err is None else None,
+    )
+    assert producer.flush(10) == 0
+    [poison] = delivered
+    _, poison_offset = position(poison)
+    good_id = Publisher(bus, source=SOURCE).publish(topic, graded("stu-ok"), key="stu-ok")
+    bus.flush()
+    group = f"test-ref-{uuid.uuid4().hex}"
+    sink = Sink()
+
+    loop = start_loop(loops, bus, group, topic, sink.record)
+
+    assert wait_until(lambda: good_id in sink.ids()), "the event behind the poison was handled"
+    [ref] = read_all(dlq_topic(topic), 1)
+    assert ref.key() == b"stu-big"
+    headers = {name: value.decode() for name, value in wire_headers(ref).items()}
+    assert headers["dlq_format"] == "reference"
+    assert headers["dlq_original_topic"] == topic
+    assert headers["dlq_original_partition"] == "0"
+    assert headers["dlq_original_offset"] == str(poison_offset)
+    assert headers["dlq_original_size"] == str(len(poison_value))
+    assert headers["dlq_error_class"] == "DecodeFailureError"
+    assert headers["dlq_copy_error_class"] == "RecordRejectedError"
+    assert "MSG_SIZE_TOO_LARGE" in headers["dlq_copy_error_message"]
+    assert headers["ce_id"] == poison_headers["ce_id"]
+    body = json.loads(ref.value() or b"")
+    assert (body["topic"], body["offset"], body["value_size"]) == (
+        topic,
+        poison_offset,
+        len(poison_value),
+    )
+    assert (loop.stats.dead_lettered, loop.stats.referenced, loop.stats.rejoins) == (1, 1, 0)
+    assert wait_until(lambda: committed_offset(group, topic, 0) == poison_offset + 2)
+
+
+def test_consumer_lag_is_unknown_until_assigned_then_counts_what_waits(
+    bus: KafkaBus, topic: str
+) -> None:
+    publisher = Publisher(bus, source=SOURCE)
+    for _ in range(3):  # one key: one partition, three records in a row
+        publisher.publish(topic, graded("stu-lag"), key="stu-lag")
+    bus.flush()
+    client = bus.consumer(f"test-lag-{uuid.uuid4().hex}", [topic])
+    try:
+        assert client.lag() is None  # not assigned yet: it cannot tell
+        records: list[Record] = []
+        deadline = time.monotonic() + DEADLINE_S
+        while not records and time.monotonic() < deadline:
+            records = client.poll(1, 0.2)
+        assert len(records) == 1
+        assert wait_until(lambda: client.lag() == 2)  # two more wait beyond its position
+        while len(records) < 3 and time.monotonic() < deadline:
+            records += client.poll(10, 0.2)
+        client.commit(records)
+        assert wait_until(lambda: client.poll(10, 0.1) == [] and client.lag() == 0)
+    finally:
+        client.close()

@@ -3,12 +3,14 @@ decoding, the DLQ, transient retries and at-least-once delivery; and the in-proc
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
+from typing import Any
 
 import pytest
 from learnflow.events.v1 import events_pb2
@@ -16,6 +18,7 @@ from learnflow.events.v1 import events_pb2
 from services.kit import cache as cache_module
 from services.kit.bus import (
     CONTENT_TYPE,
+    REFERENCE_FORMAT,
     ConsumerClient,
     ConsumerLoop,
     DecodeFailureError,
@@ -23,9 +26,11 @@ from services.kit.bus import (
     InProcessBus,
     Publisher,
     Record,
+    RecordRejectedError,
     cloudevent_headers,
     decode,
     dlq_topic,
+    record_size,
 )
 from services.kit.cache import InProcessCache
 from services.kit.interceptors import CallContext, _current
@@ -510,6 +515,9 @@ class _FlakyCommitBus(InProcessBus):
                     raise RuntimeError("commit failed: rebalance in progress")
                 inner.commit(records)
 
+            def lag(self) -> int | None:
+                return inner.lag()
+
             def close(self) -> None:
                 inner.close()
 
@@ -538,3 +546,164 @@ def test_consumer_survives_a_failed_commit_and_redelivers() -> None:
     assert seen.count(event_id) == 2
     assert loop.stats.processed >= 1
     assert wait_until(lambda: not uncommitted(bus, "g-flaky"))
+
+
+# -- dead letters that cannot be copied whole ------------------------------------------
+
+
+class _RefusingBus(InProcessBus):
+    """An in-process bus whose DLQ is away (TimeoutError) for the first `outage` writes
+    (of references only, with `references_only`)."""
+
+    def __init__(
+        self, outage: int, max_message_bytes: int | None = None, references_only: bool = False
+    ) -> None:
+        super().__init__(max_message_bytes=max_message_bytes)
+        self.outage = outage
+        self.references_only = references_only
+        self.attempts: list[dict[str, str]] = []
+        self.failures = 0
+
+    def deliver(
+        self,
+        topic: str,
+        key: str | None,
+        value: bytes,
+        headers: dict[str, str],
+        timeout: float = 10.0,
+    ) -> None:
+        if topic.endswith(".dlq"):
+            self.attempts.append(headers)
+            affected = not self.references_only or headers.get("dlq_format") == "reference"
+            if affected and self.failures < self.outage:
+                self.failures += 1
+                raise TimeoutError("broker unreachable")
+        super().deliver(topic, key, value, headers, timeout)
+
+
+def test_in_process_bus_refuses_records_over_its_limit_like_kafka() -> None:
+    bus = InProcessBus(max_message_bytes=1000)
+    bus.publish_raw(TOPIC, "k", b"x" * 900, {"h": "v"})
+    with pytest.raises(RecordRejectedError, match="exceed"):
+        bus.publish_raw(TOPIC, "k", b"x" * 1000, {})
+    with pytest.raises(RecordRejectedError):
+        bus.deliver(TOPIC, "k", b"x" * 990, {"header": "12345678901"})
+    assert len(bus.records(TOPIC)) == 1
+    assert bus.consumer("g", [TOPIC]).lag() == 1  # waiting beyond the group's position
+    with pytest.raises(RecordRejectedError):  # by default, Kafka's message.max.bytes
+        InProcessBus().publish_raw(TOPIC, None, b"x" * 1_000_001, {})
+
+
+def test_a_record_too_large_to_dead_letter_whole_is_dead_lettered_as_a_reference(
+    bus: InProcessBus, loops: list[ConsumerLoop]
+) -> None:
+    # The source record fits the bus; its DLQ copy, with the dlq_* headers, does not.
+    limit = 20_000
+    bus = InProcessBus(max_message_bytes=limit)
+    group = f"g-{uuid.uuid4().hex}"
+    message = graded(student="stu-big")
+    headers = _good_headers(message, "stu-big")
+    big = b"\xff" * (limit - record_size("stu-big", b"", headers) - 10)  # undecodable
+    bus.publish_raw(TOPIC, "stu-big", big, headers)
+    good = Publisher(bus, source=SOURCE).publish(TOPIC, graded(student="stu-ok"), key="stu-ok")
+    sink = Sink()
+
+    loop = start_loop(loops, bus, group, sink.record)
+
+    assert wait_until(lambda: good in sink.ids() and not uncommitted(bus, group))
+    [ref] = bus.records(dlq_topic(TOPIC))
+    assert ref.key == "stu-big"
+    h = ref.headers
+    assert h["dlq_format"] == "reference"
+    assert h["dlq_original_topic"] == TOPIC
+    assert (h["dlq_original_partition"], h["dlq_original_offset"]) == ("0", "0")
+    assert h["dlq_original_size"] == str(len(big))
+    assert h["dlq_original_key"] == "stu-big"
+    assert h["dlq_consumer_group"] == group
+    assert h["dlq_error_class"] == "DecodeFailureError"
+    assert "undecodable" in h["dlq_error_message"]
+    assert h["dlq_copy_error_class"] == "RecordRejectedError"
+    assert h["ce_id"] == headers["ce_id"]  # found by its CloudEvent id, as a whole copy is
+    assert h["content-type"] == "application/json"
+    body = json.loads(ref.value)
+    assert body["format"] == REFERENCE_FORMAT
+    assert (body["topic"], body["partition"], body["offset"]) == (TOPIC, 0, 0)
+    assert body["value_size"] == len(big) and body["key"] == "stu-big"
+    assert body["error"]["class"] == "DecodeFailureError"
+    assert body["copy_error"]["class"] == "RecordRejectedError"
+    assert "ce_id" in body["header_names"]
+    assert len(ref.value) + sum(len(k) + len(v) for k, v in h.items()) < 8_000
+    assert (loop.stats.dead_lettered, loop.stats.referenced, loop.stats.rejoins) == (1, 1, 0)
+
+
+def test_a_reference_carries_only_short_original_headers_and_a_cut_key() -> None:
+    record = Record(
+        TOPIC,
+        2,
+        41,
+        "k" * 5000,
+        b"v" * 10,
+        {"ce_id": "id-1", "ce_subject": "s" * 5000, "x-other": "o", "traceparent": "00-a-b-01"},
+    )
+    facts = {
+        "dlq_original_topic": TOPIC,
+        "dlq_consumer_group": "g",
+        "dlq_error_class": "E",
+        "dlq_error_message": "m",
+        "dlq_time": "t",
+    }
+    key, value, headers = ConsumerLoop.reference(record, facts, RecordRejectedError("too big"))
+    assert key == "k" * 256 and headers["dlq_original_key"] == key
+    assert headers["ce_id"] == "id-1" and headers["traceparent"] == "00-a-b-01"
+    assert "ce_subject" not in headers and "x-other" not in headers
+    body = json.loads(value)
+    assert body["key_truncated"] is True and body["key_size"] == 5000
+    assert body["header_count"] == 4 and body["partition"] == 2 and body["offset"] == 41
+
+
+def test_a_dead_letter_that_cannot_be_written_is_retried_and_nothing_is_committed(
+    loops: list[ConsumerLoop],
+) -> None:
+    bus = _RefusingBus(outage=3)
+    group = f"g-{uuid.uuid4().hex}"
+    bus.publish_raw(TOPIC, "stu-1", b"\xff\xff", _good_headers(graded(), "stu-1"))
+    good = Publisher(bus, source=SOURCE).publish(TOPIC, graded(student="stu-2"), key="stu-2")
+    sink = Sink()
+    committed_during_outage: list[int] = []
+
+    def handler(envelopes: Sequence[Envelope]) -> None:
+        sink.record(envelopes)
+
+    original = bus.deliver
+
+    def watching(*args: Any, **kwargs: Any) -> None:
+        committed_during_outage.append(len(uncommitted(bus, group)))
+        original(*args, **kwargs)
+
+    bus.deliver = watching  # type: ignore[method-assign]
+    loop = start_loop(loops, bus, group, handler, max_backoff=0.05)
+
+    assert wait_until(lambda: good in sink.ids() and not uncommitted(bus, group))
+    assert len(bus.attempts) == 4  # three failures, then the whole copy
+    assert committed_during_outage[:4] == [2, 2, 2, 2]  # nothing committed meanwhile
+    [dead] = bus.records(dlq_topic(TOPIC))
+    assert "dlq_format" not in dead.headers and dead.value == b"\xff\xff"  # whole
+    assert loop.stats.retries == 3 and loop.stats.rejoins == 0
+
+
+def test_a_reference_that_cannot_be_written_is_retried_until_it_is(
+    loops: list[ConsumerLoop],
+) -> None:
+    # The whole copy is refused, then the reference meets an outage.
+    bus = _RefusingBus(outage=3, max_message_bytes=5_000, references_only=True)
+    group = f"g-{uuid.uuid4().hex}"
+    bus.publish_raw(TOPIC, "stu-1", b"\xff" * 4_500, _good_headers(graded(), "stu-1"))
+    loop = start_loop(loops, bus, group, lambda _: None, max_backoff=0.05)
+
+    assert wait_until(lambda: not uncommitted(bus, group))
+    # The whole copy once (refused: never retried), the reference three times in vain,
+    # then once more, written.
+    assert [a.get("dlq_format") for a in bus.attempts] == [None] + ["reference"] * 4
+    [ref] = bus.records(dlq_topic(TOPIC))
+    assert ref.headers["dlq_format"] == "reference"
+    assert loop.stats.referenced == 1 and loop.stats.retries == 3
