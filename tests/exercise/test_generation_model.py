@@ -30,6 +30,7 @@ from services.kit.config import Settings
 from services.kit.errors import PermissionDenied
 from services.kit.interceptors import CallContext, _current
 from services.kit.llm import LLM
+from services.kit.roster import Roster
 from tests.exercise.drafts import (
     CHOICE,
     ERRORING,
@@ -51,6 +52,16 @@ from tests.support.openai_server import (
 )
 
 STUDENT = "ana"
+
+
+class _RosterDict(dict[str, str]):
+    """The roster's store in memory (the Postgres one is tested on the mesh)."""
+
+    def cohort_of(self, student_id: str) -> str | None:
+        return self.get(student_id)
+
+    def enrol(self, student_id: str, cohort: str) -> None:
+        self[student_id] = cohort
 
 
 @pytest.fixture
@@ -175,13 +186,14 @@ def test_a_generated_exercise_is_its_students(
     exercise_id = _generate(engine).exercise_id
     _record(stats)
     student = Principal(STUDENT, Role.STUDENT, ("c1",))
-    assert engine.readable_exercise(student, exercise_id).exercise_id == exercise_id
-    assert engine.readable_exercise(Principal("t", Role.TEACHER, ("c1",)), exercise_id)
-    assert engine.readable_exercise(Principal("root", Role.ADMIN), exercise_id)
+    roster = Roster(_RosterDict({STUDENT: "c1"}))
+    assert engine.readable_exercise(student, exercise_id, roster).exercise_id == exercise_id
+    assert engine.readable_exercise(Principal("t", Role.TEACHER, ("c1",)), exercise_id, roster)
+    assert engine.readable_exercise(Principal("root", Role.ADMIN), exercise_id, roster)
     outsiders = (Principal("bo", Role.STUDENT, ("c1",)), Principal("t2", Role.TEACHER, ("c2",)))
     for outsider in outsiders:
         with pytest.raises(PermissionDenied):
-            engine.readable_exercise(outsider, exercise_id)
+            engine.readable_exercise(outsider, exercise_id, roster)
     with pytest.raises(PermissionDenied):
         engine.exercise_to_submit("bo", exercise_id)
 
