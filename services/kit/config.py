@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     openai_max_retries: int = Field(default=2, ge=0, le=10)
     llm_breaker_failures: int = Field(default=5, ge=1, le=1000)
     llm_breaker_reset_seconds: float = Field(default=30.0, gt=0, le=3600)
+    # Model calls one user may have in flight at once, across the mesh; over it the
+    # agent answers from its offline engine (services/kit/llm.py says why).
+    llm_calls_per_user: int = Field(default=2, ge=1, le=1000)
 
     # Identity: the JWKS the services verify tokens against (the same file Envoy reads).
     jwks_path: Path = RUN_DIR / "jwks.json"
@@ -79,6 +82,16 @@ class Settings(BaseSettings):
     sandbox_workers: int = Field(default=4, ge=1, le=64)
     sandbox_queue_size: int = Field(default=32, ge=0, le=10_000)
     sandbox_allow_unsafe: bool = False
+    # Sandbox fair share: programs one caller may have running at once (students;
+    # teachers and admins get the staff allowance), how long a program waits for its
+    # owner's running one to end before RATE_LIMITED, how long any program waits for a
+    # free slot when its call has no deadline (JSON and gRPC-Web callers send none),
+    # and the niceness added to every sandbox process (the services keep priority).
+    sandbox_runs_per_user: int = Field(default=1, ge=1, le=64)
+    sandbox_runs_per_staff: int = Field(default=2, ge=1, le=64)
+    sandbox_user_wait_seconds: float = Field(default=2.0, ge=0, le=60)
+    sandbox_max_wait_seconds: float = Field(default=10.0, gt=0, le=300)
+    sandbox_nice: int = Field(default=10, ge=0, le=19)
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -13,15 +13,30 @@ once; after `LLM_BREAKER_RESET_SECONDS` a single probe goes through (half-open) 
 other calls keep falling back; its success closes the circuit, its failure re-opens it.
 An answer that arrives but fails the caller's schema is the model's content, not the
 provider's health: it is refused (`invalid_output`) without tripping the breaker.
+
+Fair share: one user may have at most `LLM_CALLS_PER_USER` (2) model calls in flight at
+once, counted on the runtime's `Limiter` (Redis: across every service and replica),
+keyed by the subject of the token of the call being served; calls made outside an RPC
+(batch jobs) are not counted. Over the limit the call is not made and raises
+LLMUnavailable("user_limit"): the agent answers from its offline engine, as it does for
+every other reason the model cannot answer. That is chosen over RESOURCE_EXHAUSTED
+because what the limit protects is the shared model (its quota, rate limits and cost,
+which one user's flood would spend for everyone): falling back protects it just as well
+while the over-limit student still gets a correct, plainer answer at once, whereas a
+refusal would fail a request the mesh can serve, and would break the contract every
+agent is built on (the model is never required). Refusals with RESOURCE_EXHAUSTED /
+HTTP 429 are for what has no offline answer: running code (the sandbox) and streams.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -36,6 +51,7 @@ from pydantic import BaseModel, ValidationError
 from services.kit.breaker import BreakerState, CircuitBreaker
 from services.kit.config import Settings
 from services.kit.interceptors import maybe_current_call
+from services.kit.limits import Limiter
 
 log = logging.getLogger("learnflow.llm")
 
@@ -151,11 +167,16 @@ def parse_structured(content: str, output: type[M]) -> M:
 
 
 class LLM:
-    """One per process, shared by its agents (the breaker is about the provider)."""
+    """One per process, shared by its agents (the breaker is about the provider).
 
-    def __init__(self, settings: Settings) -> None:
+    `limiter`: where the per-user limit on calls in flight is counted (the runtime's;
+    None: no per-user limit)."""
+
+    def __init__(self, settings: Settings, limiter: Limiter | None = None) -> None:
         self.model = settings.openai_model
         self._timeout = settings.openai_timeout_seconds
+        self._limiter = limiter
+        self._calls_per_user = settings.llm_calls_per_user
         self._client: openai.OpenAI | None = None
         if settings.openai_api_key:
             self._client = openai.OpenAI(
@@ -211,6 +232,12 @@ class LLM:
         shown part of an answer and decides how to finish it."""
         client = self._require_client(agent)
         timeout = self._request_timeout(agent)
+        with self._user_share(agent):
+            yield from self._stream(client, prompt, agent, max_tokens, timeout)
+
+    def _stream(
+        self, client: openai.OpenAI, prompt: Prompt, agent: str, max_tokens: int, timeout: float
+    ) -> Iterator[str]:
         started = time.perf_counter()
         finished = False
 
@@ -283,6 +310,24 @@ class LLM:
             raise LLMUnavailable("no_time_left", f"{remaining:.2f}s left in the call")
         return min(self._timeout, budget)
 
+    def _user_share(self, agent: str) -> AbstractContextManager[object]:
+        """A lease on one of the current user's LLM_CALLS_PER_USER model calls (nothing
+        is counted without a limiter or a user: a call made outside an RPC)."""
+        call = maybe_current_call()
+        if self._limiter is None or call is None or call.principal is None:
+            return contextlib.nullcontext()
+        lease = self._limiter.acquire(f"llm:{call.principal.subject}", self._calls_per_user)
+        if lease is None:
+            REQUESTS.labels(agent, "user_limit").inc()
+            log.info(
+                "model calls per user reached; answering offline",
+                extra={"agent": agent, "limit": self._calls_per_user},
+            )
+            raise LLMUnavailable(
+                "user_limit", f"{self._calls_per_user} model calls already in flight"
+            )
+        return lease
+
     def _require_client(self, agent: str) -> openai.OpenAI:
         if self._client is None:
             REQUESTS.labels(agent, "no_api_key").inc()
@@ -294,6 +339,7 @@ class LLM:
     ) -> str:
         client = self._require_client(agent)
         timeout = self._request_timeout(agent)
+        share = self._user_share(agent)
         started = time.perf_counter()
 
         def create() -> str:
@@ -315,7 +361,8 @@ class LLM:
                 raise _ProviderError("malformed", "no message content in the completion")
             return content
 
-        content = self._guarded(agent, lambda: _provider_call(create))
+        with share:
+            content = self._guarded(agent, lambda: _provider_call(create))
         LATENCY.labels(agent, call).observe(time.perf_counter() - started)
         return content
 

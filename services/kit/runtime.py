@@ -113,9 +113,10 @@ class Runtime:
     @property
     def llm(self) -> LLM:
         """The model client the agents share (disabled without OPENAI_API_KEY)."""
+        limiter = self.limiter  # outside the lock: the property takes it too
         with self._lock:
             if self._llm is None:
-                self._llm = LLM(self.settings)
+                self._llm = LLM(self.settings, limiter)
             return self._llm
 
     def describe(self) -> dict[str, str]:

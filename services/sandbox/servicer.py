@@ -1,4 +1,7 @@
-"""SandboxService: decode the request, run it through the bounded executor, encode."""
+"""SandboxService: decode the request, run it through the bounded executor, encode.
+
+Any signed-in user may run code; the run counts against the caller's fair share (the
+token's subject: services running code for a student forward the student's token)."""
 
 from __future__ import annotations
 
@@ -44,7 +47,7 @@ class SandboxServicer(sandbox_pb2_grpc.SandboxServiceServicer):
     def ExecuteCode(
         self, request: sandbox_pb2.ExecuteCodeRequest, context: grpc.ServicerContext
     ) -> sandbox_pb2.ExecuteCodeResponse:
-        current_principal()  # any signed-in user may run code; nothing else is theirs here
+        principal = current_principal()  # any signed-in user; their share is checked below
         checks = Validator()
         checks.check(bool(request.code.strip()), "code", "is required")
         checks.check(len(request.code.encode()) <= MAX_CODE_BYTES, "code", "must be at most 64 KiB")
@@ -74,7 +77,12 @@ class SandboxServicer(sandbox_pb2_grpc.SandboxServiceServicer):
         assert limits is not None
         allowed = list(request.allowed_imports) or None
         outcome = self._executor.execute(
-            request.code, request.stdin, limits, allowed, context.time_remaining()
+            request.code,
+            request.stdin,
+            limits,
+            allowed,
+            context.time_remaining(),
+            principal=principal,
         )
         mode = MODES[self._executor.isolation.mode]
         if isinstance(outcome, PrecheckFailure):

@@ -3,8 +3,11 @@ OpenAI-compatible server: structured output, streaming, failures, the breaker.""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
 
@@ -13,10 +16,13 @@ import pytest
 from prometheus_client import REGISTRY
 from pydantic import BaseModel
 
+from services.kit.auth import Principal, Role
 from services.kit.breaker import BreakerState
 from services.kit.config import Settings
 from services.kit.interceptors import CallContext, _current
+from services.kit.limits import InProcessLimiter
 from services.kit.llm import LLM, LLMUnavailable, Prompt, PromptTemplates
+from services.kit.runtime import Runtime
 from tests.conftest import wait_for
 from tests.support.openai_server import (
     ScriptedOpenAI,
@@ -262,3 +268,95 @@ def test_model_is_not_called_without_time_to_fall_back(
         _current.reset(token)
     assert openai_server.requests == []
     assert breaker_of(llm) == BreakerState.CLOSED
+
+
+# --- fair share: model calls per user -----------------------------------------------------
+
+
+@contextlib.contextmanager
+def serving(subject: str | None) -> Iterator[None]:
+    """As if handling an RPC of `subject` (None: a call without a token)."""
+    principal = Principal(subject=subject, role=Role.STUDENT) if subject else None
+    token = _current.set(
+        CallContext(
+            method="/learnflow.test/Method",
+            request_id="r-share",
+            principal=principal,
+            grpc_context=cast(grpc.ServicerContext, _Inbound(None)),
+            authorization=None,
+        )
+    )
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
+def _one_call_each(llm_settings: Settings) -> LLM:
+    return LLM(llm_settings.model_copy(update={"llm_calls_per_user": 1}), InProcessLimiter())
+
+
+def test_over_the_per_user_limit_the_agent_falls_back_without_calling(
+    llm_settings: Settings, openai_server: ScriptedOpenAI
+) -> None:
+    llm = _one_call_each(llm_settings)
+    openai_server.enqueue(stream_reply(["first ", "second"]), text_reply("for bob"))
+    before = metric("learnflow_llm_requests_total", agent="t", outcome="user_limit")
+    with serving("alice"):
+        stream = llm.stream(PROMPT, agent="t")
+        assert next(stream) == "first "  # alice's one call is in flight
+        assert unavailable_reason(lambda: llm.text(PROMPT, agent="t")) == "user_limit"
+        assert len(openai_server.requests) == 1  # the refused call reached no model
+    with serving("bob"):
+        assert llm.text(PROMPT, agent="t") == "for bob"  # other users are not affected
+    assert list(stream) == ["second"]
+    assert metric("learnflow_llm_requests_total", agent="t", outcome="user_limit") == before + 1
+    assert breaker_of(llm) == BreakerState.CLOSED  # a user's limit says nothing of the model
+    # Alice's call has ended: she may call again.
+    openai_server.enqueue(text_reply("again"))
+    with serving("alice"):
+        assert llm.text(PROMPT, agent="t") == "again"
+
+
+def test_a_failed_call_gives_its_share_back(
+    llm_settings: Settings, openai_server: ScriptedOpenAI
+) -> None:
+    llm = _one_call_each(llm_settings)
+    openai_server.enqueue(status_reply(500), json_reply({"title": "x", "steps": []}))
+    with serving("carol"):
+        assert unavailable_reason(lambda: llm.text(PROMPT, agent="t")) == "server_error"
+        assert llm.structured(PROMPT, Answer, agent="t").title == "x"
+
+
+def test_calls_outside_a_users_request_are_not_counted(
+    llm_settings: Settings, openai_server: ScriptedOpenAI
+) -> None:
+    llm = _one_call_each(llm_settings)
+    openai_server.enqueue(stream_reply(["a", "b"]), text_reply("batch"))
+    with serving(None):
+        stream = llm.stream(PROMPT, agent="t")
+        assert next(stream) == "a"
+        assert llm.text(PROMPT, agent="t") == "batch"
+        assert list(stream) == ["b"]
+
+
+def test_the_runtime_counts_model_calls_on_its_shared_limiter(
+    llm_settings: Settings, openai_server: ScriptedOpenAI, tmp_path: Path
+) -> None:
+    # Runtime.llm is wired to Runtime.limiter (Redis when REDIS_URL is set: one count for
+    # the user across every service and replica).
+    runtime = Runtime(llm_settings.model_copy(update={"llm_calls_per_user": 1}), tmp_path)
+    try:
+        llm = runtime.llm
+        user = f"dave-{uuid.uuid4().hex[:8]}"
+        openai_server.enqueue(stream_reply(["x", "y"]))
+        with serving(user):
+            stream = llm.stream(PROMPT, agent="t")
+            assert next(stream) == "x"
+            other_service = LLM(runtime.settings, runtime.limiter)  # another agent's client
+            assert unavailable_reason(lambda: other_service.text(PROMPT, agent="t")) == (
+                "user_limit"
+            )
+            assert list(stream) == ["y"]
+    finally:
+        runtime.close()

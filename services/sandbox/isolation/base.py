@@ -43,6 +43,9 @@ STDERR_TAIL_BYTES = 4096
 DRAIN_GRACE_SECONDS = 0.5
 # After a mode's own tree kill, how long before the spawned process is killed directly.
 KILL_GRACE_SECONDS = 1.0
+# Niceness added to every sandbox process (SANDBOX_NICE): student programs yield the CPU
+# to the services, so a spinning program slows other students' requests far less.
+DEFAULT_NICE = 10
 
 
 class IsolationMode(enum.Enum):
@@ -81,18 +84,22 @@ class Isolation(Protocol):
         ...
 
 
-def detect(allow_unsafe: bool = False) -> Isolation:
+def detect(allow_unsafe: bool = False, nice: int = DEFAULT_NICE) -> Isolation:
     """The strongest isolation that works here: bubblewrap if a trial run succeeds, else
     Landlock + seccomp if the kernel supports it, else (only with allow_unsafe, a dev-only
-    setting) no isolation at all. Raises IsolationUnavailable otherwise."""
+    setting) no isolation at all. Raises IsolationUnavailable otherwise. Every mode runs
+    its programs `nice` steps below the service's CPU priority."""
     from services.sandbox.isolation.bubblewrap import BubblewrapIsolation
     from services.sandbox.isolation.landlock import LandlockIsolation, UnsafeNoneIsolation
 
     reasons: list[str] = []
-    factories: tuple[Callable[[], Isolation], ...] = (BubblewrapIsolation, LandlockIsolation)
+    factories: tuple[type[BubblewrapIsolation | LandlockIsolation], ...] = (
+        BubblewrapIsolation,
+        LandlockIsolation,
+    )
     for factory in factories:
         try:
-            isolation = factory()
+            isolation: Isolation = factory(nice=nice)
             self_test(isolation)
         except (IsolationUnavailable, SandboxStartError, OSError) as exc:
             name = getattr(getattr(factory, "mode", None), "value", repr(factory))
@@ -107,7 +114,7 @@ def detect(allow_unsafe: bool = False) -> Isolation:
             "Never enable this where real students submit code. Unavailable: %s",
             "; ".join(reasons),
         )
-        return UnsafeNoneIsolation()
+        return UnsafeNoneIsolation(nice=nice)
     raise IsolationUnavailable("no sandbox isolation available: " + "; ".join(reasons))
 
 
@@ -181,9 +188,17 @@ def sandbox_env(home: str) -> dict[str, str]:
 
 
 def launcher_argv(
-    python: str, main: str, status_fd: int, limits: Limits, *, nproc: bool, extra: dict[str, str]
+    python: str,
+    main: str,
+    status_fd: int,
+    limits: Limits,
+    *,
+    nproc: bool,
+    extra: dict[str, str],
+    nice: int = 0,
 ) -> list[str]:
     opts = {
+        **({"nice": str(nice)} if nice > 0 else {}),
         "status": str(status_fd),
         "main": main,
         "as": str(limits.memory_bytes),

@@ -25,7 +25,9 @@ are each answered:
   inside the namespace (kill(1, SIGTERM) from a child), and RLIMIT_CPU's SIGXCPU; the
   hard CPU limit's SIGKILL and the host's SIGKILL still end it.
 
-Rlimits are set inside, by the launcher (see launcher.py for why).
+Rlimits and the lower CPU priority (nice) are set inside, by the launcher (see
+launcher.py for why): it is the namespace's init, so every process of the run inherits
+them.
 
 Known limits of this mode: RLIMIT_AS is per process, so a program that forks may use up
 to max_processes x memory_bytes (a cgroup would give a true cap where one is delegated);
@@ -44,6 +46,7 @@ from pathlib import Path
 
 from services.sandbox.domain.limits import Limits
 from services.sandbox.isolation.base import (
+    DEFAULT_NICE,
     IsolationMode,
     IsolationUnavailable,
     Launch,
@@ -73,7 +76,9 @@ class BubblewrapIsolation:
         python: str | None = None,
         run_as: tuple[int, int] | None = None,
         sandbox_id: int = 65534,
+        nice: int = DEFAULT_NICE,
     ) -> None:
+        self._nice = nice
         found = bwrap or shutil.which("bwrap") or "/usr/bin/bwrap"
         if not os.access(found, os.X_OK):
             raise IsolationUnavailable("bubblewrap (bwrap) is not installed")
@@ -145,7 +150,9 @@ class BubblewrapIsolation:
             "--remount-ro",
             "/",
             "--",
-            *launcher_argv(self._python, MAIN, status_write, limits, nproc=True, extra={}),
+            *launcher_argv(
+                self._python, MAIN, status_write, limits, nproc=True, extra={}, nice=self._nice
+            ),
         ]
         launch = Launch(
             argv=argv,

@@ -1,7 +1,8 @@
 """The fallback isolation where namespaces are unavailable (a stock Kubernetes pod, whose
 RuntimeDefault seccomp profile blocks user namespaces): Landlock + seccomp + rlimits.
 
-The launcher (launcher.py), before it runs the program: sets the rlimits, arranges to die
+The launcher (launcher.py), before it runs the program: lowers its CPU priority (nice),
+sets the rlimits, arranges to die
 with the service, sets no_new_privs, restricts itself with Landlock and loads the seccomp
 deny-list. The program then:
 
@@ -45,6 +46,7 @@ from pathlib import Path
 
 from services.sandbox.domain.limits import Limits
 from services.sandbox.isolation.base import (
+    DEFAULT_NICE,
     IsolationMode,
     IsolationUnavailable,
     Launch,
@@ -101,7 +103,9 @@ class LandlockIsolation:
         run_as: tuple[int, int] | None = None,
         scratch_root: str | None = None,
         read_only_paths: Sequence[str] = READ_ONLY_PATHS,
+        nice: int = DEFAULT_NICE,
     ) -> None:
+        self._nice = nice
         self._python = python or system_python()
         self._run_as = run_as if run_as is not None else default_run_as()
         # Must be traversable by the sandbox's uid (the default, /tmp, is).
@@ -154,7 +158,13 @@ class LandlockIsolation:
                 dev=":".join(DEVICES),
             )
         argv = launcher_argv(
-            self._python, main, status_write, limits, nproc=not self._confined, extra=extra
+            self._python,
+            main,
+            status_write,
+            limits,
+            nproc=not self._confined,
+            extra=extra,
+            nice=self._nice,
         )
         launch = Launch(
             argv=argv,

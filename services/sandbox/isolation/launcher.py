@@ -6,6 +6,10 @@ program in the same interpreter after confining itself, instead of exec'ing a se
 python3: that would double the start-up cost of every run (~10 ms).
 
 Steps, in order:
+0. A lower CPU priority (nice +SANDBOX_NICE, relative to the service): first, so the rest
+   of the start-up, the program and everything it starts run below the services; in the
+   bubblewrap mode this process is the namespace's init, so the whole tree inherits it.
+   RLIMIT_NICE 0 (below) and no CAP_SYS_NICE keep any of them from raising it back.
 1. rlimits (RLIMIT_AS, CPU, NPROC, FSIZE, NOFILE, CORE): set here, inside the sandbox,
    because bubblewrap has no rlimit options and RLIMIT_NPROC must be counted inside the
    sandbox's user namespace (a count set on bwrap itself would include every other
@@ -72,6 +76,8 @@ def main() -> None:
     for arg in sys.argv[1:]:
         key, _, value = arg.partition("=")
         opts[key] = value
+    if "nice" in opts:
+        posix.nice(int(opts["nice"]))
     status = int(opts["status"])
     posix.set_inheritable(status, False)  # the program's own children must not hold it
     set_rlimits(opts)
@@ -88,6 +94,8 @@ def main() -> None:
 
 def set_rlimits(opts: dict[str, str]) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    # No lowering of the nice value (raising priority) without CAP_SYS_NICE.
+    resource.setrlimit(resource.RLIMIT_NICE, (0, 0))
     for name, which in _RLIMITS.items():
         if name in opts:
             value = int(opts[name])
