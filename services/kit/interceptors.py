@@ -22,6 +22,7 @@ from typing import Any
 
 import grpc
 from google.protobuf.message import Message
+from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from services.kit.admission import StreamGate
@@ -34,6 +35,7 @@ from services.kit.errors import (
     LearnFlowError,
     NotImplementedYet,
     ResourceExhausted,
+    TooManyRequests,
     Unauthenticated,
     Unavailable,
     grpc_code,
@@ -358,11 +360,34 @@ def _downstream(method: str, exc: grpc.RpcError) -> LearnFlowError:
     if code is grpc.StatusCode.DEADLINE_EXCEEDED:
         return DeadlineExceeded(f"{method}: a dependency did not answer in time: {detail}")
     if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
-        return ResourceExhausted(f"{method}: a dependency is busy: {detail}")
+        # The caller is told what the dependency said: whose limit it was (a student's
+        # own fair share or a busy service) and when to try again.
+        reason, retry_after = _busy_details(exc)
+        busy = TooManyRequests if reason == TooManyRequests.reason else ResourceExhausted
+        return busy(f"{method}: {detail}", retry_after=retry_after)
     if code is grpc.StatusCode.UNAVAILABLE:
         return Unavailable(f"{method}: a dependency is unavailable: {detail}")
     log.error("dependency failed", extra={"method": method, "code": str(code), "detail": detail})
     return Internal(f"{method}: a dependency failed ({code.name if code else 'unknown'})")
+
+
+def _busy_details(exc: grpc.RpcError) -> tuple[str, float | None]:
+    """The ErrorInfo reason and RetryInfo delay a RESOURCE_EXHAUSTED answer carried."""
+    reason, retry_after = "", None
+    try:
+        status = rpc_status.from_call(exc)
+    except ValueError:  # a status whose details do not match its code
+        status = None
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reason = info.reason
+        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            detail.Unpack(retry)
+            retry_after = retry.retry_delay.ToNanoseconds() / 1e9
+    return reason, retry_after
 
 
 def _is_abort(exc: BaseException) -> bool:

@@ -25,10 +25,12 @@ from typing import Any
 
 import grpc
 import httpx
+import jwt
 import pytest
 from google.protobuf.duration_pb2 import Duration
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from learnflow.exercise.v1 import exercise_pb2, exercise_pb2_grpc
 from learnflow.sandbox.v1 import sandbox_pb2, sandbox_pb2_grpc
 
 from services.gateway.runner import Gateway
@@ -305,3 +307,56 @@ def test_the_limit_is_shared_by_every_replica(
     finally:
         replica.stop(grace=1.0)
         runtime.close()
+
+
+def test_a_limit_met_downstream_reaches_the_caller_with_its_retry_hint(
+    mesh: dict[str, int],
+    pool: futures.ThreadPoolExecutor,
+    student: Callable[[], list[tuple[str, str]]],
+) -> None:
+    # The exercise service grades in the sandbox with the student's token: when the
+    # student's own share is taken, the submission is refused as the sandbox refused it
+    # (RATE_LIMITED, RetryInfo, retry-after), not as a bare "dependency busy".
+    who = student()
+    subject = who[0][1].removeprefix("Bearer ")
+    with (
+        grpc.insecure_channel(f"127.0.0.1:{mesh['sandbox']}") as sandbox_channel,
+        grpc.insecure_channel(f"127.0.0.1:{mesh['exercise']}") as exercise_channel,
+    ):
+        sandbox = sandbox_pb2_grpc.SandboxServiceStub(sandbox_channel)
+        exercises = exercise_pb2_grpc.ExerciseServiceStub(exercise_channel)
+        first = exercises.ListExercises(
+            exercise_pb2.ListExercisesRequest(page_size=1), metadata=who, timeout=10
+        ).exercises[0]
+        loops = start_loops(pool, sandbox, [who], wall=4.0)
+        waiting = pool.submit(sandbox.ExecuteCode, request(LOOP, 4.0), metadata=who)
+        time.sleep(0.2)
+        student_id = _subject_of(subject)
+        with pytest.raises(grpc.RpcError) as caught:
+            exercises.CreateSubmission(
+                exercise_pb2.CreateSubmissionRequest(
+                    parent=f"students/{student_id}",
+                    submission=exercise_pb2.Submission(exercise=first.name, code="x = 1\n"),
+                ),
+                metadata=who,
+                timeout=30,
+            )
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        reason, delay, header = refusal(caught.value)
+        assert reason == "RATE_LIMITED"
+        assert delay > 0 and header.isdigit() and int(header) >= 1
+        # Nothing was graded or stored for the refused submission.
+        listed = exercises.ListSubmissions(
+            exercise_pb2.ListSubmissionsRequest(parent=f"students/{student_id}"),
+            metadata=who,
+            timeout=10,
+        )
+        assert list(listed.submissions) == []
+        with pytest.raises(grpc.RpcError):
+            waiting.result(timeout=30)
+        finished(loops)
+
+
+def _subject_of(token: str) -> str:
+    subject: str = jwt.decode(token, options={"verify_signature": False})["sub"]
+    return subject
