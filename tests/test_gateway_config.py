@@ -30,6 +30,8 @@ DESCRIPTOR = REPO_ROOT / "gen" / "learnflow.pb"
 EXPECTED_FILTERS = [
     "envoy.filters.http.cors",
     "envoy.filters.http.grpc_web",
+    "envoy.filters.http.lua",
+    "envoy.filters.http.body_size_limit",
     "envoy.filters.http.header_mutation",
     "envoy.filters.http.grpc_json_transcoder",
     "envoy.filters.http.jwt_authn",
@@ -142,6 +144,18 @@ def test_envoy_validate_rejects_a_missing_jwks(tmp_path: Path, params: GatewayPa
     assert envoy_validate(path).returncode != 0
 
 
+def test_envoy_validate_compiles_the_lua_filter(tmp_path: Path, params: GatewayParams) -> None:
+    # So the validation above covers the request-limits script too.
+    config = yaml.safe_load(envoy_config.render(params))
+    source = http_filter(config, "envoy.filters.http.lua")["default_source_code"]
+    source["inline_string"] = source["inline_string"].replace("if size >", "if size >>")
+    path = tmp_path / "envoy.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = envoy_validate(path)
+    assert result.returncode != 0
+    assert "script load error" in result.stdout + result.stderr
+
+
 def test_envoy_validate_rejects_a_missing_descriptor(tmp_path: Path, params: GatewayParams) -> None:
     path = tmp_path / "envoy.yaml"
     bad = GatewayParams(**{**_fields(params), "descriptor_path": tmp_path / "nope.pb"})
@@ -226,15 +240,10 @@ def test_transcoder(config: dict[str, Any], params: GatewayParams) -> None:
 
 def test_jwt_rules_and_provider(config: dict[str, Any], params: GatewayParams) -> None:
     jwt_filter = http_filter(config, "envoy.filters.http.jwt_authn")
-    rules = jwt_filter["rules"]
-    open_rules = [r for r in rules if "requires" not in r]
-    assert {r["match"]["prefix"] for r in open_rules} == {
-        "/grpc.health.v1.Health/",
-        "/grpc.reflection.",
-    }
-    # Everything else needs the provider, and the catch-all is last.
-    assert rules[-1] == {"match": {"prefix": "/"}, "requires": {"provider_name": "learnflow"}}
-    assert all(r["match"] != {"prefix": "/"} for r in rules[:-1])
+    # Every path needs the provider: no open rule, health and reflection included.
+    assert jwt_filter["rules"] == [
+        {"match": {"prefix": "/"}, "requires": {"provider_name": "learnflow"}}
+    ]
     (name,) = jwt_filter["providers"]
     provider = jwt_filter["providers"][name]
     assert name == "learnflow"
@@ -262,7 +271,7 @@ def test_every_service_has_an_http2_cluster_and_a_grpc_route(config: dict[str, A
     assert operations["route"]["cluster"] == "mastery"
 
 
-def test_streaming_routes_have_no_timeout(config: dict[str, Any]) -> None:
+def test_streaming_routes_have_no_timeout_but_an_idle_timeout(config: dict[str, Any]) -> None:
     routes = route_list(config)
     streaming = streaming_paths_from_descriptor()
     assert {
@@ -272,15 +281,102 @@ def test_streaming_routes_have_no_timeout(config: dict[str, Any]) -> None:
     for path in streaming:
         route = first_match(routes, path, {"content-type": "application/grpc"})
         assert route["route"]["timeout"] == "0s", path
+        assert route["route"]["idle_timeout"] == "90s", path
+        # No default deadline; a native caller's own grpc-timeout is honoured, uncapped.
+        assert route["route"]["max_stream_duration"] == {"grpc_timeout_header_max": "0s"}
         package = path.split("/")[1].rsplit(".", 1)[0]
         spec = next(s for s in SERVICES if s.package == package)
         assert route["route"]["cluster"] == spec.name
-    unary = first_match(
-        routes,
-        "/learnflow.concepts.v1.ConceptsService/ListTopics",
-        {"content-type": "application/grpc"},
-    )
-    assert unary["route"]["timeout"] not in ("0s", None)
+    # Well above the notify heartbeat (15 s) and triage's wait for an agent (30 s).
+    assert envoy_config.STREAM_IDLE_TIMEOUT_SECONDS >= 3 * 30
+    assert hcm_of(config)["stream_idle_timeout"] == "90s"
+
+
+def test_unary_routes_give_every_call_a_deadline(
+    config: dict[str, Any], params: GatewayParams
+) -> None:
+    # max_stream_duration makes Envoy write grpc-timeout upstream when the caller sent
+    # none (JSON, gRPC-Web), and caps a native caller's own at the same value.
+    expected = f"{params.request_timeout_seconds}s"
+    routes = route_list(config)
+    for full in (f for spec in SERVICES for f in spec.full_names):
+        route = first_match(routes, f"/{full}/AnyUnaryMethod", {"content-type": "application/grpc"})
+        assert route["route"]["timeout"] == expected, full
+        assert route["route"]["max_stream_duration"] == {
+            "max_stream_duration": expected,
+            "grpc_timeout_header_max": expected,
+        }, full
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/grpc.health.v1.Health/Check",
+        "/grpc.health.v1.Health/Watch",
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    ],
+)
+def test_health_and_reflection_are_not_routed_to_any_service(
+    config: dict[str, Any], path: str
+) -> None:
+    routes = route_list(config)
+    for headers in ({"content-type": "application/grpc"}, {"content-type": "application/grpc-web"}):
+        route = first_match(routes, path, headers)
+        assert "route" not in route, route
+        assert route["direct_response"]["status"] == 404
+        assert "service port" in route["direct_response"]["body"]["inline_string"]
+    # Nothing routes by header to a service's health any more.
+    assert all("headers" not in r["match"] or r["name"] == "grpc-unknown" for r in routes)
+
+
+def test_request_limits(config: dict[str, Any]) -> None:
+    # The body limit is the services' gRPC message limit (services/kit/server.py).
+    assert envoy_config.MAX_REQUEST_BODY_BYTES == 4 * 1024 * 1024
+    body = http_filter(config, "envoy.filters.http.body_size_limit")
+    assert body["max_request_bytes"] == envoy_config.MAX_REQUEST_BODY_BYTES
+    hcm = hcm_of(config)
+    # The codec's cap stays above the Lua limits so that those answer (414 / 431).
+    assert hcm["max_request_headers_kb"] * 1024 > envoy_config.MAX_REQUEST_HEADER_BYTES
+    assert hcm["max_request_headers_kb"] * 1024 > envoy_config.MAX_URL_BYTES
+    # Envoy's additions (about 1 KiB) must still fit the services' 8 KiB of metadata.
+    assert envoy_config.MAX_REQUEST_HEADER_BYTES <= 8 * 1024 - 1536
+    lua = http_filter(config, "envoy.filters.http.lua")["default_source_code"]["inline_string"]
+    assert f"> {envoy_config.MAX_URL_BYTES} then" in lua
+    assert f"> {envoy_config.MAX_REQUEST_HEADER_BYTES} then" in lua
+    assert '"414"' in lua and '"431"' in lua
+    assert json.dumps(envoy_config.LIMIT_MESSAGES[414]) in lua
+
+
+def _mappers_for(config: dict[str, Any], status: int) -> list[dict[str, Any]]:
+    found = []
+    for mapper in hcm_of(config)["local_reply_config"]["mappers"]:
+        comparison = mapper["filter"]["and_filter"]["filters"][0]["status_code_filter"][
+            "comparison"
+        ]
+        if comparison["op"] == "EQ" and comparison["value"]["default_value"] == status:
+            found.append(mapper)
+    return found
+
+
+@pytest.mark.parametrize("status", [413, 414, 431])
+def test_limit_replies_are_json_or_resource_exhausted(config: dict[str, Any], status: int) -> None:
+    message = envoy_config.LIMIT_MESSAGES[status]
+    json_mapper, grpc_mapper = _mappers_for(config, status)
+    assert "x-envoy-original-method" in json.dumps(json_mapper["filter"])
+    assert json_mapper["body"] == {"inline_string": message}
+    assert json_mapper["body_format_override"]["json_format"]["code"] == 8
+    # gRPC and gRPC-Web callers: a complete trailers-only answer, RESOURCE_EXHAUSTED.
+    assert grpc_mapper["status_code"] == 200
+    assert grpc_mapper["body"] == {"inline_string": ""}
+    added = {h["header"]["key"]: h["header"]["value"] for h in grpc_mapper["headers_to_add"]}
+    assert added == {
+        "content-type": "application/grpc",
+        "grpc-status": "8",
+        "grpc-message": message,
+    }
+    # grpc-message is sent as is: it must not need percent-encoding.
+    assert all(" " <= ch <= "~" and ch != "%" for ch in message)
 
 
 def test_json_routes_strip_grpc_status_but_grpc_routes_keep_it(config: dict[str, Any]) -> None:
@@ -305,10 +401,10 @@ def test_local_replies_are_json_status_for_json_callers(config: dict[str, Any]) 
         status_filter, caller_filter = mapper["filter"]["and_filter"]["filters"]
         comparison = status_filter["status_code_filter"]["comparison"]
         if comparison["op"] == "EQ":
-            by_status[comparison["value"]["default_value"]] = mapper
+            by_status.setdefault(comparison["value"]["default_value"], mapper)  # JSON first
         text = json.dumps(caller_filter)
         assert "application/grpc" in text and "x-envoy-original-method" in text
-    expected = {400: 3, 401: 16, 403: 7, 404: 5, 429: 8, 503: 14, 504: 4}
+    expected = {400: 3, 401: 16, 403: 7, 404: 5, 413: 8, 414: 8, 429: 8, 431: 8, 503: 14, 504: 4}
     for status, code in expected.items():
         body = by_status[status]["body_format_override"]
         assert body["content_type"] == "application/json"
@@ -321,6 +417,7 @@ def test_cors_defaults_and_overrides(config: dict[str, Any], params: GatewayPara
     origins = [m["exact"] for m in policy["allow_origin_string_match"]]
     assert origins == ["http://localhost:3000", "http://localhost:5173"]
     assert "grpc-status" in policy["expose_headers"]
+    assert "retry-after" in policy["expose_headers"].split(",")
     assert "x-grpc-web" in policy["allow_headers"]
     other = envoy_config.build_config(
         GatewayParams(**{**_fields(params), "cors_origins": ("https://app.example",)})

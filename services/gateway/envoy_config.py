@@ -3,14 +3,23 @@
 One listener serves browsers (JSON, SSE, gRPC-Web) and native gRPC callers. HTTP
 filters, in this order:
 
-    cors -> grpc_web -> header_mutation -> grpc_json_transcoder -> jwt_authn -> router
+    cors -> grpc_web -> lua (request limits) -> body_size_limit -> header_mutation
+         -> grpc_json_transcoder -> jwt_authn -> router
 
+- request limits come first, before any token check, transcoding or upstream call: the
+  URL (414), the request headers (431) and the body (413, counted as it streams and
+  refused at once when Content-Length announces too much); see `MAX_URL_BYTES`,
+  `MAX_REQUEST_HEADER_BYTES`, `MAX_REQUEST_BODY_BYTES`;
 - the transcoder maps every `google.api.http` route of every catalogue service (plus
   google.longrunning.Operations, served by mastery) to its gRPC method, so `jwt_authn`
   after it always sees `/<package>.<Service>/<Method>`, whichever way the caller came;
-- `jwt_authn` leaves health and reflection open and requires a valid token (local
-  JWKS, issuer, audience, `exp`) everywhere else; the token is forwarded, the services
-  verify it again;
+- `jwt_authn` requires a valid token (local JWKS, issuer, audience, `exp`) for every
+  call; the token is forwarded, the services verify it again. Health and reflection are
+  not offered through the gateway at all (see `routes`): probes and ops call the
+  service ports, where they need no token;
+- every unary call reaches its service with a deadline (`grpc-timeout`), also when a
+  JSON or gRPC-Web caller sent none; streaming calls have no deadline but an idle
+  timeout;
 - JSON callers get JSON errors shaped like google.rpc.Status (transcoded upstream
   errors, and Envoy's own local replies through `local_reply_config`), without
   `grpc-status` / `grpc-message` headers; gRPC and gRPC-Web callers keep those.
@@ -25,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import json
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -34,7 +44,13 @@ from typing import Any, Final
 import yaml
 from google.protobuf import descriptor_pb2
 
-from services.kit.catalogue import GATEWAY_ADMIN_PORT, GATEWAY_PORT, SERVICES, ServiceSpec
+from services.kit.catalogue import (
+    GATEWAY_ADMIN_PORT,
+    GATEWAY_PORT,
+    MAX_MESSAGE_BYTES,
+    SERVICES,
+    ServiceSpec,
+)
 from services.kit.config import REPO_ROOT, Settings
 
 JsonDict = dict[str, Any]
@@ -53,10 +69,48 @@ DEFAULT_AUDIENCE: Final = str(Settings.model_fields["jwt_audience"].default)
 DEFAULT_CORS_ORIGINS: Final = ("http://localhost:3000", "http://localhost:5173")
 JWT_PROVIDER: Final = "learnflow"
 JWT_PAYLOAD_HEADER: Final = "x-jwt-payload"
-OPEN_PREFIXES: Final = ("/grpc.health.v1.Health/", "/grpc.reflection.")
-"""gRPC paths that need no token (DESIGN.md §6)."""
-SERVICE_HEADER: Final = "x-learnflow-service"
-"""Names the service whose health or reflection an ops caller wants through the gateway."""
+OPS_PREFIXES: Final = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+"""gRPC paths of health and reflection: open on the service ports, refused by the gateway."""
+OPS_REFUSAL: Final = (
+    "health and reflection are not offered through the gateway: call the service port"
+)
+
+# Request limits, enforced by Envoy before anything else looks at the request.
+MAX_REQUEST_BODY_BYTES: Final = MAX_MESSAGE_BYTES  # what the services accept
+"""Largest request body, as it arrives (JSON text, or gRPC frames after gRPC-Web
+decoding): the services' own message limit (`MAX_MESSAGE_BYTES`, the kit server's
+`grpc.max_receive_message_length`). Beyond it: 413, or RESOURCE_EXHAUSTED for gRPC callers."""
+MAX_URL_BYTES: Final = 4096
+"""Longest `:path` (path and query). Beyond it: 414."""
+MAX_REQUEST_HEADER_BYTES: Final = 6 * 1024
+"""Largest request header list, counted the way HTTP/2 and gRPC count metadata: name +
+value + 32 per header (RFC 7541 §4.1). Beyond it: 431.
+
+The services refuse more than 8 KiB of metadata (gRPC's default), with a message that
+names every header. What reaches them is the caller's headers plus what Envoy adds:
+`x-envoy-original-path` (the URL again, when transcoded), `x-jwt-payload` (the token's
+claims again), `grpc-timeout`, `x-request-id`, `x-forwarded-*`, about 1 KiB with a
+student's token. 6 KiB leaves that room, so whatever passes Envoy fits the services
+(tests/integration/test_gateway_limits.py sends the largest request Envoy accepts)."""
+HEADER_ENTRY_OVERHEAD: Final = 32
+MAX_REQUEST_HEADERS_KB: Final = 16
+"""The codec's own cap (HCM `max_request_headers_kb`, Envoy's default is 60): above the
+limits above, so that they answer first, with their own status (414 or 431)."""
+LIMIT_MESSAGES: Final[Mapping[int, str]] = {
+    413: f"request body too large: at most {MAX_REQUEST_BODY_BYTES} bytes",
+    414: f"request URL too long: at most {MAX_URL_BYTES} bytes",
+    431: (
+        f"request headers too large: at most {MAX_REQUEST_HEADER_BYTES} bytes in all, "
+        f"counting {HEADER_ENTRY_OVERHEAD} bytes per header"
+    ),
+}
+"""Envoy's answer for each limit, the same whichever part of Envoy noticed it first."""
+LIMIT_CODE: Final = 8  # RESOURCE_EXHAUSTED, what gRPC itself answers for oversized calls
+STREAM_IDLE_TIMEOUT_SECONDS: Final = 90
+"""Streams (and requests) without a byte either way for this long are closed (HCM
+`stream_idle_timeout`, and each streaming route's `idle_timeout`). StreamUpdates sends a
+heartbeat every 15 s; Ask's longest silence is the agent's answer, which triage waits
+for at most 30 s (AGENT_TIMEOUT_SECONDS in services/triage/answers.py)."""
 
 # Local replies (Envoy's own answers) as HTTP status -> google.rpc.Code for JSON callers.
 LOCAL_REPLY_CODES: Final[Mapping[int, int]] = {
@@ -66,9 +120,10 @@ LOCAL_REPLY_CODES: Final[Mapping[int, int]] = {
     404: 5,  # NOT_FOUND
     405: 12,  # UNIMPLEMENTED
     408: 4,  # DEADLINE_EXCEEDED
-    413: 8,  # RESOURCE_EXHAUSTED
+    413: LIMIT_CODE,
+    414: LIMIT_CODE,
     429: 8,  # RESOURCE_EXHAUSTED
-    431: 8,  # RESOURCE_EXHAUSTED
+    431: LIMIT_CODE,
     500: 13,  # INTERNAL
     501: 12,  # UNIMPLEMENTED
     502: 14,  # UNAVAILABLE
@@ -192,6 +247,70 @@ def _grpc_web_filter() -> JsonDict:
     }
 
 
+_REQUEST_LIMITS_LUA: Final = """\
+-- Request limits (services/gateway/envoy_config.py). Envoy has no setting for a URL
+-- limit, and max_request_headers_kb only bounds what the codec will parse.
+function envoy_on_request(handle)
+  local headers = handle:headers()
+  if #(headers:get(":path") or "") > {max_url} then
+    handle:respond({{[":status"] = "414"}}, {url_message})
+    return
+  end
+  local size = 0
+  for name, value in pairs(headers) do
+    size = size + #name + #value + {overhead}
+  end
+  if size > {max_headers} then
+    handle:respond({{[":status"] = "431"}}, {headers_message})
+    return
+  end
+  -- Envoy writes a route's deadline into grpc-timeout when it picks the route, and only
+  -- for gRPC content. It picked it before grpc_web turned a gRPC-Web call into gRPC:
+  -- pick again, so gRPC-Web calls get their deadline like native ones.
+  if (headers:get("content-type") or ""):sub(1, 16) == "application/grpc" then
+    handle:clearRouteCache()
+  end
+end
+"""
+
+
+def _request_limits_filter() -> JsonDict:
+    """414 for a long URL, 431 for large headers, before any other filter reads them.
+
+    After grpc_web (a gRPC-Web caller then counts as gRPC and gets a gRPC-Web status, and
+    the route is picked again for its deadline), before the transcoder (which copies the
+    URL into `x-envoy-original-path`). The replies go through `local_reply_config` like
+    Envoy's own.
+    """
+    code = _REQUEST_LIMITS_LUA.format(
+        max_url=MAX_URL_BYTES,
+        url_message=json.dumps(LIMIT_MESSAGES[414]),  # a valid Lua string literal too
+        overhead=HEADER_ENTRY_OVERHEAD,
+        max_headers=MAX_REQUEST_HEADER_BYTES,
+        headers_message=json.dumps(LIMIT_MESSAGES[431]),
+    )
+    return {
+        "name": "envoy.filters.http.lua",
+        "typed_config": {
+            "@type": f"{_TYPE}.filters.http.lua.v3.Lua",
+            "default_source_code": {"inline_string": code},
+        },
+    }
+
+
+def _body_size_limit_filter() -> JsonDict:
+    """413 as soon as the body is known to be too large: at once when Content-Length says
+    so, else when the bytes counted so far pass the limit. Nothing is buffered for it, and
+    it runs before the transcoder, which would otherwise hold a whole JSON body."""
+    return {
+        "name": "envoy.filters.http.body_size_limit",
+        "typed_config": {
+            "@type": f"{_TYPE}.filters.http.body_size_limit.v3.BodySizeLimit",
+            "max_request_bytes": MAX_REQUEST_BODY_BYTES,
+        },
+    }
+
+
 def _header_mutation_filter() -> JsonDict:
     # A caller must not be able to pose as a verified payload: jwt_authn sets it later.
     return {
@@ -227,7 +346,9 @@ def _transcoder_filter(params: GatewayParams) -> JsonDict:
 
 
 def _jwt_filter(params: GatewayParams) -> JsonDict:
-    open_rules: list[JsonDict] = [{"match": {"prefix": prefix}} for prefix in OPEN_PREFIXES]
+    # One rule: every call needs a valid token, health and reflection included (an
+    # anonymous caller learns nothing, not even that they exist); `routes` then refuses
+    # those two to token holders as well.
     return {
         "name": "envoy.filters.http.jwt_authn",
         "typed_config": {
@@ -243,10 +364,7 @@ def _jwt_filter(params: GatewayParams) -> JsonDict:
                     "clock_skew_seconds": 30,
                 },
             },
-            "rules": [
-                *open_rules,
-                {"match": {"prefix": "/"}, "requires": {"provider_name": JWT_PROVIDER}},
-            ],
+            "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": JWT_PROVIDER}}],
             "bypass_cors_preflight": True,
         },
     }
@@ -263,6 +381,8 @@ def http_filters(params: GatewayParams) -> list[JsonDict]:
     return [
         _cors_filter(),
         _grpc_web_filter(),
+        _request_limits_filter(),
+        _body_size_limit_filter(),
         _header_mutation_filter(),
         _transcoder_filter(params),
         _jwt_filter(params),
@@ -294,7 +414,10 @@ def _cors_policy(params: GatewayParams) -> JsonDict:
                 "tracestate",
             )
         ),
-        "expose_headers": "grpc-status,grpc-message,grpc-status-details-bin",
+        # retry-after: services answering RESOURCE_EXHAUSTED say when to retry (the
+        # transcoder passes that trailers-only metadata on as a header); a browser's
+        # script can only read it when it is exposed.
+        "expose_headers": "grpc-status,grpc-message,grpc-status-details-bin,retry-after",
         "max_age": "600",
     }
 
@@ -350,9 +473,12 @@ def routes(params: GatewayParams) -> list[JsonDict]:
                     "match": {"path": path},
                     "route": {
                         "cluster": spec.name,
-                        # No route timeout: the stream lives as long as the caller wants;
-                        # idle streams are bounded by the HCM stream_idle_timeout.
+                        # No route timeout and no default deadline: the stream lives as
+                        # long as the caller wants, and dies when idle (heartbeats keep a
+                        # live one busy). A native caller's own deadline is honoured.
                         "timeout": "0s",
+                        "idle_timeout": _seconds(STREAM_IDLE_TIMEOUT_SECONDS),
+                        "max_stream_duration": {"grpc_timeout_header_max": "0s"},
                     },
                 }
             )
@@ -366,25 +492,33 @@ def routes(params: GatewayParams) -> list[JsonDict]:
                     "route": {
                         "cluster": spec.name,
                         "timeout": timeout,
-                        # Honour a native caller's shorter grpc-timeout (deadline).
-                        "max_stream_duration": {"grpc_timeout_header_max": timeout},
+                        # Every unary call reaches the service with a deadline. Envoy
+                        # writes `grpc-timeout` upstream: max_stream_duration when the
+                        # caller sent none (JSON and gRPC-Web callers never do), else the
+                        # caller's own, capped at the same value. Without
+                        # `max_stream_duration` Envoy sent none, and a service waited
+                        # forever on a call its caller had long given up.
+                        "max_stream_duration": {
+                            "max_stream_duration": timeout,
+                            "grpc_timeout_header_max": timeout,
+                        },
                     },
                 }
             )
-    # Health and reflection of one service (no token): pick it with a header, e.g.
-    #   grpcurl -plaintext -H 'x-learnflow-service: concepts' localhost:8080 list
-    for spec in SERVICES:
-        for prefix in OPEN_PREFIXES:
-            result.append(
-                {
-                    "name": f"ops:{spec.name}:{prefix.strip('/.')}",
-                    "match": {
-                        "prefix": prefix,
-                        "headers": [{"name": SERVICE_HEADER, "string_match": {"exact": spec.name}}],
-                    },
-                    "route": {"cluster": spec.name, "timeout": "0s"},
-                }
-            )
+    # Health and reflection are not offered through the public gateway, to anyone:
+    # probes and ops reach the service ports, where both need no token. Through the
+    # gateway, Watch streams tie up a service's threads (32 froze one), and reflection
+    # lists every internal service (sandbox included) to whoever asks; requiring a token
+    # would still hand both to every student. Anonymous callers get 401 from jwt_authn
+    # before they get here; token holders get this 404 (UNIMPLEMENTED for gRPC).
+    for prefix in OPS_PREFIXES:
+        result.append(
+            {
+                "name": f"refused:{prefix.strip('/.')}",
+                "match": {"prefix": prefix},
+                "direct_response": {"status": 404, "body": {"inline_string": OPS_REFUSAL}},
+            }
+        )
     # Unknown gRPC (and gRPC-Web) paths: a gRPC-style 404 (UNIMPLEMENTED), no JSON policy.
     grpc_content = {"name": "content-type", "string_match": {"prefix": "application/grpc"}}
     result.append(_unrouted("grpc-unknown", {"prefix": "/", "headers": [grpc_content]}))
@@ -428,6 +562,38 @@ def _json_caller_filter() -> JsonDict:
     }
 
 
+def _grpc_caller_filter() -> JsonDict:
+    """True for gRPC and gRPC-Web callers (gRPC content, not transcoded): the opposite of
+    `_json_caller_filter`."""
+    return {
+        "and_filter": {
+            "filters": [
+                {
+                    "header_filter": {
+                        "header": {
+                            "name": "content-type",
+                            "string_match": {"prefix": "application/grpc"},
+                        }
+                    }
+                },
+                {
+                    "header_filter": {
+                        "header": {"name": "x-envoy-original-method", "present_match": False}
+                    }
+                },
+            ]
+        }
+    }
+
+
+def _status_filter(op: str, status: int) -> JsonDict:
+    return {
+        "status_code_filter": {
+            "comparison": {"op": op, "value": {"default_value": status, "runtime_key": "_"}}
+        }
+    }
+
+
 def _status_body(code: int) -> JsonDict:
     return {
         "json_format": {"code": code, "message": "%LOCAL_REPLY_BODY%", "details": []},
@@ -435,46 +601,60 @@ def _status_body(code: int) -> JsonDict:
     }
 
 
+def _grpc_status_reply(code: int, message: str) -> JsonDict:
+    """A local reply rewritten into a complete trailers-only gRPC answer.
+
+    Setting `grpc-status` alone works for native callers only: Envoy treats a gRPC-Web
+    call's local reply as plain HTTP, and the grpc_web filter then derives the status
+    from the HTTP code (413 gives UNKNOWN), unless the reply already is a gRPC answer
+    (200, application/grpc, no body). `grpc-message` needs no percent-encoding here:
+    the messages are printable ASCII without `%`.
+    """
+    headers = {
+        "content-type": "application/grpc",
+        "grpc-status": str(code),
+        "grpc-message": message,
+    }
+    return {
+        "status_code": 200,
+        "body": {"inline_string": ""},
+        "headers_to_add": [
+            {"header": {"key": key, "value": value}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+            for key, value in headers.items()
+        ],
+    }
+
+
 def local_reply_config() -> JsonDict:
+    """Envoy's own replies: JSON google.rpc.Status for JSON callers; for the request
+    limits also a fixed message for everyone, and RESOURCE_EXHAUSTED for gRPC callers
+    (Envoy would say UNKNOWN: gRPC maps no 413, 414 or 431)."""
     mappers: list[JsonDict] = []
     for status, code in LOCAL_REPLY_CODES.items():
+        message = LIMIT_MESSAGES.get(status)
+        json_mapper: JsonDict = {
+            "filter": {
+                "and_filter": {"filters": [_status_filter("EQ", status), _json_caller_filter()]}
+            },
+            "body_format_override": _status_body(code),
+        }
+        if message is None:
+            mappers.append(json_mapper)
+            continue
+        mappers.append({**json_mapper, "body": {"inline_string": message}})
         mappers.append(
             {
                 "filter": {
-                    "and_filter": {
-                        "filters": [
-                            {
-                                "status_code_filter": {
-                                    "comparison": {
-                                        "op": "EQ",
-                                        "value": {"default_value": status, "runtime_key": "_"},
-                                    }
-                                }
-                            },
-                            _json_caller_filter(),
-                        ]
-                    }
+                    "and_filter": {"filters": [_status_filter("EQ", status), _grpc_caller_filter()]}
                 },
-                "body_format_override": _status_body(code),
+                **_grpc_status_reply(code, message),
             }
         )
     # Any other local error reply to a JSON caller: UNKNOWN, keeping its HTTP status.
     mappers.append(
         {
             "filter": {
-                "and_filter": {
-                    "filters": [
-                        {
-                            "status_code_filter": {
-                                "comparison": {
-                                    "op": "GE",
-                                    "value": {"default_value": 400, "runtime_key": "_"},
-                                }
-                            }
-                        },
-                        _json_caller_filter(),
-                    ]
-                }
+                "and_filter": {"filters": [_status_filter("GE", 400), _json_caller_filter()]}
             },
             "body_format_override": _status_body(UNKNOWN_CODE),
         }
@@ -524,7 +704,8 @@ def _listener(params: GatewayParams) -> JsonDict:
         "path_with_escaped_slashes_action": "REJECT_REQUEST",
         "use_remote_address": True,
         "common_http_protocol_options": {"headers_with_underscores_action": "DROP_HEADER"},
-        "stream_idle_timeout": "300s",
+        "max_request_headers_kb": MAX_REQUEST_HEADERS_KB,
+        "stream_idle_timeout": _seconds(STREAM_IDLE_TIMEOUT_SECONDS),
         "local_reply_config": local_reply_config(),
         "route_config": {
             "name": "learnflow",

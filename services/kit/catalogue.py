@@ -49,5 +49,9 @@ SERVICES: tuple[ServiceSpec, ...] = (
 
 SERVICES_BY_NAME: dict[str, ServiceSpec] = {s.name: s for s in SERVICES}
 
+# The largest request message a service accepts; the gateway refuses larger bodies
+# itself (413) so it never buffers them.
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
 GATEWAY_PORT = 8080
 GATEWAY_ADMIN_PORT = 9901

@@ -85,7 +85,7 @@ class Settings(BaseSettings):
     # Sandbox fair share: programs one caller may have running at once (students;
     # teachers and admins get the staff allowance), how long a program waits for its
     # owner's running one to end before RATE_LIMITED, how long any program waits for a
-    # free slot when its call has no deadline (JSON and gRPC-Web callers send none),
+    # free slot when its call has no (or a longer) deadline,
     # and the niceness added to every sandbox process (the services keep priority).
     sandbox_runs_per_user: int = Field(default=1, ge=1, le=64)
     sandbox_runs_per_staff: int = Field(default=2, ge=1, le=64)

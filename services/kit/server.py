@@ -27,7 +27,7 @@ from grpc_reflection.v1alpha import reflection
 
 from services.kit.admission import StreamGate
 from services.kit.auth import TokenVerifier
-from services.kit.catalogue import ServiceSpec
+from services.kit.catalogue import MAX_MESSAGE_BYTES, ServiceSpec
 from services.kit.config import Settings
 from services.kit.health import DependencyCheck, HealthMonitor
 from services.kit.interceptors import ServerInterceptor
@@ -124,7 +124,7 @@ class LearnFlowServer:
             options=[
                 # Without this a second server on the same port silently shares it.
                 ("grpc.so_reuseport", 0),
-                ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.keepalive_time_ms", 60_000),
                 ("grpc.http2.max_pings_without_data", 0),
             ],

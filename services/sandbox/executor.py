@@ -19,8 +19,9 @@ Three bounds, checked in this order for every program that passed the pre-check:
    slot; beyond that a program is refused (RESOURCE_EXHAUSTED) rather than queued
    without bound.
 3. Time: every wait is bounded. A call's deadline bounds it (DEADLINE_EXCEEDED when that
-   is what ran out); a call without one (JSON and gRPC-Web callers: Envoy sends none)
-   waits at most `max_wait_seconds`, then RESOURCE_EXHAUSTED with a RetryInfo.
+   is what ran out); a call without one (an internal caller that set none; the gateway
+   gives every unary call one), or with a longer one, waits at most `max_wait_seconds`,
+   then RESOURCE_EXHAUSTED with a RetryInfo.
 """
 
 from __future__ import annotations
