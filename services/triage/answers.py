@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 from learnflow.common.v1 import common_pb2
 from learnflow.concepts.v1 import concepts_pb2, concepts_pb2_grpc
 from learnflow.debug.v1 import debug_pb2, debug_pb2_grpc
@@ -111,13 +113,20 @@ class Answerer:
         yield from paragraphs(render_explanation(explanation))
 
     def _debug(self, request: triage_pb2.AskRequest) -> Iterator[str]:
-        diagnosis = self._agents.debug.CreateDiagnosis(
-            debug_pb2.CreateDiagnosisRequest(
-                parent=request.student,
-                diagnosis=debug_pb2.Diagnosis(code=request.code, traceback=request.traceback),
-            ),
-            timeout=AGENT_TIMEOUT_SECONDS,
-        )
+        try:
+            diagnosis = self._agents.debug.CreateDiagnosis(
+                debug_pb2.CreateDiagnosisRequest(
+                    parent=request.student,
+                    diagnosis=debug_pb2.Diagnosis(code=request.code, traceback=request.traceback),
+                ),
+                timeout=AGENT_TIMEOUT_SECONDS,
+            )
+        except grpc.RpcError as exc:
+            refused = refusal_of_students_input(exc)
+            if refused is None:
+                raise
+            yield f"I can't debug this: {refused}. Could you send a smaller part of it?"
+            return
         yield from paragraphs(render_diagnosis(diagnosis))
         if diagnosis.struggle_detected:
             # The same error keeps coming back: practise exactly that, on its topic.
@@ -142,13 +151,22 @@ class Answerer:
                 "```python block) and I'll look at style, complexity and readability."
             )
             return
-        review = self._agents.review.CreateCodeReview(
-            review_pb2.CreateCodeReviewRequest(
-                parent=request.student,
-                code_review=review_pb2.CodeReview(code=request.code, topic=classification.topic),
-            ),
-            timeout=AGENT_TIMEOUT_SECONDS,
-        )
+        try:
+            review = self._agents.review.CreateCodeReview(
+                review_pb2.CreateCodeReviewRequest(
+                    parent=request.student,
+                    code_review=review_pb2.CodeReview(
+                        code=request.code, topic=classification.topic
+                    ),
+                ),
+                timeout=AGENT_TIMEOUT_SECONDS,
+            )
+        except grpc.RpcError as exc:
+            refused = refusal_of_students_input(exc)
+            if refused is None:
+                raise
+            yield f"I can't review this code: {refused}. Could you send a smaller part of it?"
+            return
         yield from paragraphs(render_review(review))
 
     def _exercise(
@@ -212,6 +230,34 @@ class Answerer:
         if mastery is not None and mastery.topics:
             return min(mastery.topics, key=lambda t: t.score).topic
         return CURRICULUM[0].topic
+
+
+STUDENT_TEXT_FIELDS = ("code", "traceback")
+"""Fields an agent's request copies from the student's own Ask (as `<message>.<field>`)."""
+
+
+def refusal_of_students_input(exc: grpc.RpcError) -> str | None:
+    """Why an agent refused the student's own text (INVALID_ARGUMENT naming only the code
+    or traceback it was given), in words for the student; None for any other failure.
+
+    An agent may limit what it takes more tightly than triage does (the review agent
+    reads at most 2,000 lines): that is an answer for the student, not a failure of
+    triage. Anything else the agent refuses is triage's own mistake and stays an error.
+    """
+    if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
+        return None
+    status = rpc_status.from_call(exc)
+    violations: list[str] = []
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad_request = error_details_pb2.BadRequest()
+            detail.Unpack(bad_request)
+            for violation in bad_request.field_violations:
+                field = violation.field.rsplit(".", 1)[-1]
+                if field not in STUDENT_TEXT_FIELDS:
+                    return None
+                violations.append(f"the {field} {violation.description}")
+    return "; ".join(violations) or None
 
 
 # -- rendering -----------------------------------------------------------------------

@@ -355,3 +355,30 @@ def test_a_traceback_cut_at_the_start_still_gives_the_last_error() -> None:
 def test_a_traceback_cut_before_its_error_line_is_not_guessed() -> None:
     text = 'Traceback (most recent call last):\n  File "main.py", line 3, in <module>\n    x = f(\n'
     assert parse_traceback(text) is None
+
+
+@pytest.mark.parametrize("digits", [30, 5000])
+def test_absurd_numbers_in_a_pasted_traceback_are_unknown_not_a_crash(digits: int) -> None:
+    """A line number no file has (30 digits overflowed the int32 SourceSpan: INTERNAL;
+    5,000 digits are more than int() converts), and absurd repeat and elision counts.
+    Found by tests/integration/test_robustness.py."""
+    huge = "9" * digits
+    text = (
+        "Traceback (most recent call last):\n"
+        f'  File "main.py", line {huge}, in <module>\n'
+        "    f()\n"
+        '  File "main.py", line 2, in f\n'
+        "    return f()\n"
+        "    ...<" + huge + " lines>...\n"
+        "           ^^^\n"
+        f"  [Previous line repeated {huge} more times]\n"
+        f'  File "main.py", line {huge}, in g\n'
+        "    x()\n"
+        "RecursionError: maximum recursion depth exceeded\n"
+    )
+    parsed = parse_traceback(text, code="def f():\n    return f()\nf()\n")
+    assert parsed is not None
+    assert parsed.error.error_type == "RecursionError"
+    assert parsed.error.line is None  # the innermost frame's line cannot be real
+    numbers = [parsed.error.column, parsed.error.end_line, parsed.error.end_column]
+    assert all(n is None or 0 <= n < 2**31 for n in numbers)

@@ -228,3 +228,23 @@ def test_explain_through_envoy_as_json(gateway_url: str, mint_token: MintToken) 
         timeout=30,
     )
     assert anonymous.status_code == 401
+
+
+@pytest.mark.parametrize("through", ["service", "gateway"])
+def test_a_huge_topic_name_is_refused_with_a_short_answer(
+    mesh: dict[str, int], gateway_url: str, mint_token: MintToken, through: str
+) -> None:
+    """GetTopic repeated any name back in its NOT_FOUND status: a 100 KB name made a
+    trailer Envoy cannot forward (native gRPC callers got UNAVAILABLE) and a direct
+    caller's library refused it (RESOURCE_EXHAUSTED). Found by test_robustness.py."""
+    port = mesh["concepts"] if through == "service" else httpx.URL(gateway_url).port
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = concepts_pb2_grpc.ConceptsServiceStub(channel)
+        code, reason, fields = error_of(
+            lambda: stub.GetTopic(
+                concepts_pb2.GetTopicRequest(name="topics/" + "a" * 100_000),
+                metadata=bearer(mint_token("alice")),
+                timeout=10,
+            )
+        )
+    assert (code, reason, fields) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_FIELDS", ["name"])

@@ -473,3 +473,23 @@ def test_question_without_a_recognisable_topic_gets_a_clarifying_answer(
     assert classification.topic == common_pb2.TOPIC_UNSPECIFIED
     answer = text_of(chunks)
     assert "which part of Python" in answer and "recursion" in answer
+
+
+def test_code_an_agent_will_not_take_gets_an_answer_not_an_error(
+    triage: triage_pb2_grpc.TriageServiceStub, mint_token: MintToken
+) -> None:
+    """Triage takes 64 KiB of code; the review agent reads at most 2,000 lines. Routing
+    longer code to it made Ask fail with INTERNAL ("a dependency failed"); the student
+    now reads why. Found by test_robustness.py."""
+    student = f"s-{uuid.uuid4().hex[:8]}"
+    classification, chunks = ask(
+        triage,
+        mint_token(student),
+        student=f"students/{student}",
+        question="can you review my code please",
+        code="x = 1\n" * 2001,
+        intent=triage_pb2.INTENT_REVIEW,
+    )
+    assert classification.intent == triage_pb2.INTENT_REVIEW
+    assert {c.agent for c in chunks} == {"review"}
+    assert "2,000 lines" in text_of(chunks)

@@ -92,6 +92,11 @@ _SUGGESTION_RES = (
     ),
 )
 
+MAX_LINE = 10_000_000
+"""A larger line number in a pasted traceback is not a real one: it is read as unknown.
+(It has to fit a SourceSpan's int32 too, with room for a multi-line span after it.)"""
+_MAX_COUNT = 1_000_000_000
+
 _SYNTAX_TYPES = frozenset({"SyntaxError", "IndentationError", "TabError"})
 _MODULE_LEVEL = "<module>"
 # Paths of the interpreter's own code: the standard library and installed packages on
@@ -211,6 +216,26 @@ class _Block:
     sub_blocks: list[list[str]] = field(default_factory=list)
 
 
+def _number(digits: str, limit: int) -> int | None:
+    """The number a run of digits spells, None above `limit`; never converts thousands
+    of digits (int() refuses more than 4,300 of them)."""
+    significant = digits.lstrip("0") or "0"
+    if len(significant) > len(str(limit)):
+        return None
+    value = int(significant)
+    return value if value <= limit else None
+
+
+def _line_number(digits: str) -> int:
+    """A frame's line number; 0 (unknown) when it cannot be a real one."""
+    return _number(digits, MAX_LINE) or 0
+
+
+def _count(digits: str) -> int:
+    found = _number(digits, _MAX_COUNT)
+    return _MAX_COUNT if found is None else found
+
+
 def _indent(line: str) -> int:
     return len(line) - len(line.lstrip())
 
@@ -229,7 +254,7 @@ def _frame_from(header: re.Match[str], body: list[str], display_indent: int) -> 
     for row in body:
         elided = _ELIDED_RE.match(row)
         if elided:
-            offset += int(elided["count"])
+            offset = min(offset + _count(elided["count"]), MAX_LINE)
             continue
         if _CARET_RE.match(row) and sources:
             text = row[display_indent:] if not row[:display_indent].strip() else row.lstrip()
@@ -247,12 +272,13 @@ def _frame_from(header: re.Match[str], body: list[str], display_indent: int) -> 
         end_row, _, end = carets[-1]
         if first_row != 0:
             start = None  # carets that do not begin on the first row: keep only the line
-        line = int(header["line"])
-        end_line = line + source_numbers[end_row] if end_row < len(source_numbers) else None
+        line = _line_number(header["line"])
+        if line and end_row < len(source_numbers):
+            end_line = line + source_numbers[end_row]
     func = (header["func"] or "").strip()
     return Frame(
         filename=header["file"],
-        line=int(header["line"]),
+        line=_line_number(header["line"]),
         function=func,
         source_lines=tuple(sources),
         caret_start=start,
@@ -298,7 +324,8 @@ def _read_block(lines: list[str]) -> _Block:
         repeated = _REPEATED_RE.match(line)
         if repeated and block.frames:
             last = block.frames[-1]
-            block.frames[-1] = replace(last, repeated=last.repeated + int(repeated["count"]))
+            repeats = min(last.repeated + _count(repeated["count"]), _MAX_COUNT)
+            block.frames[-1] = replace(last, repeated=repeats)
             index += 1
             continue
         header = _FILE_RE.match(line)
@@ -456,11 +483,12 @@ def _error_from(block: _Block, student_file: str, code_lines: list[str]) -> Pars
     line = column = end_line = end_column = None
     source = function = filename = ""
     if chosen is not None:
-        line = chosen.line
+        line = chosen.line or None  # 0: a line number that cannot be real
         filename = chosen.filename
         function = "" if chosen.function == _MODULE_LEVEL else chosen.function
         source = chosen.source_line or _code_line(code_lines, line).strip()
-        column, end_line, end_column = _columns(chosen, code_lines)
+        if line is not None:
+            column, end_line, end_column = _columns(chosen, code_lines)
         if column is not None and end_column is not None:
             single = end_line == line and end_column <= column
             if single:
