@@ -264,12 +264,40 @@ function envoy_on_request(handle)
     handle:respond({{[":status"] = "431"}}, {headers_message})
     return
   end
+  local grpc = (headers:get("content-type") or ""):sub(1, 16) == "application/grpc"
+  -- gRPC's own headers reach the service as the protocol's: one the service cannot
+  -- parse (grpc-encoding: bogus, a garbled grpc-timeout) fails the call INTERNAL, and
+  -- a JSON caller's would pass the transcoder untouched. JSON callers speak HTTP, so
+  -- theirs go; a gRPC caller's stay only when well-formed.
+  local drop = {{}}
+  for name, value in pairs(headers) do
+    if name:sub(1, 5) == "grpc-" and not (grpc and well_formed(name, value)) then
+      drop[#drop + 1] = name
+    end
+  end
+  for _, name in ipairs(drop) do
+    headers:remove(name)
+  end
   -- Envoy writes a route's deadline into grpc-timeout when it picks the route, and only
   -- for gRPC content. It picked it before grpc_web turned a gRPC-Web call into gRPC:
   -- pick again, so gRPC-Web calls get their deadline like native ones.
-  if (headers:get("content-type") or ""):sub(1, 16) == "application/grpc" then
+  if grpc then
     handle:clearRouteCache()
   end
+end
+
+function well_formed(name, value)
+  if name == "grpc-timeout" then
+    return value:match("^%d%d?%d?%d?%d?%d?%d?%d?[HMSmun]$") ~= nil
+  end
+  if name == "grpc-encoding" or name == "grpc-accept-encoding" then
+    for coding in value:gmatch("[^,%s]+") do
+      if coding ~= "identity" and coding ~= "gzip" and coding ~= "deflate" then
+        return false
+      end
+    end
+  end
+  return true
 end
 """
 

@@ -579,3 +579,55 @@ def test_real_rpc_over_its_share_is_429_with_retry_after(
     assert any(d["@type"].endswith("google.rpc.RetryInfo") for d in body["details"])
     for name in GRPC_HEADERS:
         assert name not in refused.headers
+
+
+# --- gRPC's own headers from callers --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"grpc-encoding": "bogus"},
+        {"grpc-encoding": "gzip"},  # the JSON body is not compressed gRPC
+        {"grpc-timeout": "garbage"},
+        {"grpc-timeout": "1n"},
+        {"grpc-accept-encoding": "x,y"},
+    ],
+)
+def test_json_callers_cannot_send_grpc_protocol_headers(
+    client: httpx.Client, auth: dict[str, str], headers: dict[str, str]
+) -> None:
+    # They reached the service as its own protocol headers: 500 INTERNAL ("Error parsing
+    # 'grpc-encoding' metadata") on every route, and a garbled grpc-timeout on streams.
+    reply = client.get("/v1/topics", headers={**auth, **headers})
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["topics"]
+
+
+def test_json_stream_ignores_a_callers_grpc_timeout(
+    client: httpx.Client, mint_token: MintToken
+) -> None:
+    token = mint_token("stream-caller")
+    with client.stream(
+        "POST",
+        "/v1/students/stream-caller:ask",
+        json={"question": "what is a list?"},
+        headers={"authorization": f"Bearer {token}", "grpc-timeout": "garbage"},
+        timeout=30,
+    ) as reply:
+        body = reply.read().decode()
+    assert reply.status_code == 200, body
+    assert reply.headers["content-type"].startswith("text/event-stream")
+    assert '"final":true' in body.replace(" ", "")
+
+
+def test_grpc_callers_keep_well_formed_protocol_headers(channel: grpc.Channel, token: str) -> None:
+    # A native caller's own deadline and encoding are its to set; only garbled ones go.
+    stub = concepts_pb2_grpc.ConceptsServiceStub(channel)
+    reply = stub.ListTopics(
+        concepts_pb2.ListTopicsRequest(),
+        metadata=[("authorization", f"Bearer {token}")],
+        timeout=5,
+        compression=grpc.Compression.Gzip,
+    )
+    assert reply.topics
