@@ -28,8 +28,6 @@ import httpx
 import jwt
 import pytest
 from google.protobuf.duration_pb2 import Duration
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from learnflow.exercise.v1 import exercise_pb2, exercise_pb2_grpc
 from learnflow.sandbox.v1 import sandbox_pb2, sandbox_pb2_grpc
 
@@ -40,6 +38,7 @@ from services.kit.runtime import Runtime
 from services.kit.server import LearnFlowServer
 from services.sandbox.main import build
 from tests.conftest import MintToken, free_port
+from tests.support.rich_errors import refusal
 
 pytestmark = pytest.mark.integration
 
@@ -130,24 +129,6 @@ def start_loops(
     ]
     time.sleep(0.8)  # every loop has its slot (a sandbox starts in ~25 ms)
     return loops
-
-
-def refusal(error: grpc.RpcError) -> tuple[str, float, str]:
-    """(ErrorInfo reason, RetryInfo delay in seconds, retry-after metadata)."""
-    status = rpc_status.from_call(error)
-    assert status is not None, "no google.rpc.Status on the error"
-    reason, delay = "", -1.0
-    for item in status.details:
-        if item.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            item.Unpack(info)
-            reason = info.reason
-        if item.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-            retry = error_details_pb2.RetryInfo()
-            item.Unpack(retry)
-            delay = retry.retry_delay.ToNanoseconds() / 1e9
-    trailing = dict(error.trailing_metadata() or ())
-    return reason, delay, str(trailing.get("retry-after", ""))
 
 
 def json_detail(body: dict[str, Any], type_name: str) -> dict[str, Any]:
