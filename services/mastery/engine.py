@@ -8,9 +8,9 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, date, datetime
 
-from services.kit.auth import Principal, Role
+from services.kit.auth import Principal
 from services.kit.cache import Cache
-from services.kit.errors import NotFound, PermissionDenied
+from services.kit.errors import NotFound
 from services.mastery.domain.events import ProgressEvent
 from services.mastery.domain.history import Granularity, HistoryPoint, Summary, aggregate, summarise
 from services.mastery.store import (
@@ -89,21 +89,14 @@ class MasteryEngine:
 
     # -- reads ------------------------------------------------------------------------
 
-    def authorised_student(self, principal: Principal, student_id: str) -> Student:
-        """The student, if the caller may see them (students: self; teachers: their
-        cohorts; admins: all). Students are refused before any lookup, so they cannot
-        probe which ids exist."""
-        if principal.role is Role.STUDENT and principal.subject != student_id:
-            raise PermissionDenied(
-                f"student {principal.subject!r} may not access student {student_id!r}",
-                metadata={"student": student_id},
-            )
+    def student(self, student_id: str) -> Student:
+        """The student, once they have any evidence (callers authorise first, through
+        the roster, so nobody learns which ids exist)."""
         student = self.store.student(student_id)
         if student is None:
             raise NotFound(
                 f"students/{student_id} has no mastery yet", metadata={"student": student_id}
             )
-        principal.require_student(student_id, student.cohort or None)
         return student
 
     def mastery(self, student: Student) -> MasteryView:

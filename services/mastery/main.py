@@ -60,7 +60,9 @@ def build(
     def register(server: grpc.Server) -> None:
         # RPCs not implemented here fall through to the generated base (UNIMPLEMENTED);
         # its type stubs call them abstract.
-        servicer = MasteryServicer(engine, cache, recalculations)  # type: ignore[abstract]
+        servicer = MasteryServicer(  # type: ignore[abstract]
+            engine, cache, recalculations, runtime.roster
+        )
         mastery_pb2_grpc.add_MasteryServiceServicer_to_server(servicer, server)
         operations_pb2_grpc.add_OperationsServicer_to_server(OperationsServicer(engine), server)
 
@@ -76,6 +78,7 @@ def build(
             "cache": runtime.cache.check,
             "consumer": consumer.health_check(CONSUMER_HEALTH),
         },
+        roster=runtime.roster,
         start_background=[start],
         on_stop=[consumer.stop, lambda: recalculations.wait(5.0)],
     )

@@ -1,7 +1,7 @@
 """MasteryService and google.longrunning.Operations: decode, call the engine, encode.
 
 GetMastery answers from the read cache (Redis, 1 h, dropped on every update) when it
-can; the cached message carries the student's cohort, so authorisation still holds.
+can, after the caller is authorised through the roster like every student resource.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from services.kit.errors import NotFound, PermissionDenied, Validator
 from services.kit.interceptors import current_principal
 from services.kit.names import check_name, parse_name
 from services.kit.pagination import next_page_token, parse_page
+from services.kit.roster import Roster
 from services.mastery import convert
 from services.mastery.domain.events import MAX_TOPIC
 from services.mastery.domain.history import MAX_RANGE_DAYS, Granularity
@@ -42,20 +43,27 @@ def _date(value: date_pb2.Date, field: str, checks: Validator) -> date | None:
 
 
 class MasteryServicer(mastery_pb2_grpc.MasteryServiceServicer):
-    def __init__(self, engine: MasteryEngine, cache: Cache, recalculations: Recalculations) -> None:
+    def __init__(
+        self,
+        engine: MasteryEngine,
+        cache: Cache,
+        recalculations: Recalculations,
+        roster: Roster,
+    ) -> None:
         self._engine = engine
         self._cache = cache
         self._recalculations = recalculations
+        self._roster = roster
 
     def GetMastery(
         self, request: mastery_pb2.GetMasteryRequest, context: grpc.ServicerContext
     ) -> mastery_pb2.Mastery:
         (student_id,) = parse_name(request.name, "students/*/mastery", "name")
-        principal = current_principal()
+        self._roster.require_readable(current_principal(), student_id)
         cached = self._cached(student_id)
-        if cached is not None and self._may_read(principal, student_id, cached.cohort):
+        if cached is not None:
             return cached
-        student = self._engine.authorised_student(principal, student_id)
+        student = self._engine.student(student_id)
         message = convert.mastery(self._engine.mastery(student))
         with contextlib.suppress(Exception):  # a cache outage only costs speed
             self._cache.set(
@@ -71,11 +79,6 @@ class MasteryServicer(mastery_pb2_grpc.MasteryServiceServicer):
         except Exception:  # a cache outage only costs speed
             return None
         return mastery_pb2.Mastery.FromString(raw) if raw is not None else None
-
-    @staticmethod
-    def _may_read(principal: Principal, student_id: str, cohort_name: str) -> bool:
-        cohort = cohort_name.removeprefix("cohorts/") or None
-        return principal.can_access_student(student_id, cohort)
 
     def ListCohortMasteries(
         self, request: mastery_pb2.ListCohortMasteriesRequest, context: grpc.ServicerContext
@@ -128,7 +131,8 @@ class MasteryServicer(mastery_pb2_grpc.MasteryServiceServicer):
         checks.check(0 <= request.topic <= MAX_TOPIC, "topic", "is not a curriculum topic")
         checks.raise_if_invalid()
         assert start is not None and end is not None
-        student = self._engine.authorised_student(current_principal(), student_id)
+        self._roster.require_readable(current_principal(), student_id)
+        student = self._engine.student(student_id)
         points, summary = self._engine.history(
             student, int(request.topic), start, end, Granularity(request.granularity)
         )

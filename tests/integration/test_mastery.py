@@ -424,7 +424,9 @@ def test_access_rules(
     student = new_student()
     events.send(exercise(student, 0.5, cohort="c-acl"), student)
     events.flush()
-    mastery_when(stub, mint_token(student), student, lambda m: evidence_total(m) == 1)
+    # The student's class is the roster's, learnt from their own token (not the event's).
+    own_token = mint_token(student, "student", ["c-acl"])
+    mastery_when(stub, own_token, student, lambda m: evidence_total(m) == 1)
     request = mastery_pb2.GetMasteryRequest(name=f"students/{student}/mastery")
 
     def code(token: str, req: mastery_pb2.GetMasteryRequest = request) -> grpc.StatusCode:

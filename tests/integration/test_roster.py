@@ -13,6 +13,7 @@ import grpc
 import pytest
 from learnflow.debug.v1 import debug_pb2, debug_pb2_grpc
 from learnflow.exercise.v1 import exercise_pb2, exercise_pb2_grpc
+from learnflow.mastery.v1 import mastery_pb2, mastery_pb2_grpc
 from learnflow.review.v1 import review_pb2, review_pb2_grpc
 
 from tests.conftest import MintToken, wait_for
@@ -130,6 +131,19 @@ def test_list_answers_like_get_for_every_caller(
         for who, token in callers.items()
     }
     assert seen == {(kind, who): (expected[who],) * 2 for kind in pairs for who in callers}
+
+    # The mastery engine authorises alike (bob's graded submission reached it by event).
+    mastery = mastery_pb2_grpc.MasteryServiceStub(channels["mastery"])
+
+    def read_mastery(token: str) -> object:
+        request = mastery_pb2.GetMasteryRequest(name=f"students/{bob}/mastery")
+        return mastery.GetMastery(request, metadata=bearer(token), timeout=10)
+
+    wait_for(
+        lambda: True if code_of(read_mastery, bob_token) is grpc.StatusCode.OK else None,
+        what="bob's graded submission to reach the mastery engine",
+    )
+    assert {who: code_of(read_mastery, token) for who, token in callers.items()} == expected
 
     # What a caller may list is everything: the admin's review is in the teacher's list.
     teacher = callers["bob's teacher"]
