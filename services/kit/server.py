@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -35,6 +36,9 @@ from services.kit.limits import Limiter
 from services.kit.roster import Roster
 
 log = logging.getLogger("learnflow.server")
+
+BIND_ATTEMPTS = 10
+BIND_RETRY_SECONDS = 0.5
 
 ServicerT = TypeVar("ServicerT")
 
@@ -137,10 +141,7 @@ class LearnFlowServer:
         self.port = 0
 
     def start(self) -> int:
-        address = f"{self.settings.grpc_host}:{self._port}"
-        self.port = self.server.add_insecure_port(address)
-        if self.port == 0:
-            raise RuntimeError(f"{self.spec.name}: cannot bind {address}")
+        self.port = self._bind(f"{self.settings.grpc_host}:{self._port}")
         self.server.start()
         self._monitor.start()
         for start in self._parts.start_background:
@@ -150,6 +151,25 @@ class LearnFlowServer:
             extra={"service": self.spec.name, "address": f"{self.settings.grpc_host}:{self.port}"},
         )
         return self.port
+
+    def _bind(self, address: str) -> int:
+        """The port bound. The service ports (50051-50058) lie in Linux's ephemeral
+        range, so an outgoing connection may hold one for a moment: a taken port is
+        tried again for a few seconds before giving up."""
+        for attempt in range(BIND_ATTEMPTS):
+            try:
+                port: int = self.server.add_insecure_port(address)
+            except RuntimeError:
+                port = 0
+            if port:
+                return port
+            if self._port == 0 or attempt == BIND_ATTEMPTS - 1:
+                break
+            log.warning(
+                "port taken, retrying", extra={"service": self.spec.name, "address": address}
+            )
+            time.sleep(BIND_RETRY_SECONDS)
+        raise RuntimeError(f"{self.spec.name}: cannot bind {address}")
 
     def refresh_health(self) -> bool:
         """Run the dependency checks now (they also run every few seconds)."""

@@ -4,6 +4,7 @@ nothing to remember, and undecodable bytes or NUL characters are the caller's er
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Iterator
 
@@ -19,7 +20,7 @@ from services.kit.config import Settings
 from services.kit.interceptors import ServerInterceptor
 from services.kit.runtime import Runtime
 from services.kit.server import LearnFlowServer, ServiceParts
-from tests.conftest import MintToken, wait_for
+from tests.conftest import MintToken, free_port, wait_for
 from tests.support.rich_errors import refusal, rich_error
 
 CONCEPTS = SERVICES_BY_NAME["concepts"]
@@ -200,3 +201,21 @@ def test_nul_characters_are_named_fields(channel: grpc.Channel, mint_token: Mint
         )
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert rich_error(caught.value) == ("INVALID_FIELDS", ["question", "student"])
+
+
+def test_a_port_held_for_a_moment_is_bound_once_free(settings: Settings) -> None:
+    # The service ports lie in Linux's ephemeral range: an outgoing connection can hold
+    # one while the mesh starts. The server waits for it instead of failing `make run`.
+    port = free_port()
+    holder = socket.socket()
+    holder.bind(("0.0.0.0", port))
+    holder.listen()
+    threading.Timer(1.0, holder.close).start()
+    parts = ServiceParts(register=lambda server: None)
+    server = LearnFlowServer(
+        CONCEPTS, parts, settings.model_copy(update={"grpc_host": "0.0.0.0"}), port=port
+    )
+    try:
+        assert server.start() == port
+    finally:
+        server.stop(grace=0.1)
