@@ -4,7 +4,9 @@ the student's level, with examples that really ran and a diagram Mermaid accepts
 With the model enabled the text is the model's (origin MODEL); whenever the model gives
 nothing usable the curated content answers (origin CURATED). Either way the same checks
 apply before anything is returned (`domain/explain.py`). Transport-free: the sandbox,
-the Mermaid validator, the mastery lookup and the model are passed in."""
+the Mermaid validator, the mastery lookup, the model and the publisher of answers
+(learning.responses, so the student's other screens show the explanation) are passed
+in."""
 
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from services.kit.auth import Principal, Role
 from services.kit.curriculum import BY_TOPIC
 from services.kit.errors import FieldViolation, InvalidArgument
 from services.kit.llm import LLMUnavailable
+from services.kit.responses import LearningResponses
 
 log = logging.getLogger("learnflow.concepts")
 
@@ -57,14 +60,33 @@ class ConceptsEngine:
         validate_diagram: ValidateDiagram,
         mastery_level: MasteryLevel,
         writer: ModelWriter | None = None,
+        *,
+        responses: LearningResponses | None = None,
     ) -> None:
         self.library = library
         self._prover = prover
         self._validate = validate_diagram
         self._mastery_level = mastery_level
         self._writer = writer
+        self._responses = responses
 
     def explain(
+        self,
+        student_id: str,
+        *,
+        topic: Topic | None,
+        question: str,
+        level: Level | None,
+        include_diagram: bool,
+    ) -> Explanation:
+        explanation = self._explain(
+            student_id, topic=topic, question=question, level=level, include_diagram=include_diagram
+        )
+        if self._responses is not None:  # the student's other screens show it too
+            self._responses.answer(student_id, explanation_markdown(explanation))
+        return explanation
+
+    def _explain(
         self,
         student_id: str,
         *,
@@ -165,3 +187,12 @@ class ConceptsEngine:
             origin=Origin.MODEL,
             question_id=question_id,
         )
+
+
+def explanation_markdown(explanation: Explanation) -> str:
+    """The explanation for a live screen: title, text and its first example."""
+    parts = [f"## {explanation.title}", explanation.body.strip()]
+    if explanation.examples:
+        example = explanation.examples[0]
+        parts.append(f"```python\n{example.code.rstrip()}\n```")
+    return "\n\n".join(p for p in parts if p)

@@ -1,6 +1,7 @@
 """Wires the concepts service: curated content, the sandbox (every example runs there
 before it is shown), the Mermaid validator (one Node process, started on first use),
-the mastery engine (level and cohort) and the model when OPENAI_API_KEY is set."""
+the mastery engine (level and cohort), the model when OPENAI_API_KEY is set, and the
+publisher of explanations (learning.responses)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,13 @@ from services.concepts.engine import ConceptsEngine
 from services.concepts.mermaid_validator import MermaidValidator
 from services.concepts.servicer import ConceptsServicer
 from services.concepts.writer import ModelWriter
+from services.kit.bus import Publisher
 from services.kit.peers import MasteryClient, SandboxClient
+from services.kit.responses import LearningResponses
 from services.kit.runtime import Runtime
 from services.kit.server import ServiceParts
 
+SOURCE = "//learnflow.dev/concepts"
 EXAMPLE_WALL_SECONDS = 5.0  # a curated example runs in well under 100 ms
 EXAMPLE_OUTPUT_BYTES = 16 * 1024  # more than any example may show (proof.MAX_OUTPUT_CHARS)
 
@@ -66,6 +70,7 @@ def build(runtime: Runtime) -> ServiceParts:
         validator,
         mastery.level,
         ModelWriter(runtime.llm),
+        responses=LearningResponses(Publisher(runtime.bus, SOURCE), "concepts"),
     )
 
     def register(server: grpc.Server) -> None:

@@ -1,5 +1,6 @@
 """The debug agent's application service: diagnose an error, keep its hint ladder,
-reveal one level per request, record the occurrence and announce struggle.
+reveal one level per request, record the occurrence and announce struggle; each
+diagnosis and hint goes to the student's other screens too (learning.responses).
 
 A diagnosis works out all three hint levels at once (so every level is checked before
 anything is shown) and stores them; the API shows only the levels revealed so far.
@@ -31,6 +32,7 @@ from services.kit.bus import PROGRESS_EVENTS, STRUGGLE_DETECTED, Publisher
 from services.kit.errors import FailedPrecondition, NotFound
 from services.kit.llm import LLM, LLMUnavailable, PromptTemplates
 from services.kit.peers import ProgramRun
+from services.kit.responses import LearningResponses
 
 log = logging.getLogger("learnflow.debug")
 
@@ -98,6 +100,7 @@ class DebugEngine:
         detector: StruggleDetector,
         publisher: Publisher,
         run: RunProgram,
+        responses: LearningResponses,
         llm: LLM,
         prompts: PromptTemplates | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -105,6 +108,7 @@ class DebugEngine:
         self._store = store
         self._detector = detector
         self._publisher = publisher
+        self._responses = responses
         self._run = run
         self._llm = llm
         self._prompts = prompts or PromptTemplates(PROMPTS)
@@ -153,6 +157,12 @@ class DebugEngine:
             diagnosis.struggle_detected = self._observe(request, diagnosis, occurrence, now)
             self._hint_revealed(request, diagnosis, level=1, at=now)
         diagnosis.hints.extend(ladder.hints[:revealed])
+        self._responses.answer(
+            request.student_id,
+            diagnosis_markdown(diagnosis),
+            resource=diagnosis.name,
+            cohort=request.cohort,
+        )
         return diagnosis
 
     def _parse(self, code: str, traceback_text: str) -> ParsedTraceback | None:
@@ -262,6 +272,12 @@ class DebugEngine:
         diagnosis = self.render(self._store.diagnosis(student_id, diagnosis_id) or stored)
         request = Request(student_id, stored.cohort, diagnosis.code, "", diagnosis.exercise)
         self._hint_revealed(request, diagnosis, level=revealed, at=now)
+        self._responses.answer(
+            student_id,
+            hint_markdown(diagnosis.hints[-1], of=len(ladder.hints)),
+            resource=diagnosis.name,
+            cohort=stored.cohort,
+        )
         return diagnosis
 
     @staticmethod
@@ -337,6 +353,25 @@ class DebugEngine:
             extra={"student": request.student_id, "error_type": error_type, "count": seen.count},
         )
         return True
+
+
+def diagnosis_markdown(diagnosis: debug_pb2.Diagnosis) -> str:
+    """The diagnosis for a live screen: the error, where, and the hint shown with it."""
+    if diagnosis.no_error:
+        return "## No error\n\nThe code ran without raising an error."
+    error = diagnosis.error
+    where = f" on line {error.span.line}" if error.span.line else ""
+    parts = [f"## {error.error_type}{where}", f"Python says: *{error.message}*"]
+    parts.extend(hint.text.strip() for hint in diagnosis.hints)
+    return "\n\n".join(parts)
+
+
+def hint_markdown(hint: debug_pb2.Hint, *, of: int) -> str:
+    """A hint just revealed, for a live screen."""
+    parts = [f"**Hint {int(hint.level)} of {of}**", hint.text.strip()]
+    if hint.fixed_code:
+        parts.append(f"```python\n{hint.fixed_code.rstrip()}\n```")
+    return "\n\n".join(parts)
 
 
 def _stamp_level(now: datetime) -> Callable[[bytes, int], bytes]:

@@ -15,6 +15,7 @@ from services.debug.store import DebugStore
 from services.debug.struggle import StruggleDetector
 from services.kit.bus import Publisher
 from services.kit.peers import SandboxClient
+from services.kit.responses import LearningResponses
 from services.kit.runtime import Runtime
 from services.kit.server import ServiceParts
 
@@ -28,10 +29,12 @@ def build(runtime: Runtime) -> ServiceParts:
     db = runtime.database("debug", MIGRATIONS)
     store = DebugStore(db)
     sandbox = SandboxClient(settings.address_of("sandbox"), wall_seconds=RUN_SECONDS)
+    publisher = Publisher(runtime.bus, SOURCE)
     engine = DebugEngine(
         store,
         detector=StruggleDetector(runtime.windows),
-        publisher=Publisher(runtime.bus, SOURCE),
+        publisher=publisher,
+        responses=LearningResponses(publisher, "debug"),
         run=sandbox.run,
         llm=runtime.llm,
     )

@@ -1,6 +1,7 @@
 """Graded work: a submission graded in the sandbox, a quiz graded against its answers.
 Each is stored and then announced on progress.events (ExerciseGraded, QuizGraded), so
-the mastery engine's completion and quiz components move."""
+the mastery engine's completion and quiz components move, and on learning.responses,
+so the student's other screens show the grade."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from learnflow.events.v1 import events_pb2
 from learnflow.exercise.v1 import exercise_pb2, quiz_pb2
 
+from services.exercise.answers import ExerciseAnswers
 from services.exercise.domain.bank import QuizQuestion
 from services.exercise.domain.grading import Grade
 from services.exercise.domain.quizzes import Answer
@@ -29,10 +31,17 @@ def now() -> Timestamp:
 
 
 class GradedWork:
-    def __init__(self, engine: ExerciseEngine, store: ExerciseStore, publisher: Publisher) -> None:
+    def __init__(
+        self,
+        engine: ExerciseEngine,
+        store: ExerciseStore,
+        publisher: Publisher,
+        answers: ExerciseAnswers,
+    ) -> None:
         self._engine = engine
         self._store = store
         self._publisher = publisher
+        self.answers = answers
 
     def submit(
         self, *, student_id: str, cohort: str, exercise_id: str, code: str, request_id: str
@@ -89,6 +98,7 @@ class GradedWork:
                 key=student_id,
                 event_id=message.name,  # a stable id: a re-publish is the same event
             )
+            self.answers.submission(student_id, cohort, saved, exercise.title)
         return saved
 
     def grade_quiz(
@@ -134,6 +144,7 @@ class GradedWork:
             key=student_id,
             event_id=quiz.name,
         )
+        self.answers.quiz(student_id, cohort, quiz)
         return quiz
 
 

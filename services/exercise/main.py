@@ -9,6 +9,7 @@ from pathlib import Path
 import grpc
 from learnflow.exercise.v1 import exercise_pb2_grpc, quiz_pb2_grpc
 
+from services.exercise.answers import ExerciseAnswers
 from services.exercise.domain.bank import default_bank
 from services.exercise.domain.grading import Execution
 from services.exercise.engine import ExerciseEngine
@@ -18,6 +19,7 @@ from services.exercise.servicer import ExerciseServicer, QuizServicer
 from services.exercise.store import ExerciseStore
 from services.kit.bus import Publisher
 from services.kit.peers import MasteryClient, SandboxClient
+from services.kit.responses import LearningResponses
 from services.kit.runtime import Runtime
 from services.kit.server import ServiceParts
 
@@ -64,7 +66,9 @@ def build(runtime: Runtime) -> ServiceParts:
         generator=ExerciseGenerator(ModelAuthor(runtime.llm), execute, max_attempts=MAX_ATTEMPTS),
         generated=store,
     )
-    graded = GradedWork(engine, store, Publisher(bus, SOURCE))
+    publisher = Publisher(bus, SOURCE)
+    answers = ExerciseAnswers(LearningResponses(publisher, "exercise"))
+    graded = GradedWork(engine, store, publisher, answers)
 
     def register(server: grpc.Server) -> None:
         exercise_pb2_grpc.add_ExerciseServiceServicer_to_server(

@@ -111,15 +111,18 @@ class ExerciseServicer(exercise_pb2_grpc.ExerciseServiceServicer):
         checks.raise_if_invalid()
         principal = current_principal()
         principal.require_acting_as(student_id)
+        cohort = self._roster.cohort_for_work(principal, student_id)
         chosen = self._engine.generate(
             student_id,
-            cohort=self._roster.cohort_for_work(principal, student_id),
+            cohort=cohort,
             topic=Topic(request.topic) if request.topic else None,
             difficulty=Level(request.difficulty) if request.difficulty else None,
             focus_error=focus,
             passed=lambda: self._store.passed_exercises(student_id),
         )
-        return exercise_message(chosen)
+        message = exercise_message(chosen)
+        self._graded.answers.exercise(student_id, cohort, message)
+        return message
 
     def CreateSubmission(
         self, request: exercise_pb2.CreateSubmissionRequest, context: grpc.ServicerContext
@@ -226,13 +229,11 @@ class QuizServicer(quiz_pb2_grpc.QuizServiceServicer):
             state=quiz_pb2.Quiz.STATE_OPEN,
             create_time=now(),
         )
+        cohort = self._roster.cohort_for_work(principal, student_id)
         self._store.add_quiz(
-            student_id,
-            new.quiz_id,
-            self._roster.cohort_for_work(principal, student_id),
-            quiz.SerializeToString(),
-            generated=new.generated,
+            student_id, new.quiz_id, cohort, quiz.SerializeToString(), generated=new.generated
         )
+        self._graded.answers.quiz(student_id, cohort, quiz)
         return quiz
 
     def GetQuiz(

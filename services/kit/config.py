@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     # The mastery engine's Kafka consumer group: replicas share it; a second, independent
     # engine on the same broker (a benchmark beside a test run) needs its own.
     mastery_consumer_group: str = "mastery-engine"
+    # The notify service's consumer group (struggle.detected, mastery.updated -> alerts).
+    notify_consumer_group: str = "notify-alerts"
     # A consumer behind and without a commit for this long reports NOT_SERVING under
     # its own health name (learnflow.<service>.consumer); readiness is not affected.
     consumer_stall_seconds: float = Field(default=60.0, gt=0, le=3600)

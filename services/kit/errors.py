@@ -105,6 +105,13 @@ class FailedPrecondition(LearnFlowError):
     reason = "FAILED_PRECONDITION"
 
 
+class Aborted(LearnFlowError):
+    """A concurrent change won: e.g. a stale etag (AIP-154). Read again, then retry."""
+
+    code = code_pb2.ABORTED
+    reason = "ETAG_MISMATCH"
+
+
 class ResourceExhausted(LearnFlowError):
     """Over a limit. With `retry_after` (seconds) the status carries a RetryInfo and the
     interceptor adds `retry-after` metadata, which Envoy passes on as the HTTP header."""

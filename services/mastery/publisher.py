@@ -37,11 +37,16 @@ def encode_changes(changes: Sequence[Change]) -> list[OutboxMessage]:
                     else 0.0,
                     score=m.score,
                     band=int(m.band),  # type: ignore[arg-type]
+                    previous_band=int(change.before[m.topic].band)  # type: ignore[arg-type]
+                    if m.topic in change.before
+                    else 0,
+                    evidence_count=change.evidence.get(m.topic, 0),
                 )
                 for m in change.changed_topics()
             ],
             cause_event_id=change.cause_event_id,
             update_time=now,
+            evidence_count=change.evidence.get(0, 0),
         )
         messages.append(OutboxMessage(MASTERY_UPDATED, change.student, event.SerializeToString()))
     return messages

@@ -29,6 +29,7 @@ from services.mastery.domain.model import (
     Mastery,
     StudentMastery,
     changed,
+    evidence_count,
     student_mastery,
     window_start,
 )
@@ -55,6 +56,9 @@ class Change:
     before: dict[int, Mastery]
     after: StudentMastery
     cause_event_id: str
+    # Pieces of evidence behind each score after (exercises attempted, quizzes, code
+    # reviews), per topic; OVERALL (0) sums every topic.
+    evidence: dict[int, int] = field(default_factory=dict)
 
     def changed_topics(self) -> list[Mastery]:
         return [m for t, m in self.after.topics.items() if changed(self.before.get(t), m)]
@@ -417,8 +421,18 @@ class MasteryStore:
             if not any(changed(previous.get(m.topic), m) for m in masteries):
                 continue
             student = students[sid]
+            evidence = {t: evidence_count(a) for t, a in per_topic.items()}
+            evidence[OVERALL] = sum(evidence.values())
             changes.append(
-                Change(sid, student.cohort, student.time_zone, previous, after, cause.get(sid, ""))
+                Change(
+                    sid,
+                    student.cohort,
+                    student.time_zone,
+                    previous,
+                    after,
+                    cause.get(sid, ""),
+                    evidence,
+                )
             )
             for m in masteries:
                 if not changed(previous.get(m.topic), m):

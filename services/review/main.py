@@ -11,6 +11,7 @@ from learnflow.review.v1 import review_pb2_grpc
 
 from services.kit.bus import Publisher
 from services.kit.llm import PromptTemplates
+from services.kit.responses import LearningResponses
 from services.kit.runtime import Runtime
 from services.kit.server import ServiceParts
 from services.review.domain.linter import RuffLinter
@@ -37,7 +38,12 @@ def build(runtime: Runtime) -> ServiceParts:
 
     def register(server: grpc.Server) -> None:
         review_pb2_grpc.add_ReviewServiceServicer_to_server(
-            ReviewServicer(CodeReviews(engine, store, publisher), store, runtime.roster), server
+            ReviewServicer(
+                CodeReviews(engine, store, publisher, LearningResponses(publisher, "review")),
+                store,
+                runtime.roster,
+            ),
+            server,
         )
 
     return ServiceParts(

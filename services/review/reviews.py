@@ -1,5 +1,6 @@
 """Making a code review: review the code (offline, plus the model when configured),
-store it, and tell the mastery engine its quality (progress.events)."""
+store it, tell the mastery engine its quality (progress.events) and the student's
+other screens the review (learning.responses)."""
 
 from __future__ import annotations
 
@@ -12,16 +13,24 @@ from learnflow.events.v1 import events_pb2
 from learnflow.review.v1 import review_pb2
 
 from services.kit.bus import PROGRESS_EVENTS, Publisher
+from services.kit.responses import LearningResponses
 from services.review.domain.model import Review, Span
 from services.review.engine import ReviewEngine
 from services.review.store import ReviewStore
 
 
 class CodeReviews:
-    def __init__(self, engine: ReviewEngine, store: ReviewStore, publisher: Publisher) -> None:
+    def __init__(
+        self,
+        engine: ReviewEngine,
+        store: ReviewStore,
+        publisher: Publisher,
+        responses: LearningResponses,
+    ) -> None:
         self._engine = engine
         self._store = store
         self._publisher = publisher
+        self._responses = responses
 
     def create(
         self, *, student_id: str, cohort: str, code: str, topic: int, exercise: str
@@ -62,7 +71,22 @@ class CodeReviews:
                 key=student_id,
                 event_id=message.name,  # stable: a re-publish is the same event
             )
+        self._responses.answer(
+            student_id, summary_markdown(message), resource=message.name, cohort=cohort
+        )
         return message
+
+
+def summary_markdown(review: review_pb2.CodeReview) -> str:
+    """The review for a live screen: the score, the summary and the first findings."""
+    parts = [f"## Code review: {review.quality_score}/100", review.summary.strip()]
+    shown = review.findings[:3]
+    if shown:
+        lines = [f"- line {f.span.line}: `{f.rule}` {f.message}" for f in shown]
+        if len(review.findings) > len(shown):
+            lines.append(f"- …and {len(review.findings) - len(shown)} more")
+        parts.append("\n".join(lines))
+    return "\n\n".join(p for p in parts if p)
 
 
 def _span(span: Span) -> common_pb2.SourceSpan:

@@ -10,7 +10,7 @@ the answer as it arrives.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 
 import grpc
@@ -26,6 +26,7 @@ from learnflow.triage.v1 import triage_pb2
 
 from services.kit.curriculum import CURRICULUM
 from services.kit.llm import LLM, LLMUnavailable, PromptTemplates
+from services.kit.responses import RELAYED_METADATA, LearningResponses
 
 log = logging.getLogger("learnflow.triage.answers")
 
@@ -53,6 +54,39 @@ class AgentStubs:
 class Answer:
     agent: str
     pieces: Iterator[str]
+
+
+def live(
+    answer: Answer, responses: LearningResponses, *, student_id: str, request_id: str
+) -> Generator[triage_pb2.AnswerChunk, None, None]:
+    """The answer's chunks for the Ask stream, each published on learning.responses
+    (same request id, sequence and agent) as it is given, so the student's other
+    screens show it live. An agent failing midway (or the caller leaving) still ends
+    the live answer that began, with a note, before the error reaches the caller."""
+    sequence = 0
+
+    def publish(text: str, *, final: bool) -> None:
+        responses.chunk(
+            student_id,
+            text=text,
+            request_id=request_id,
+            sequence=sequence,
+            final=final,
+            agent=answer.agent,
+        )
+
+    try:
+        for piece in answer.pieces:
+            publish(piece, final=False)
+            chunk = triage_pb2.AnswerChunk(sequence=sequence, text=piece, agent=answer.agent)
+            sequence += 1  # before the yield: a caller leaving there ends at the next one
+            yield chunk
+    except (Exception, GeneratorExit):  # the agent failed, or the caller went away
+        if sequence:  # an answer the other screens began to show: end it
+            publish("\n\n*The answer was interrupted; please ask again.*", final=True)
+        raise
+    publish("", final=True)
+    yield triage_pb2.AnswerChunk(sequence=sequence, final=True, agent=answer.agent)
 
 
 class Answerer:
@@ -99,6 +133,7 @@ class Answerer:
                     student=request.student, topic=classification.topic, question=question[:2000]
                 ),
                 timeout=AGENT_TIMEOUT_SECONDS,
+                metadata=RELAYED_METADATA,  # this Ask streams and publishes the answer
             )
         except grpc.RpcError as exc:
             if classification.topic or exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
@@ -120,6 +155,7 @@ class Answerer:
                     diagnosis=debug_pb2.Diagnosis(code=request.code, traceback=request.traceback),
                 ),
                 timeout=AGENT_TIMEOUT_SECONDS,
+                metadata=RELAYED_METADATA,  # this Ask streams and publishes the answer
             )
         except grpc.RpcError as exc:
             refused = refusal_of_students_input(exc)
@@ -135,6 +171,7 @@ class Answerer:
                     student=request.student, focus_error_type=diagnosis.error.error_type
                 ),
                 timeout=AGENT_TIMEOUT_SECONDS,
+                metadata=RELAYED_METADATA,  # this Ask streams and publishes the answer
             )
             yield (
                 f"\n\nSince **{diagnosis.error.error_type}** keeps coming back, here is an "
@@ -160,6 +197,7 @@ class Answerer:
                     ),
                 ),
                 timeout=AGENT_TIMEOUT_SECONDS,
+                metadata=RELAYED_METADATA,  # this Ask streams and publishes the answer
             )
         except grpc.RpcError as exc:
             refused = refusal_of_students_input(exc)
@@ -176,6 +214,7 @@ class Answerer:
         exercise = self._agents.exercise.GenerateExercise(
             exercise_pb2.GenerateExerciseRequest(student=request.student, topic=topic),
             timeout=AGENT_TIMEOUT_SECONDS,
+            metadata=RELAYED_METADATA,  # this Ask streams and publishes the answer
         )
         yield from paragraphs(render_exercise(exercise))
 

@@ -1,6 +1,7 @@
 """Wires triage: the offline classifier (and the model, when configured), student
 context from the mastery engine cached in Redis and dropped on mastery.updated, and
-stubs for the agents it routes to."""
+stubs for the agents it routes to, and the publisher of the answers it streams
+(learning.responses)."""
 
 from __future__ import annotations
 
@@ -17,9 +18,11 @@ from learnflow.mastery.v1 import mastery_pb2, mastery_pb2_grpc
 from learnflow.review.v1 import review_pb2_grpc
 from learnflow.triage.v1 import triage_pb2, triage_pb2_grpc
 
+from services.kit.bus import Publisher
 from services.kit.clients import service_channel
 from services.kit.errors import PermissionDenied
 from services.kit.llm import PromptTemplates
+from services.kit.responses import LearningResponses
 from services.kit.runtime import Runtime
 from services.kit.server import ServiceParts
 from services.triage.answers import AgentStubs, Answerer
@@ -28,6 +31,7 @@ from services.triage.context import MasteryUnavailableError, StudentContexts, in
 from services.triage.servicer import TriageServicer
 
 PROMPTS = Path(__file__).parent / "prompts"
+SOURCE = "//learnflow.dev/triage"
 CONTEXT_GROUP = "triage-context"
 MASTERY_TIMEOUT_SECONDS = 2.0
 RECENT_DIAGNOSES = 50
@@ -122,6 +126,7 @@ def build(runtime: Runtime) -> ServiceParts:
                 contexts,
                 Answerer(agents, runtime.llm, prompts),
                 RequestClassifier(runtime.llm, prompts),
+                LearningResponses(Publisher(runtime.bus, SOURCE), "triage"),
             ),
             server,
         )

@@ -10,9 +10,10 @@ from learnflow.triage.v1 import triage_pb2, triage_pb2_grpc
 
 from services.kit.auth import Role
 from services.kit.errors import Validator
-from services.kit.interceptors import current_principal
+from services.kit.interceptors import current_call, current_principal
 from services.kit.names import check_name
-from services.triage.answers import Answerer
+from services.kit.responses import LearningResponses
+from services.triage.answers import Answerer, live
 from services.triage.classification import RequestClassifier
 from services.triage.context import StudentContexts
 
@@ -57,10 +58,12 @@ class TriageServicer(triage_pb2_grpc.TriageServiceServicer):
         contexts: StudentContexts,
         answerer: Answerer,
         classifier: RequestClassifier,
+        responses: LearningResponses,
     ) -> None:
         self._contexts = contexts
         self._answerer = answerer
         self._classifier = classifier
+        self._responses = responses
 
     def ClassifyRequest(
         self, request: triage_pb2.ClassifyRequestRequest, context: grpc.ServicerContext
@@ -88,15 +91,10 @@ class TriageServicer(triage_pb2_grpc.TriageServiceServicer):
 
         student_context = self._contexts.get(student_id)
         answer = self._answerer.answer(request, classification, student_context)
-        sequence = 0
-        for piece in answer.pieces:
-            yield triage_pb2.AskResponse(
-                chunk=triage_pb2.AnswerChunk(sequence=sequence, text=piece, agent=answer.agent)
-            )
-            sequence += 1
-        yield triage_pb2.AskResponse(
-            chunk=triage_pb2.AnswerChunk(sequence=sequence, final=True, agent=answer.agent)
-        )
+        for chunk in live(
+            answer, self._responses, student_id=student_id, request_id=current_call().request_id
+        ):
+            yield triage_pb2.AskResponse(chunk=chunk)
         if answer.agent == "debug":
             self._contexts.invalidate([student_id])  # a new error for their recent errors
 

@@ -122,6 +122,12 @@ class Aggregates:
         )
 
 
+def evidence_count(aggregates: Aggregates) -> int:
+    """Pieces of evidence behind a score: exercises attempted (each once, by its best
+    score), quizzes and code reviews."""
+    return aggregates.exercise_count + aggregates.quiz_count + aggregates.quality_count
+
+
 @dataclass(frozen=True, slots=True)
 class Mastery:
     """The mastery of one topic, or overall (topic 0)."""

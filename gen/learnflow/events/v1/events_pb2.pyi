@@ -369,6 +369,8 @@ class MasteryUpdated(_message.Message):
         PREVIOUS_SCORE_FIELD_NUMBER: _builtins.int
         SCORE_FIELD_NUMBER: _builtins.int
         BAND_FIELD_NUMBER: _builtins.int
+        PREVIOUS_BAND_FIELD_NUMBER: _builtins.int
+        EVIDENCE_COUNT_FIELD_NUMBER: _builtins.int
         topic: _common_pb2.Topic.ValueType
         """The topic."""
         previous_score: _builtins.float
@@ -377,6 +379,12 @@ class MasteryUpdated(_message.Message):
         """Score after, in [0, 1]."""
         band: _common_pb2.MasteryBand.ValueType
         """Band after."""
+        previous_band: _common_pb2.MasteryBand.ValueType
+        """Band before (unspecified: the topic had no band yet)."""
+        evidence_count: _builtins.int
+        """Pieces of evidence behind the score after: exercises attempted, quizzes and
+        code reviews in this topic.
+        """
         def __init__(
             self,
             *,
@@ -384,10 +392,12 @@ class MasteryUpdated(_message.Message):
             previous_score: _builtins.float = ...,
             score: _builtins.float = ...,
             band: _common_pb2.MasteryBand.ValueType = ...,
+            previous_band: _common_pb2.MasteryBand.ValueType = ...,
+            evidence_count: _builtins.int = ...,
         ) -> None: ...
         _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
         def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-        _ClearFieldArgType: _TypeAlias = _typing.Literal["band", b"band", "previous_score", b"previous_score", "score", b"score", "topic", b"topic"]  # noqa: Y015
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["band", b"band", "evidence_count", b"evidence_count", "previous_band", b"previous_band", "previous_score", b"previous_score", "score", b"score", "topic", b"topic"]  # noqa: Y015
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -399,6 +409,7 @@ class MasteryUpdated(_message.Message):
     TOPICS_FIELD_NUMBER: _builtins.int
     CAUSE_EVENT_ID_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    EVIDENCE_COUNT_FIELD_NUMBER: _builtins.int
     previous_score: _builtins.float
     """Overall score before, in [0, 1]."""
     score: _builtins.float
@@ -409,6 +420,10 @@ class MasteryUpdated(_message.Message):
     """Overall band after."""
     cause_event_id: _builtins.str
     """The `ce_id` of the event that caused the change (empty for recalculations)."""
+    evidence_count: _builtins.int
+    """Pieces of evidence behind the overall score after: exercises attempted, quizzes
+    and code reviews, across topics.
+    """
     @_builtins.property
     def student(self) -> Global___StudentRef:
         """The student."""
@@ -432,10 +447,11 @@ class MasteryUpdated(_message.Message):
         topics: _abc.Iterable[Global___MasteryUpdated.TopicChange] | None = ...,
         cause_event_id: _builtins.str = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        evidence_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["student", b"student", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["band", b"band", "cause_event_id", b"cause_event_id", "previous_band", b"previous_band", "previous_score", b"previous_score", "score", b"score", "student", b"student", "topics", b"topics", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["band", b"band", "cause_event_id", b"cause_event_id", "evidence_count", b"evidence_count", "previous_band", b"previous_band", "previous_score", b"previous_score", "score", b"score", "student", b"student", "topics", b"topics", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -443,7 +459,13 @@ Global___MasteryUpdated: _TypeAlias = MasteryUpdated  # noqa: Y015
 
 @_typing.final
 class LearningResponse(_message.Message):
-    """A piece of an agent's answer, for delivery to the student's live stream."""
+    """A piece of an agent's answer, for delivery to the student's live stream (so the
+    student's other open screens show it as it is given). A streamed answer (triage
+    `Ask`) is one event per chunk, in order, the last with `final`; a whole answer
+    (an explanation, a review, a diagnosis or hint, a graded submission or quiz, a
+    generated exercise or quiz) is one event: a short Markdown summary, `sequence` 0,
+    `final` true, and `resource` naming what to fetch for all of it.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -454,16 +476,24 @@ class LearningResponse(_message.Message):
     TEXT_FIELD_NUMBER: _builtins.int
     FINAL_FIELD_NUMBER: _builtins.int
     OCCUR_TIME_FIELD_NUMBER: _builtins.int
+    RESOURCE_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
-    """Correlates the chunks of one answer (the Ask request id)."""
+    """Correlates the chunks of one answer: the request id of the call that was
+    answered (`x-request-id`; for a streamed answer, the Ask's).
+    """
     agent: _builtins.str
-    """The agent answering: "concepts", "debug", "exercise", "review", "progress"."""
+    """The agent answering: "concepts", "debug", "exercise", "review", "mastery"."""
     sequence: _builtins.int
     """Position of this chunk in the answer, from 0."""
     text: _builtins.str
     """Markdown text of this chunk."""
     final: _builtins.bool
     """True on the answer's last chunk."""
+    resource: _builtins.str
+    """The resource the answer is, when it is one, e.g.
+    `students/{student}/codeReviews/{code_review}`, `exercises/{exercise}`: a screen
+    fetches it for the whole answer. Empty for an explanation and a streamed answer.
+    """
     @_builtins.property
     def student(self) -> Global___StudentRef:
         """The student."""
@@ -482,10 +512,11 @@ class LearningResponse(_message.Message):
         text: _builtins.str = ...,
         final: _builtins.bool = ...,
         occur_time: _timestamp_pb2.Timestamp | None = ...,
+        resource: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["occur_time", b"occur_time", "student", b"student"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "final", b"final", "occur_time", b"occur_time", "request_id", b"request_id", "sequence", b"sequence", "student", b"student", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "final", b"final", "occur_time", b"occur_time", "request_id", b"request_id", "resource", b"resource", "sequence", b"sequence", "student", b"student", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

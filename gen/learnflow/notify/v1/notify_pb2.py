@@ -30,7 +30,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from learnflow.events.v1 import events_pb2 as learnflow_dot_events_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n learnflow/notify/v1/notify.proto\x12\x13learnflow.notify.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x17google/api/client.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a learnflow/events/v1/events.proto\"\x82\x07\n\x05\x41lert\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12/\n\x07student\x18\x02 \x01(\tB\x1e\xe2\x41\x01\x02\xfa\x41\x17\n\x15learnflow.dev/Student\x12\x33\n\x04kind\x18\x03 \x01(\x0e\x32\x1f.learnflow.notify.v1.Alert.KindB\x04\xe2\x41\x01\x02\x12;\n\x08severity\x18\x04 \x01(\x0e\x32#.learnflow.notify.v1.Alert.SeverityB\x04\xe2\x41\x01\x01\x12\x13\n\x05title\x18\x05 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06\x64\x65tail\x18\x06 \x01(\tB\x04\xe2\x41\x01\x01\x12\x35\n\x05state\x18\x07 \x01(\x0e\x32 .learnflow.notify.v1.Alert.StateB\x04\xe2\x41\x01\x03\x12\x1d\n\x0f\x61\x63knowledged_by\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0bresolved_by\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x12\x1d\n\x0fresolution_note\x18\n \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\nepisode_id\x18\x0b \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x12\n\x04\x65tag\x18\x0e \x01(\tB\x04\xe2\x41\x01\x03\"e\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13KIND_REPEATED_ERROR\x10\x01\x12\x17\n\x13KIND_WHEEL_SPINNING\x10\x02\x12\x15\n\x11KIND_INTERVENTION\x10\x03\"^\n\x08Severity\x12\x18\n\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x10\n\x0cSEVERITY_LOW\x10\x01\x12\x13\n\x0fSEVERITY_MEDIUM\x10\x02\x12\x11\n\rSEVERITY_HIGH\x10\x03\"Z\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0e\n\nSTATE_OPEN\x10\x01\x12\x16\n\x12STATE_ACKNOWLEDGED\x10\x02\x12\x12\n\x0eSTATE_RESOLVED\x10\x03:H\xea\x41\x45\n\x13learnflow.dev/Alert\x12\x1f\x63ohorts/{cohort}/alerts/{alert}*\x06\x61lerts2\x05\x61lert\"\xc3\x01\n\x11ListAlertsRequest\x12-\n\x06parent\x18\x01 \x01(\tB\x1d\xe2\x41\x01\x02\xfa\x41\x16\n\x14learnflow.dev/Cohort\x12\x17\n\tpage_size\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x35\n\x05state\x18\x04 \x01(\x0e\x32 .learnflow.notify.v1.Alert.StateB\x04\xe2\x41\x01\x01\x12\x15\n\x07student\x18\x05 \x01(\tB\x04\xe2\x41\x01\x01\"Y\n\x12ListAlertsResponse\x12*\n\x06\x61lerts\x18\x01 \x03(\x0b\x32\x1a.learnflow.notify.v1.Alert\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"=\n\x0fGetAlertRequest\x12*\n\x04name\x18\x01 \x01(\tB\x1c\xe2\x41\x01\x02\xfa\x41\x15\n\x13learnflow.dev/Alert\"t\n\x12\x43reateAlertRequest\x12-\n\x06parent\x18\x01 \x01(\tB\x1d\xe2\x41\x01\x02\xfa\x41\x16\n\x14learnflow.dev/Cohort\x12/\n\x05\x61lert\x18\x02 \x01(\x0b\x32\x1a.learnflow.notify.v1.AlertB\x04\xe2\x41\x01\x02\"Y\n\x17\x41\x63knowledgeAlertRequest\x12*\n\x04name\x18\x01 \x01(\tB\x1c\xe2\x41\x01\x02\xfa\x41\x15\n\x13learnflow.dev/Alert\x12\x12\n\x04\x65tag\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"t\n\x13ResolveAlertRequest\x12*\n\x04name\x18\x01 \x01(\tB\x1c\xe2\x41\x01\x02\xfa\x41\x15\n\x13learnflow.dev/Alert\x12\x1d\n\x0fresolution_note\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x12\n\x04\x65tag\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"0\n\x14StreamUpdatesRequest\x12\x18\n\nsubscriber\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\xf9\x01\n\x06Update\x12+\n\x05\x61lert\x18\x01 \x01(\x0b\x32\x1a.learnflow.notify.v1.AlertH\x00\x12\x42\n\x11learning_response\x18\x02 \x01(\x0b\x32%.learnflow.events.v1.LearningResponseH\x00\x12>\n\x0fmastery_updated\x18\x03 \x01(\x0b\x32#.learnflow.events.v1.MasteryUpdatedH\x00\x12\x33\n\theartbeat\x18\x04 \x01(\x0b\x32\x1e.learnflow.notify.v1.HeartbeatH\x00\x42\t\n\x07payload\":\n\tHeartbeat\x12-\n\tsend_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xa1\x07\n\rNotifyService\x12\x8d\x01\n\nListAlerts\x12&.learnflow.notify.v1.ListAlertsRequest\x1a\'.learnflow.notify.v1.ListAlertsResponse\".\xda\x41\x06parent\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/{parent=cohorts/*}/alerts\x12z\n\x08GetAlert\x12$.learnflow.notify.v1.GetAlertRequest\x1a\x1a.learnflow.notify.v1.Alert\",\xda\x41\x04name\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/{name=cohorts/*/alerts/*}\x12\x8f\x01\n\x0b\x43reateAlert\x12\'.learnflow.notify.v1.CreateAlertRequest\x1a\x1a.learnflow.notify.v1.Alert\";\xda\x41\x0cparent,alert\x82\xd3\xe4\x93\x02&\"\x1d/v1/{parent=cohorts/*}/alerts:\x05\x61lert\x12\x92\x01\n\x10\x41\x63knowledgeAlert\x12,.learnflow.notify.v1.AcknowledgeAlertRequest\x1a\x1a.learnflow.notify.v1.Alert\"4\x82\xd3\xe4\x93\x02.\")/v1/{name=cohorts/*/alerts/*}:acknowledge:\x01*\x12\x86\x01\n\x0cResolveAlert\x12(.learnflow.notify.v1.ResolveAlertRequest\x1a\x1a.learnflow.notify.v1.Alert\"0\x82\xd3\xe4\x93\x02*\"%/v1/{name=cohorts/*/alerts/*}:resolve:\x01*\x12\xba\x01\n\rStreamUpdates\x12).learnflow.notify.v1.StreamUpdatesRequest\x1a\x1b.learnflow.notify.v1.Update\"_\x82\xd3\xe4\x93\x02Y\x12*/v1/{subscriber=students/*}/updates:streamZ+\x12)/v1/{subscriber=cohorts/*}/updates:stream0\x01\x1a\x17\xca\x41\x14notify.learnflow.devB\x02P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n learnflow/notify/v1/notify.proto\x12\x13learnflow.notify.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x17google/api/client.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a learnflow/events/v1/events.proto\"\x8c\t\n\x05\x41lert\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12/\n\x07student\x18\x02 \x01(\tB\x1e\xe2\x41\x01\x02\xfa\x41\x17\n\x15learnflow.dev/Student\x12\x33\n\x04kind\x18\x03 \x01(\x0e\x32\x1f.learnflow.notify.v1.Alert.KindB\x04\xe2\x41\x01\x02\x12;\n\x08severity\x18\x04 \x01(\x0e\x32#.learnflow.notify.v1.Alert.SeverityB\x04\xe2\x41\x01\x01\x12\x13\n\x05title\x18\x05 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06\x64\x65tail\x18\x06 \x01(\tB\x04\xe2\x41\x01\x01\x12\x35\n\x05state\x18\x07 \x01(\x0e\x32 .learnflow.notify.v1.Alert.StateB\x04\xe2\x41\x01\x03\x12\x1d\n\x0f\x61\x63knowledged_by\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0bresolved_by\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x12\x1d\n\x0fresolution_note\x18\n \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\nepisode_id\x18\x0b \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x12\n\x04\x65tag\x18\x0e \x01(\tB\x04\xe2\x41\x01\x03\x12-\n\x06\x63ohort\x18\x0f \x01(\tB\x1d\xe2\x41\x01\x03\xfa\x41\x16\n\x14learnflow.dev/Cohort\x12\x35\n\x08\x65vidence\x18\x10 \x03(\x0b\x32\x1d.learnflow.notify.v1.EvidenceB\x04\xe2\x41\x01\x03\x12:\n\x10\x61\x63knowledge_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x36\n\x0cresolve_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x15\n\x07\x63reator\x18\x13 \x01(\tB\x04\xe2\x41\x01\x03\"~\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13KIND_REPEATED_ERROR\x10\x01\x12\x17\n\x13KIND_WHEEL_SPINNING\x10\x02\x12\x15\n\x11KIND_INTERVENTION\x10\x03\x12\x17\n\x13KIND_FALLING_BEHIND\x10\x04\"^\n\x08Severity\x12\x18\n\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x10\n\x0cSEVERITY_LOW\x10\x01\x12\x13\n\x0fSEVERITY_MEDIUM\x10\x02\x12\x11\n\rSEVERITY_HIGH\x10\x03\"Z\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0e\n\nSTATE_OPEN\x10\x01\x12\x16\n\x12STATE_ACKNOWLEDGED\x10\x02\x12\x12\n\x0eSTATE_RESOLVED\x10\x03:H\xea\x41\x45\n\x13learnflow.dev/Alert\x12\x1f\x63ohorts/{cohort}/alerts/{alert}*\x06\x61lerts2\x05\x61lert\"\xe8\x02\n\x08\x45vidence\x12\x30\n\x04type\x18\x01 \x01(\x0e\x32\".learnflow.notify.v1.Evidence.Type\x12\x10\n\x08resource\x18\x02 \x01(\t\x12\x0f\n\x07summary\x18\x03 \x01(\t\x12\r\n\x05value\x18\x04 \x01(\x01\x12\x16\n\x0eprevious_value\x18\x05 \x01(\x01\x12.\n\noccur_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x65vent_source\x18\x07 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x08 \x01(\t\"\x87\x01\n\x04Type\x12\x14\n\x10TYPE_UNSPECIFIED\x10\x00\x12\x12\n\x0eTYPE_DIAGNOSIS\x10\x01\x12\x1a\n\x16TYPE_EXERCISE_ATTEMPTS\x10\x02\x12\x17\n\x13TYPE_MASTERY_CHANGE\x10\x03\x12\x11\n\rTYPE_STRUGGLE\x10\x04\x12\r\n\tTYPE_NOTE\x10\x05\"\x90\x02\n\x11ListAlertsRequest\x12-\n\x06parent\x18\x01 \x01(\tB\x1d\xe2\x41\x01\x02\xfa\x41\x16\n\x14learnflow.dev/Cohort\x12\x17\n\tpage_size\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x35\n\x05state\x18\x04 \x01(\x0e\x32 .learnflow.notify.v1.Alert.StateB\x04\xe2\x41\x01\x01\x12\x15\n\x07student\x18\x05 \x01(\tB\x04\xe2\x41\x01\x01\x12\x33\n\x04kind\x18\x06 \x01(\x0e\x32\x1f.learnflow.notify.v1.Alert.KindB\x04\xe2\x41\x01\x01\x12\x16\n\x08order_by\x18\x07 \x01(\tB\x04\xe2\x41\x01\x01\"Y\n\x12ListAlertsResponse\x12*\n\x06\x61lerts\x18\x01 \x03(\x0b\x32\x1a.learnflow.notify.v1.Alert\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"=\n\x0fGetAlertRequest\x12*\n\x04name\x18\x01 \x01(\tB\x1c\xe2\x41\x01\x02\xfa\x41\x15\n\x13learnflow.dev/Alert\"t\n\x12\x43reateAlertRequest\x12-\n\x06parent\x18\x01 \x01(\tB\x1d\xe2\x41\x01\x02\xfa\x41\x16\n\x14learnflow.dev/Cohort\x12/\n\x05\x61lert\x18\x02 \x01(\x0b\x32\x1a.learnflow.notify.v1.AlertB\x04\xe2\x41\x01\x02\"Y\n\x17\x41\x63knowledgeAlertRequest\x12*\n\x04name\x18\x01 \x01(\tB\x1c\xe2\x41\x01\x02\xfa\x41\x15\n\x13learnflow.dev/Alert\x12\x12\n\x04\x65tag\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"t\n\x13ResolveAlertRequest\x12*\n\x04name\x18\x01 \x01(\tB\x1c\xe2\x41\x01\x02\xfa\x41\x15\n\x13learnflow.dev/Alert\x12\x1d\n\x0fresolution_note\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x12\n\x04\x65tag\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"0\n\x14StreamUpdatesRequest\x12\x18\n\nsubscriber\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\xf9\x01\n\x06Update\x12+\n\x05\x61lert\x18\x01 \x01(\x0b\x32\x1a.learnflow.notify.v1.AlertH\x00\x12\x42\n\x11learning_response\x18\x02 \x01(\x0b\x32%.learnflow.events.v1.LearningResponseH\x00\x12>\n\x0fmastery_updated\x18\x03 \x01(\x0b\x32#.learnflow.events.v1.MasteryUpdatedH\x00\x12\x33\n\theartbeat\x18\x04 \x01(\x0b\x32\x1e.learnflow.notify.v1.HeartbeatH\x00\x42\t\n\x07payload\":\n\tHeartbeat\x12-\n\tsend_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xa1\x07\n\rNotifyService\x12\x8d\x01\n\nListAlerts\x12&.learnflow.notify.v1.ListAlertsRequest\x1a\'.learnflow.notify.v1.ListAlertsResponse\".\xda\x41\x06parent\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/{parent=cohorts/*}/alerts\x12z\n\x08GetAlert\x12$.learnflow.notify.v1.GetAlertRequest\x1a\x1a.learnflow.notify.v1.Alert\",\xda\x41\x04name\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/{name=cohorts/*/alerts/*}\x12\x8f\x01\n\x0b\x43reateAlert\x12\'.learnflow.notify.v1.CreateAlertRequest\x1a\x1a.learnflow.notify.v1.Alert\";\xda\x41\x0cparent,alert\x82\xd3\xe4\x93\x02&\"\x1d/v1/{parent=cohorts/*}/alerts:\x05\x61lert\x12\x92\x01\n\x10\x41\x63knowledgeAlert\x12,.learnflow.notify.v1.AcknowledgeAlertRequest\x1a\x1a.learnflow.notify.v1.Alert\"4\x82\xd3\xe4\x93\x02.\")/v1/{name=cohorts/*/alerts/*}:acknowledge:\x01*\x12\x86\x01\n\x0cResolveAlert\x12(.learnflow.notify.v1.ResolveAlertRequest\x1a\x1a.learnflow.notify.v1.Alert\"0\x82\xd3\xe4\x93\x02*\"%/v1/{name=cohorts/*/alerts/*}:resolve:\x01*\x12\xba\x01\n\rStreamUpdates\x12).learnflow.notify.v1.StreamUpdatesRequest\x1a\x1b.learnflow.notify.v1.Update\"_\x82\xd3\xe4\x93\x02Y\x12*/v1/{subscriber=students/*}/updates:streamZ+\x12)/v1/{subscriber=cohorts/*}/updates:stream0\x01\x1a\x17\xca\x41\x14notify.learnflow.devB\x02P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -66,6 +66,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ALERT'].fields_by_name['update_time']._serialized_options = b'\342A\001\003'
   _globals['_ALERT'].fields_by_name['etag']._loaded_options = None
   _globals['_ALERT'].fields_by_name['etag']._serialized_options = b'\342A\001\003'
+  _globals['_ALERT'].fields_by_name['cohort']._loaded_options = None
+  _globals['_ALERT'].fields_by_name['cohort']._serialized_options = b'\342A\001\003\372A\026\n\024learnflow.dev/Cohort'
+  _globals['_ALERT'].fields_by_name['evidence']._loaded_options = None
+  _globals['_ALERT'].fields_by_name['evidence']._serialized_options = b'\342A\001\003'
+  _globals['_ALERT'].fields_by_name['acknowledge_time']._loaded_options = None
+  _globals['_ALERT'].fields_by_name['acknowledge_time']._serialized_options = b'\342A\001\003'
+  _globals['_ALERT'].fields_by_name['resolve_time']._loaded_options = None
+  _globals['_ALERT'].fields_by_name['resolve_time']._serialized_options = b'\342A\001\003'
+  _globals['_ALERT'].fields_by_name['creator']._loaded_options = None
+  _globals['_ALERT'].fields_by_name['creator']._serialized_options = b'\342A\001\003'
   _globals['_ALERT']._loaded_options = None
   _globals['_ALERT']._serialized_options = b'\352AE\n\023learnflow.dev/Alert\022\037cohorts/{cohort}/alerts/{alert}*\006alerts2\005alert'
   _globals['_LISTALERTSREQUEST'].fields_by_name['parent']._loaded_options = None
@@ -78,6 +88,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTALERTSREQUEST'].fields_by_name['state']._serialized_options = b'\342A\001\001'
   _globals['_LISTALERTSREQUEST'].fields_by_name['student']._loaded_options = None
   _globals['_LISTALERTSREQUEST'].fields_by_name['student']._serialized_options = b'\342A\001\001'
+  _globals['_LISTALERTSREQUEST'].fields_by_name['kind']._loaded_options = None
+  _globals['_LISTALERTSREQUEST'].fields_by_name['kind']._serialized_options = b'\342A\001\001'
+  _globals['_LISTALERTSREQUEST'].fields_by_name['order_by']._loaded_options = None
+  _globals['_LISTALERTSREQUEST'].fields_by_name['order_by']._serialized_options = b'\342A\001\001'
   _globals['_GETALERTREQUEST'].fields_by_name['name']._loaded_options = None
   _globals['_GETALERTREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A\025\n\023learnflow.dev/Alert'
   _globals['_CREATEALERTREQUEST'].fields_by_name['parent']._loaded_options = None
@@ -111,31 +125,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_NOTIFYSERVICE'].methods_by_name['StreamUpdates']._loaded_options = None
   _globals['_NOTIFYSERVICE'].methods_by_name['StreamUpdates']._serialized_options = b'\202\323\344\223\002Y\022*/v1/{subscriber=students/*}/updates:streamZ+\022)/v1/{subscriber=cohorts/*}/updates:stream'
   _globals['_ALERT']._serialized_start=240
-  _globals['_ALERT']._serialized_end=1138
-  _globals['_ALERT_KIND']._serialized_start=775
-  _globals['_ALERT_KIND']._serialized_end=876
-  _globals['_ALERT_SEVERITY']._serialized_start=878
-  _globals['_ALERT_SEVERITY']._serialized_end=972
-  _globals['_ALERT_STATE']._serialized_start=974
-  _globals['_ALERT_STATE']._serialized_end=1064
-  _globals['_LISTALERTSREQUEST']._serialized_start=1141
-  _globals['_LISTALERTSREQUEST']._serialized_end=1336
-  _globals['_LISTALERTSRESPONSE']._serialized_start=1338
-  _globals['_LISTALERTSRESPONSE']._serialized_end=1427
-  _globals['_GETALERTREQUEST']._serialized_start=1429
-  _globals['_GETALERTREQUEST']._serialized_end=1490
-  _globals['_CREATEALERTREQUEST']._serialized_start=1492
-  _globals['_CREATEALERTREQUEST']._serialized_end=1608
-  _globals['_ACKNOWLEDGEALERTREQUEST']._serialized_start=1610
-  _globals['_ACKNOWLEDGEALERTREQUEST']._serialized_end=1699
-  _globals['_RESOLVEALERTREQUEST']._serialized_start=1701
-  _globals['_RESOLVEALERTREQUEST']._serialized_end=1817
-  _globals['_STREAMUPDATESREQUEST']._serialized_start=1819
-  _globals['_STREAMUPDATESREQUEST']._serialized_end=1867
-  _globals['_UPDATE']._serialized_start=1870
-  _globals['_UPDATE']._serialized_end=2119
-  _globals['_HEARTBEAT']._serialized_start=2121
-  _globals['_HEARTBEAT']._serialized_end=2179
-  _globals['_NOTIFYSERVICE']._serialized_start=2182
-  _globals['_NOTIFYSERVICE']._serialized_end=3111
+  _globals['_ALERT']._serialized_end=1404
+  _globals['_ALERT_KIND']._serialized_start=1016
+  _globals['_ALERT_KIND']._serialized_end=1142
+  _globals['_ALERT_SEVERITY']._serialized_start=1144
+  _globals['_ALERT_SEVERITY']._serialized_end=1238
+  _globals['_ALERT_STATE']._serialized_start=1240
+  _globals['_ALERT_STATE']._serialized_end=1330
+  _globals['_EVIDENCE']._serialized_start=1407
+  _globals['_EVIDENCE']._serialized_end=1767
+  _globals['_EVIDENCE_TYPE']._serialized_start=1632
+  _globals['_EVIDENCE_TYPE']._serialized_end=1767
+  _globals['_LISTALERTSREQUEST']._serialized_start=1770
+  _globals['_LISTALERTSREQUEST']._serialized_end=2042
+  _globals['_LISTALERTSRESPONSE']._serialized_start=2044
+  _globals['_LISTALERTSRESPONSE']._serialized_end=2133
+  _globals['_GETALERTREQUEST']._serialized_start=2135
+  _globals['_GETALERTREQUEST']._serialized_end=2196
+  _globals['_CREATEALERTREQUEST']._serialized_start=2198
+  _globals['_CREATEALERTREQUEST']._serialized_end=2314
+  _globals['_ACKNOWLEDGEALERTREQUEST']._serialized_start=2316
+  _globals['_ACKNOWLEDGEALERTREQUEST']._serialized_end=2405
+  _globals['_RESOLVEALERTREQUEST']._serialized_start=2407
+  _globals['_RESOLVEALERTREQUEST']._serialized_end=2523
+  _globals['_STREAMUPDATESREQUEST']._serialized_start=2525
+  _globals['_STREAMUPDATESREQUEST']._serialized_end=2573
+  _globals['_UPDATE']._serialized_start=2576
+  _globals['_UPDATE']._serialized_end=2825
+  _globals['_HEARTBEAT']._serialized_start=2827
+  _globals['_HEARTBEAT']._serialized_end=2885
+  _globals['_NOTIFYSERVICE']._serialized_start=2888
+  _globals['_NOTIFYSERVICE']._serialized_end=3817
 # @@protoc_insertion_point(module_scope)

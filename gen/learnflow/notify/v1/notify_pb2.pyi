@@ -41,6 +41,10 @@ class Alert(_message.Message):
         """No mastery after many attempts (struggle.detected)."""
         KIND_INTERVENTION: Alert._Kind.ValueType  # 3
         """Flagged by a teacher or by a prediction."""
+        KIND_FALLING_BEHIND: Alert._Kind.ValueType  # 4
+        """Mastery (overall or a topic) fell from yellow or higher into red, with enough
+        evidence behind it (mastery.updated).
+        """
 
     class Kind(_Kind, metaclass=_KindEnumTypeWrapper):
         """Why the alert exists."""
@@ -53,6 +57,10 @@ class Alert(_message.Message):
     """No mastery after many attempts (struggle.detected)."""
     KIND_INTERVENTION: Alert.Kind.ValueType  # 3
     """Flagged by a teacher or by a prediction."""
+    KIND_FALLING_BEHIND: Alert.Kind.ValueType  # 4
+    """Mastery (overall or a topic) fell from yellow or higher into red, with enough
+    evidence behind it (mastery.updated).
+    """
 
     class _Severity:
         ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -122,6 +130,11 @@ class Alert(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    COHORT_FIELD_NUMBER: _builtins.int
+    EVIDENCE_FIELD_NUMBER: _builtins.int
+    ACKNOWLEDGE_TIME_FIELD_NUMBER: _builtins.int
+    RESOLVE_TIME_FIELD_NUMBER: _builtins.int
+    CREATOR_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name: cohorts/{cohort}/alerts/{alert}."""
     student: _builtins.str
@@ -146,6 +159,12 @@ class Alert(_message.Message):
     """For alerts from struggle detection: the episode id (one alert per episode)."""
     etag: _builtins.str
     """Changes with every update; send it back to update only that version."""
+    cohort: _builtins.str
+    """The student's cohort when the alert was made: cohorts/{cohort}."""
+    creator: _builtins.str
+    """Who made it: the teacher or admin for a hand-made alert, else the service that
+    detected it (e.g. `//learnflow.dev/debug`).
+    """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When created."""
@@ -153,6 +172,20 @@ class Alert(_message.Message):
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When last changed."""
+
+    @_builtins.property
+    def evidence(self) -> _containers.RepeatedCompositeFieldContainer[Global___Evidence]:
+        """What the alert rests on, oldest first: the diagnoses, exercise attempts or mastery
+        changes behind it, each with its value and time. A continuing episode adds here.
+        """
+
+    @_builtins.property
+    def acknowledge_time(self) -> _timestamp_pb2.Timestamp:
+        """When a teacher acknowledged it."""
+
+    @_builtins.property
+    def resolve_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was resolved."""
 
     def __init__(
         self,
@@ -171,14 +204,114 @@ class Alert(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
+        cohort: _builtins.str = ...,
+        evidence: _abc.Iterable[Global___Evidence] | None = ...,
+        acknowledge_time: _timestamp_pb2.Timestamp | None = ...,
+        resolve_time: _timestamp_pb2.Timestamp | None = ...,
+        creator: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["acknowledge_time", b"acknowledge_time", "create_time", b"create_time", "resolve_time", b"resolve_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledged_by", b"acknowledged_by", "create_time", b"create_time", "detail", b"detail", "episode_id", b"episode_id", "etag", b"etag", "kind", b"kind", "name", b"name", "resolution_note", b"resolution_note", "resolved_by", b"resolved_by", "severity", b"severity", "state", b"state", "student", b"student", "title", b"title", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledge_time", b"acknowledge_time", "acknowledged_by", b"acknowledged_by", "cohort", b"cohort", "create_time", b"create_time", "creator", b"creator", "detail", b"detail", "episode_id", b"episode_id", "etag", b"etag", "evidence", b"evidence", "kind", b"kind", "name", b"name", "resolution_note", b"resolution_note", "resolve_time", b"resolve_time", "resolved_by", b"resolved_by", "severity", b"severity", "state", b"state", "student", b"student", "title", b"title", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Alert: _TypeAlias = Alert  # noqa: Y015
+
+@_typing.final
+class Evidence(_message.Message):
+    """One piece of evidence behind an alert."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Type:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _TypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[Evidence._Type.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        TYPE_UNSPECIFIED: Evidence._Type.ValueType  # 0
+        """Not set."""
+        TYPE_DIAGNOSIS: Evidence._Type.ValueType  # 1
+        """A diagnosed error (`resource` is students/{student}/diagnoses/{diagnosis})."""
+        TYPE_EXERCISE_ATTEMPTS: Evidence._Type.ValueType  # 2
+        """Attempts at an exercise without a pass (`resource` is exercises/{exercise},
+        `value` the attempts).
+        """
+        TYPE_MASTERY_CHANGE: Evidence._Type.ValueType  # 3
+        """A mastery change (`resource` is students/{student}/mastery, `value` the score
+        after, `previous_value` the score before, both in [0, 1]).
+        """
+        TYPE_STRUGGLE: Evidence._Type.ValueType  # 4
+        """A struggle detection (`value` the occurrences in its window)."""
+        TYPE_NOTE: Evidence._Type.ValueType  # 5
+        """A teacher's note on a hand-made alert."""
+
+    class Type(_Type, metaclass=_TypeEnumTypeWrapper):
+        """What the evidence is."""
+
+    TYPE_UNSPECIFIED: Evidence.Type.ValueType  # 0
+    """Not set."""
+    TYPE_DIAGNOSIS: Evidence.Type.ValueType  # 1
+    """A diagnosed error (`resource` is students/{student}/diagnoses/{diagnosis})."""
+    TYPE_EXERCISE_ATTEMPTS: Evidence.Type.ValueType  # 2
+    """Attempts at an exercise without a pass (`resource` is exercises/{exercise},
+    `value` the attempts).
+    """
+    TYPE_MASTERY_CHANGE: Evidence.Type.ValueType  # 3
+    """A mastery change (`resource` is students/{student}/mastery, `value` the score
+    after, `previous_value` the score before, both in [0, 1]).
+    """
+    TYPE_STRUGGLE: Evidence.Type.ValueType  # 4
+    """A struggle detection (`value` the occurrences in its window)."""
+    TYPE_NOTE: Evidence.Type.ValueType  # 5
+    """A teacher's note on a hand-made alert."""
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    RESOURCE_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    PREVIOUS_VALUE_FIELD_NUMBER: _builtins.int
+    OCCUR_TIME_FIELD_NUMBER: _builtins.int
+    EVENT_SOURCE_FIELD_NUMBER: _builtins.int
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    type: Global___Evidence.Type.ValueType
+    """What the evidence is."""
+    resource: _builtins.str
+    """The resource it is about, when there is one."""
+    summary: _builtins.str
+    """One line a teacher understands, e.g. "IndexError, 4 times in 10 minutes"."""
+    value: _builtins.float
+    """The measured value (occurrences, attempts, a score)."""
+    previous_value: _builtins.float
+    """The value before, for changes."""
+    event_source: _builtins.str
+    """The CloudEvent that brought it (`ce_source` and `ce_id`), empty for hand-made alerts."""
+    event_id: _builtins.str
+    """The CloudEvent id."""
+    @_builtins.property
+    def occur_time(self) -> _timestamp_pb2.Timestamp:
+        """When it happened."""
+
+    def __init__(
+        self,
+        *,
+        type: Global___Evidence.Type.ValueType = ...,
+        resource: _builtins.str = ...,
+        summary: _builtins.str = ...,
+        value: _builtins.float = ...,
+        previous_value: _builtins.float = ...,
+        occur_time: _timestamp_pb2.Timestamp | None = ...,
+        event_source: _builtins.str = ...,
+        event_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occur_time", b"occur_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "event_source", b"event_source", "occur_time", b"occur_time", "previous_value", b"previous_value", "resource", b"resource", "summary", b"summary", "type", b"type", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Evidence: _TypeAlias = Evidence  # noqa: Y015
 
 @_typing.final
 class ListAlertsRequest(_message.Message):
@@ -191,6 +324,8 @@ class ListAlertsRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
     STUDENT_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    ORDER_BY_FIELD_NUMBER: _builtins.int
     parent: _builtins.str
     """cohorts/{cohort}, or cohorts/- for all the caller may see."""
     page_size: _builtins.int
@@ -201,6 +336,12 @@ class ListAlertsRequest(_message.Message):
     """Only alerts in this state."""
     student: _builtins.str
     """Only alerts about this student: students/{student}."""
+    kind: Global___Alert.Kind.ValueType
+    """Only alerts of this kind."""
+    order_by: _builtins.str
+    """`create_time desc` (default, newest first) or `severity desc` (most urgent first,
+    then newest).
+    """
     def __init__(
         self,
         *,
@@ -209,10 +350,12 @@ class ListAlertsRequest(_message.Message):
         page_token: _builtins.str = ...,
         state: Global___Alert.State.ValueType = ...,
         student: _builtins.str = ...,
+        kind: Global___Alert.Kind.ValueType = ...,
+        order_by: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "parent", b"parent", "state", b"state", "student", b"student"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "order_by", b"order_by", "page_size", b"page_size", "page_token", b"page_token", "parent", b"parent", "state", b"state", "student", b"student"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -230,7 +373,7 @@ class ListAlertsResponse(_message.Message):
     """Token for the next page; empty on the last page."""
     @_builtins.property
     def alerts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Alert]:
-        """The page of alerts, newest first."""
+        """The page of alerts, in the requested order (newest first by default)."""
 
     def __init__(
         self,

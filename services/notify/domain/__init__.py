@@ -1,0 +1,1 @@
+"""The notify domain: alerts, the rules that make them from events, their life cycle."""

@@ -1,0 +1,152 @@
+"""The notify use cases: alerts from events, alerts by hand, and their life cycle.
+
+The only door into the service's logic and data: the consumer and the servicer call
+it; it asks the domain what to do and the store to keep it.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from services.kit.errors import Aborted, FailedPrecondition, NotFound
+from services.notify.domain.model import (
+    Alert,
+    AlertFilter,
+    IllegalTransitionError,
+    Intervention,
+    Signal,
+    StaleEtagError,
+    acknowledge,
+    flag,
+    merge,
+    open_alert,
+    resolve,
+)
+from services.notify.store import AlertStore, AlertTransaction
+
+log = logging.getLogger("learnflow.notify")
+
+# A student no cohort knows: only admins see these alerts.
+NO_COHORT = "unassigned"
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    """What one event means: its idempotency key and the signals it carries (none for
+    most mastery changes)."""
+
+    source: str
+    event_id: str
+    signals: Sequence[Signal]
+
+
+def new_alert_id() -> str:
+    return uuid.uuid4().hex
+
+
+class NotifyEngine:
+    def __init__(
+        self,
+        store: AlertStore,
+        cohort_of: Callable[[str], str | None],
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._store = store
+        self._cohort_of = cohort_of
+        self._clock = clock
+
+    # -- from events ----------------------------------------------------------------
+
+    def ingest(self, detections: Sequence[Detection]) -> list[Alert]:
+        """Apply a batch in one transaction: each event once, each signal opening an
+        alert or extending its episode's open one. Returns the alerts made or changed."""
+        cohorts = {
+            s.student_id: self._cohort(s) for d in detections for s in d.signals
+        }  # the roster is read outside the transaction
+        touched: list[Alert] = []
+        with self._store.transaction() as tx:
+            for detection in detections:
+                if not tx.claim(detection.source, detection.event_id):
+                    continue  # a redelivery: applied before
+                for signal in detection.signals:
+                    alert = self._apply(tx, signal, cohorts[signal.student_id], detection.source)
+                    if alert is not None:
+                        touched.append(alert)
+        return touched
+
+    def _cohort(self, signal: Signal) -> str:
+        return self._cohort_of(signal.student_id) or signal.cohort or NO_COHORT
+
+    def _apply(
+        self, tx: AlertTransaction, signal: Signal, cohort: str, source: str
+    ) -> Alert | None:
+        existing = tx.lock_open_episode(signal.episode_key)
+        if existing is None:
+            alert = open_alert(signal, alert_id=new_alert_id(), cohort=cohort, creator=source)
+            tx.insert(alert)
+            log.info(
+                "alert opened",
+                extra={"alert": alert.alert_id, "student": alert.student_id, "kind": alert.kind},
+            )
+            return alert
+        merged, added = merge(existing, signal, self._clock())
+        if not added:
+            return None
+        tx.update(merged)
+        return merged
+
+    # -- by hand ----------------------------------------------------------------------
+
+    def create(self, intervention: Intervention) -> Alert:
+        alert = flag(intervention, alert_id=new_alert_id(), now=self._clock())
+        with self._store.transaction() as tx:
+            tx.insert(alert)
+        return alert
+
+    # -- reading ----------------------------------------------------------------------
+
+    def get(self, cohort: str, alert_id: str) -> Alert:
+        alert = self._store.get(cohort, alert_id)
+        if alert is None:
+            name = f"cohorts/{cohort}/alerts/{alert_id}"
+            raise NotFound(f"{name} does not exist", metadata={"name": name})
+        return alert
+
+    def list(self, query: AlertFilter, offset: int, limit: int) -> tuple[list[Alert], int]:
+        return self._store.list(query, offset, limit)
+
+    # -- the life cycle ---------------------------------------------------------------
+
+    def acknowledge(self, cohort: str, alert_id: str, *, by: str, etag: str) -> Alert:
+        return self._change(
+            cohort, alert_id, lambda a: acknowledge(a, by=by, now=self._clock(), etag=etag)
+        )
+
+    def resolve(self, cohort: str, alert_id: str, *, by: str, note: str, etag: str) -> Alert:
+        return self._change(
+            cohort,
+            alert_id,
+            lambda a: resolve(a, by=by, now=self._clock(), note=note, etag=etag),
+        )
+
+    def _change(self, cohort: str, alert_id: str, change: Callable[[Alert], Alert]) -> Alert:
+        name = f"cohorts/{cohort}/alerts/{alert_id}"
+        with self._store.transaction() as tx:
+            current = tx.lock(cohort, alert_id)  # a concurrent change waits for this one
+            if current is None:
+                raise NotFound(f"{name} does not exist", metadata={"name": name})
+            try:
+                changed = change(current)
+            except StaleEtagError as exc:
+                raise Aborted(str(exc), metadata={"name": name, "etag": current.etag}) from None
+            except IllegalTransitionError as exc:
+                raise FailedPrecondition(
+                    str(exc), metadata={"name": name, "state": current.state.name}
+                ) from None
+            tx.update(changed)
+        return changed
