@@ -75,6 +75,14 @@ class Settings(BaseSettings):
     mastery_consumer_group: str = "mastery-engine"
     # The notify service's consumer group (struggle.detected, mastery.updated -> alerts).
     notify_consumer_group: str = "notify-alerts"
+    # The live stream (StreamUpdates): the consumer group that writes students' answers
+    # and mastery changes into the update log, how long updates are kept for resuming
+    # with a cursor, the heartbeat of an idle stream, and how many updates one stream
+    # may fall behind before it is closed (to resume from its cursor).
+    notify_updates_consumer_group: str = "notify-updates"
+    notify_update_retention_hours: float = Field(default=24.0, gt=0, le=24 * 30)
+    notify_heartbeat_seconds: float = Field(default=15.0, gt=0, le=300)
+    notify_stream_queue: int = Field(default=1000, ge=1, le=100_000)
     # A consumer behind and without a commit for this long reports NOT_SERVING under
     # its own health name (learnflow.<service>.consumer); readiness is not affected.
     consumer_stall_seconds: float = Field(default=60.0, gt=0, le=3600)

@@ -1,18 +1,25 @@
-"""struggle.detected and mastery.updated in: CloudEvents turned into domain values,
-then into alerts by the engine. An event that can never make sense is poison and goes
-to `<topic>.dlq` (the kit's ConsumerLoop)."""
+"""Events in, through the kit's ConsumerLoop (poison to `<topic>.dlq`):
+
+- the alert consumer: struggle.detected and mastery.updated turned into domain values,
+  then into alerts by the engine (whose changes write their live updates);
+- the updates consumer: learning.responses and mastery.updated written to the update
+  log for the live streams (a student's answers and mastery; their teachers' band
+  changes), once per event by (ce_source, ce_id).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 from google.protobuf.timestamp_pb2 import Timestamp
 from learnflow.events.v1 import events_pb2
+from learnflow.notify.v1 import notify_pb2
 
 from services.kit.bus import (
     DEFAULT_STALL_SECONDS,
+    LEARNING_RESPONSES,
     MASTERY_UPDATED,
     STRUGGLE_DETECTED,
     Bus,
@@ -29,7 +36,8 @@ from services.notify.domain.rules import (
     falling_behind,
     struggle_signal,
 )
-from services.notify.engine import Detection, NotifyEngine
+from services.notify.engine import NO_COHORT, Detection, NotifyEngine
+from services.notify.updates import UpdateLog, UpdateRow
 
 STRUGGLE_KINDS = {
     events_pb2.StruggleDetected.KIND_REPEATED_ERROR: Kind.REPEATED_ERROR,
@@ -136,5 +144,79 @@ def alert_consumer(
         # an episode's alert (the retry extends the winner's).
         transient=(psycopg.OperationalError, psycopg.errors.UniqueViolation, TimeoutError),
         batch_size=200,
+        stall_seconds=stall_seconds,
+    )
+
+
+def _event_time(envelope: Envelope) -> datetime | None:
+    raw = envelope.record.headers.get("ce_time", "")
+    try:
+        stamp = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=UTC)
+
+
+def band_changed(message: events_pb2.MasteryUpdated) -> bool:
+    """Overall or any topic moved to another band (what teachers' streams show)."""
+    return message.band != message.previous_band or any(
+        t.band != t.previous_band for t in message.topics
+    )
+
+
+def to_update(
+    envelope: Envelope, cohort_of: Callable[[str], str | None], *, newer_than: datetime
+) -> UpdateRow | None:
+    """The live update one event makes (None: too old to deliver); PoisonEventError if
+    it can never make one."""
+    record, message = envelope.record, envelope.message
+    when = _event_time(envelope)
+    if when is not None and when < newer_than:
+        return None  # older than the log keeps: no stream could be sent it
+    if isinstance(message, events_pb2.LearningResponse):
+        student_id = _student(envelope, message.student)
+        update = notify_pb2.Update(learning_response=message)
+        cohort = None
+    elif isinstance(message, events_pb2.MasteryUpdated):
+        student_id = _student(envelope, message.student)
+        update = notify_pb2.Update(mastery_updated=message)
+        cohort = None
+        if band_changed(message):
+            cohort = cohort_of(student_id) or message.student.cohort or NO_COHORT
+    else:
+        raise PoisonEventError(f"{record.event_type} does not belong on {record.topic}")
+    return UpdateRow(
+        student_id=student_id,
+        cohort=cohort,
+        payload=update.SerializeToString(),
+        ce_source=record.source,
+        ce_id=record.event_id,
+    )
+
+
+def updates_consumer(
+    bus: Bus,
+    log: UpdateLog,
+    cohort_of: Callable[[str], str | None],
+    *,
+    group_id: str,
+    topics: Sequence[str] = (LEARNING_RESPONSES, MASTERY_UPDATED),
+    stall_seconds: float = DEFAULT_STALL_SECONDS,
+) -> ConsumerLoop:
+    """The consumer that writes students' answers and mastery changes to the update log.
+    Replicas share its group, so each event is written once."""
+
+    def handle(batch: Sequence[Envelope]) -> None:
+        newer_than = datetime.now(UTC) - log.retention + timedelta(minutes=1)
+        rows = [to_update(envelope, cohort_of, newer_than=newer_than) for envelope in batch]
+        log.append([row for row in rows if row is not None])
+
+    return ConsumerLoop(
+        bus,
+        group_id=group_id,
+        topics=list(topics),
+        handler=handle,
+        transient=(psycopg.OperationalError, TimeoutError),
+        batch_size=500,
         stall_seconds=stall_seconds,
     )

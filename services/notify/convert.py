@@ -8,6 +8,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from learnflow.notify.v1 import notify_pb2
 
 from services.notify.domain.model import Alert, Evidence
+from services.notify.updates import UpdateRow
 
 
 def alert_name(cohort: str, alert_id: str) -> str:
@@ -57,3 +58,32 @@ def encode_alert(alert: Alert) -> notify_pb2.Alert:
         evidence=[encode_evidence(e) for e in alert.evidence],
         creator=alert.creator,
     )
+
+
+# -- live updates ----------------------------------------------------------------------
+
+
+def alert_update(alert: Alert) -> UpdateRow:
+    """The live update an alert change makes: for its cohort's teachers only."""
+    update = notify_pb2.Update(alert=encode_alert(alert))
+    return UpdateRow(student_id=None, cohort=alert.cohort, payload=update.SerializeToString())
+
+
+def decode_update(seq: int, payload: bytes, created_at: datetime) -> notify_pb2.Update:
+    """A logged update as subscribers get it: with its cursor and time (made once per
+    update and shared by every stream it goes to; never changed afterwards)."""
+    update = notify_pb2.Update.FromString(payload)
+    update.cursor = encode_cursor(seq)
+    update.create_time.FromDatetime(created_at)
+    return update
+
+
+def heartbeat(position: int, now: datetime) -> notify_pb2.Update:
+    update = notify_pb2.Update(cursor=encode_cursor(position))
+    update.heartbeat.send_time.FromDatetime(now)
+    update.create_time.FromDatetime(now)
+    return update
+
+
+def encode_cursor(seq: int) -> str:
+    return str(seq)

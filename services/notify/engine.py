@@ -27,6 +27,7 @@ from services.notify.domain.model import (
     resolve,
 )
 from services.notify.store import AlertStore, AlertTransaction
+from services.notify.updates import UpdateRow
 
 log = logging.getLogger("learnflow.notify")
 
@@ -55,10 +56,18 @@ class NotifyEngine:
         cohort_of: Callable[[str], str | None],
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        announce: Callable[[Alert], UpdateRow] | None = None,
     ) -> None:
         self._store = store
         self._cohort_of = cohort_of
         self._clock = clock
+        # The live update an alert change makes (its teachers' streams); None: none.
+        self._announce = announce
+
+    def _announced(self, tx: AlertTransaction, alert: Alert) -> Alert:
+        if self._announce is not None:
+            tx.announce(self._announce(alert))
+        return alert
 
     # -- from events ----------------------------------------------------------------
 
@@ -93,12 +102,12 @@ class NotifyEngine:
                 "alert opened",
                 extra={"alert": alert.alert_id, "student": alert.student_id, "kind": alert.kind},
             )
-            return alert
+            return self._announced(tx, alert)
         merged, added = merge(existing, signal, self._clock())
         if not added:
             return None
         tx.update(merged)
-        return merged
+        return self._announced(tx, merged)
 
     # -- by hand ----------------------------------------------------------------------
 
@@ -106,6 +115,7 @@ class NotifyEngine:
         alert = flag(intervention, alert_id=new_alert_id(), now=self._clock())
         with self._store.transaction() as tx:
             tx.insert(alert)
+            self._announced(tx, alert)
         return alert
 
     # -- reading ----------------------------------------------------------------------
@@ -149,4 +159,5 @@ class NotifyEngine:
                     str(exc), metadata={"name": name, "state": current.state.name}
                 ) from None
             tx.update(changed)
+            self._announced(tx, changed)
         return changed

@@ -1,28 +1,32 @@
 """Wires the notify service: the `notify` schema, the consumer that makes alerts from
-struggle.detected and mastery.updated, and the servicer.
-
-StreamUpdates (the live stream) is not implemented yet: the servicer does not override
-it, so the generated base answers UNIMPLEMENTED naming the method.
+struggle.detected and mastery.updated, the consumer that writes students' answers and
+mastery changes to the update log, the replica's listener and hub for live streams,
+and the servicer.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import grpc
 from learnflow.notify.v1 import notify_pb2_grpc
 
-from services.kit.bus import MASTERY_UPDATED, STRUGGLE_DETECTED
+from services.kit.bus import LEARNING_RESPONSES, MASTERY_UPDATED, STRUGGLE_DETECTED
 from services.kit.runtime import Runtime
 from services.kit.server import ServiceParts
-from services.notify.consumer import alert_consumer
+from services.notify.consumer import alert_consumer, updates_consumer
+from services.notify.convert import alert_update, decode_update
 from services.notify.engine import NotifyEngine
-from services.notify.servicer import NotifyServicer
+from services.notify.hub import Hub
+from services.notify.servicer import NotifyServicer, Streams
 from services.notify.store import AlertStore
+from services.notify.updates import UpdateLog
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-# SERVING while the alert consumer keeps up; readiness ("") is not affected.
+# SERVING while the consumers keep up; readiness ("") is not affected.
 CONSUMER_HEALTH = "learnflow.notify.consumer"
+UPDATES_CONSUMER_HEALTH = "learnflow.notify.updates"
 
 
 def build(
@@ -30,25 +34,44 @@ def build(
     *,
     topics: tuple[str, ...] = (STRUGGLE_DETECTED, MASTERY_UPDATED),
     group_id: str | None = None,
+    update_topics: tuple[str, ...] = (LEARNING_RESPONSES, MASTERY_UPDATED),
+    updates_group_id: str | None = None,
 ) -> ServiceParts:
-    """The notify server's parts. The consumer reads `topics` as `group_id` (default:
-    the NOTIFY_CONSUMER_GROUP setting); tests may point both elsewhere."""
+    """The notify server's parts. The alert consumer reads `topics` as `group_id`
+    (default: NOTIFY_CONSUMER_GROUP), the updates consumer `update_topics` as
+    `updates_group_id` (default: NOTIFY_UPDATES_CONSUMER_GROUP); tests may point them
+    elsewhere."""
+    settings = runtime.settings
     db = runtime.database("notify", MIGRATIONS)
     bus = runtime.bus
     roster = runtime.roster
-    engine = NotifyEngine(AlertStore(db), roster.cohort_of)
+    hub = Hub(capacity=settings.notify_stream_queue)
+    log = UpdateLog(
+        db,
+        hub,
+        decode_update,
+        retention=timedelta(hours=settings.notify_update_retention_hours),
+    )
+    engine = NotifyEngine(AlertStore(db), roster.cohort_of, announce=alert_update)
     consumer = alert_consumer(
         bus,
         engine,
-        group_id=group_id or runtime.settings.notify_consumer_group,
+        group_id=group_id or settings.notify_consumer_group,
         topics=topics,
-        stall_seconds=runtime.settings.consumer_stall_seconds,
+        stall_seconds=settings.consumer_stall_seconds,
     )
+    updates = updates_consumer(
+        bus,
+        log,
+        roster.cohort_of,
+        group_id=updates_group_id or settings.notify_updates_consumer_group,
+        topics=update_topics,
+        stall_seconds=settings.consumer_stall_seconds,
+    )
+    streams = Streams(hub=hub, log=log, heartbeat_seconds=settings.notify_heartbeat_seconds)
 
     def register(server: grpc.Server) -> None:
-        # StreamUpdates falls through to the generated base (UNIMPLEMENTED); its type
-        # stubs call it abstract.
-        servicer = NotifyServicer(engine, roster)  # type: ignore[abstract]
+        servicer = NotifyServicer(engine, roster, streams)
         notify_pb2_grpc.add_NotifyServiceServicer_to_server(servicer, server)
 
     return ServiceParts(
@@ -56,9 +79,12 @@ def build(
         checks={
             "postgres": db.check,
             "bus": bus.check,
+            "listener": log.check,
             "consumer": consumer.health_check(CONSUMER_HEALTH),
+            "updates": updates.health_check(UPDATES_CONSUMER_HEALTH),
         },
         roster=roster,
-        start_background=[consumer.start],
-        on_stop=[consumer.stop],
+        limiter=runtime.limiter,
+        start_background=[log.start, consumer.start, updates.start],
+        on_stop=[consumer.stop, updates.stop, log.stop],
     )

@@ -1,20 +1,32 @@
 """NotifyService: validate (each bad field named), authorise on the decoded message, call
-the engine, encode. StreamUpdates is not overridden: it answers UNIMPLEMENTED."""
+the engine, encode. StreamUpdates walks the replica's hub (services/notify/hub.py)."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import grpc
 from learnflow.notify.v1 import notify_pb2, notify_pb2_grpc
 
 from services.kit.auth import Principal, Role
-from services.kit.errors import FieldViolation, InvalidArgument, Validator
+from services.kit.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    ResourceExhausted,
+    Validator,
+)
 from services.kit.interceptors import current_principal
 from services.kit.names import check_name
 from services.kit.pagination import next_page_token, parse_page
 from services.kit.roster import Roster
-from services.notify.convert import encode_alert
+from services.notify.convert import encode_alert, heartbeat
 from services.notify.domain.model import AlertFilter, Intervention, Kind, Order, Severity, State
 from services.notify.engine import NotifyEngine
+from services.notify.hub import Audience, Beat, Hub, StreamOverflowError, follow
+from services.notify.updates import CursorExpiredError, UpdateLog
 
 ALL_COHORTS = "-"
 MAX_TITLE_CHARS = 200
@@ -23,6 +35,25 @@ MAX_NOTE_CHARS = 2000
 MAX_ETAG_CHARS = 64
 ORDERS = {"": Order.NEWEST, "create_time desc": Order.NEWEST, "severity desc": Order.MOST_SEVERE}
 ALERT = notify_pb2.Alert
+MAX_CURSOR_DIGITS = 18
+
+
+class CursorExpired(FailedPrecondition):
+    reason = "CURSOR_EXPIRED"
+
+
+class StreamOverflow(ResourceExhausted):
+    reason = "STREAM_OVERFLOW"
+
+
+@dataclass(frozen=True, slots=True)
+class Streams:
+    """What StreamUpdates needs: the replica's hub, the update log, the heartbeat."""
+
+    hub: Hub
+    log: UpdateLog
+    heartbeat_seconds: float = 15.0
+    wake_seconds: float = 1.0
 
 
 def _staff() -> Principal:
@@ -37,9 +68,83 @@ def _check_etag(checks: Validator, etag: str) -> None:
 
 
 class NotifyServicer(notify_pb2_grpc.NotifyServiceServicer):
-    def __init__(self, engine: NotifyEngine, roster: Roster) -> None:
+    def __init__(self, engine: NotifyEngine, roster: Roster, streams: Streams) -> None:
         self._engine = engine
         self._roster = roster
+        self._streams = streams
+
+    def StreamUpdates(
+        self, request: notify_pb2.StreamUpdatesRequest, context: grpc.ServicerContext
+    ) -> Iterator[notify_pb2.Update]:
+        audience, after = self._subscription(request)
+        sub = self._streams.hub.subscribe(audience)
+        # A call cancelled while this generator waits at a `yield` is never resumed:
+        # leave the hub as soon as the call ends, not when the generator is collected.
+        if not context.add_callback(sub.close):
+            sub.close()  # the call ended already
+            return
+        walk = follow(
+            sub,
+            after if after is not None else self._streams.log.head,
+            self._streams.log.replay,
+            heartbeat=self._streams.heartbeat_seconds,
+            wake=self._streams.wake_seconds,
+            is_active=context.is_active,
+        )
+        try:
+            for item in walk:  # a cancelled call closes this generator, and so the walk
+                if isinstance(item, Beat):
+                    yield heartbeat(item.position, datetime.now(UTC))
+                else:
+                    yield item.payload  # type: ignore[misc]
+        except StreamOverflowError as exc:
+            raise StreamOverflow(
+                str(exc),
+                metadata={"cursor": str(exc.position), "limit": str(exc.capacity)},
+                retry_after=1.0,
+            ) from None
+        finally:
+            walk.close()  # unsubscribes at once
+
+    def _subscription(
+        self, request: notify_pb2.StreamUpdatesRequest
+    ) -> tuple[Audience, int | None]:
+        """Whom the stream is for and where it resumes (None: from now), checked."""
+        checks = Validator()
+        students = request.subscriber.startswith("students/")
+        pattern = "students/*" if students else "cohorts/*"
+        (subscriber,) = check_name(checks, request.subscriber, pattern, "subscriber")
+        cursor = request.cursor
+        fits = cursor.isascii() and cursor.isdigit() and len(cursor) <= MAX_CURSOR_DIGITS
+        checks.check(not cursor or fits, "cursor", "is not a cursor of this service")
+        checks.raise_if_invalid()
+
+        principal = current_principal()
+        if students:
+            # A student's own stream: that student, or an admin (teachers follow their
+            # cohorts' streams).
+            principal.require_acting_as(subscriber)
+            audience = Audience.student(subscriber)
+        else:
+            principal.require_role(Role.TEACHER, Role.ADMIN)
+            if subscriber == ALL_COHORTS:
+                cohorts = None if principal.role is Role.ADMIN else frozenset(principal.cohorts)
+            else:
+                principal.require_cohort(subscriber)
+                cohorts = frozenset({subscriber})
+            audience = Audience.of_cohorts(cohorts)
+        if not cursor:
+            return audience, None
+        after = int(cursor)
+        try:
+            self._streams.log.check_cursor(after)
+        except CursorExpiredError as exc:
+            raise CursorExpired(
+                f"{exc}: reload, then stream without a cursor", metadata={"cursor": cursor}
+            ) from None
+        except ValueError as exc:
+            raise InvalidArgument([FieldViolation("cursor", str(exc))]) from None
+        return audience, after
 
     def ListAlerts(
         self, request: notify_pb2.ListAlertsRequest, context: grpc.ServicerContext

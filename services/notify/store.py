@@ -3,7 +3,8 @@
 Changes happen in a unit of work (`AlertStore.transaction()`): the consumer claims an
 event's (ce_source, ce_id) and saves the alert it made or extended in one transaction;
 a teacher's change locks the alert row, so two concurrent changes serialise and the
-second sees the first (and its new etag).
+second sees the first (and its new etag). The live updates a change makes (`announce`)
+are written to the update log at the end of the same transaction.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from services.notify.domain.model import (
     Severity,
     State,
 )
+from services.notify.updates import UpdateRow, write_updates
 
 ALERT_COLUMNS = sql.SQL(
     "alert_id, cohort, student_id, kind, severity, state, title, detail, creator, "
@@ -126,6 +128,11 @@ class AlertTransaction:
 
     def __init__(self, cur: Cursor[Any]) -> None:
         self._cur = cur
+        self.updates: list[UpdateRow] = []
+
+    def announce(self, update: UpdateRow) -> None:
+        """A live update to write with this transaction (at its end)."""
+        self.updates.append(update)
 
     def claim(self, source: str, event_id: str) -> bool:
         """False when the event was applied before (a redelivery)."""
@@ -239,7 +246,10 @@ class AlertStore:
     @contextmanager
     def transaction(self) -> Iterator[AlertTransaction]:
         with self._db.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-            yield AlertTransaction(cur)
+            tx = AlertTransaction(cur)
+            yield tx
+            # Last, so the log's write lock is held only until the commit.
+            write_updates(cur, tx.updates)
 
     def get(self, cohort: str, alert_id: str) -> Alert | None:
         with self._db.pool.connection() as conn, conn.cursor() as cur:

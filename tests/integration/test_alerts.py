@@ -421,25 +421,12 @@ def test_falling_from_yellow_into_red_alerts_once_per_score(
     assert evidence.resource == f"students/{student}/mastery"
 
 
-def test_consumer_health_and_the_stream_still_unimplemented(
-    notify: notify_pb2_grpc.NotifyServiceStub, mesh: dict[str, int], mint_token: MintToken
-) -> None:
+def test_consumer_health(mesh: dict[str, int]) -> None:
     with grpc.insecure_channel(f"127.0.0.1:{mesh['notify']}") as channel:
         health = health_pb2_grpc.HealthStub(channel)
-        reply = health.Check(
-            health_pb2.HealthCheckRequest(service="learnflow.notify.consumer"), timeout=5
-        )
-    assert reply.status == health_pb2.HealthCheckResponse.SERVING
-    teacher = mint_token(uid("teach"), "teacher", ("c1",))
-    with pytest.raises(grpc.RpcError) as caught:
-        list(
-            notify.StreamUpdates(
-                notify_pb2.StreamUpdatesRequest(subscriber="cohorts/c1"),
-                metadata=bearer(teacher),
-                timeout=5,
-            )
-        )
-    assert code_of(caught.value) == grpc.StatusCode.UNIMPLEMENTED
+        for name in ("learnflow.notify.consumer", "learnflow.notify.updates"):
+            reply = health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING, name
 
 
 def test_flagging_by_hand_is_checked_field_by_field_and_by_cohort(

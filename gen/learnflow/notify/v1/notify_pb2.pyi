@@ -502,16 +502,25 @@ class StreamUpdatesRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SUBSCRIBER_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
     subscriber: _builtins.str
     """students/{student} or cohorts/{cohort}."""
+    cursor: _builtins.str
+    """Resume after this update: the `cursor` of the last update received (on any
+    replica). Updates made since are delivered first, in order and once each, then
+    the stream continues live. Empty: live updates from now on. Updates are kept 24 h
+    (NOTIFY_UPDATE_RETENTION_HOURS); an older cursor is FAILED_PRECONDITION with the
+    reason CURSOR_EXPIRED (reload the lists, then stream without a cursor).
+    """
     def __init__(
         self,
         *,
         subscriber: _builtins.str = ...,
+        cursor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["subscriber", b"subscriber"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "subscriber", b"subscriber"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -527,6 +536,14 @@ class Update(_message.Message):
     LEARNING_RESPONSE_FIELD_NUMBER: _builtins.int
     MASTERY_UPDATED_FIELD_NUMBER: _builtins.int
     HEARTBEAT_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    cursor: _builtins.str
+    """Where this update sits in the stream of updates: send it back as
+    `StreamUpdatesRequest.cursor` to resume after it. Opaque; increasing along a
+    stream. A heartbeat carries the stream's position (the last update sent, or where
+    the stream started).
+    """
     @_builtins.property
     def alert(self) -> Global___Alert:
         """An alert was created or changed (teachers' streams)."""
@@ -543,6 +560,10 @@ class Update(_message.Message):
     def heartbeat(self) -> Global___Heartbeat:
         """Sent every 15 s on an idle stream so proxies keep it open."""
 
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When the update was made (for a heartbeat: when it was sent)."""
+
     def __init__(
         self,
         *,
@@ -550,10 +571,12 @@ class Update(_message.Message):
         learning_response: _events_pb2.LearningResponse | None = ...,
         mastery_updated: _events_pb2.MasteryUpdated | None = ...,
         heartbeat: Global___Heartbeat | None = ...,
+        cursor: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert", "heartbeat", b"heartbeat", "learning_response", b"learning_response", "mastery_updated", b"mastery_updated", "payload", b"payload"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert", "create_time", b"create_time", "heartbeat", b"heartbeat", "learning_response", b"learning_response", "mastery_updated", b"mastery_updated", "payload", b"payload"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert", "heartbeat", b"heartbeat", "learning_response", b"learning_response", "mastery_updated", b"mastery_updated", "payload", b"payload"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert", "create_time", b"create_time", "cursor", b"cursor", "heartbeat", b"heartbeat", "learning_response", b"learning_response", "mastery_updated", b"mastery_updated", "payload", b"payload"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["alert", "learning_response", "mastery_updated", "heartbeat"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
