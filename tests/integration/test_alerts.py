@@ -12,7 +12,6 @@ from collections.abc import Iterator
 import grpc
 import httpx
 import pytest
-from confluent_kafka import Consumer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from learnflow.common.v1 import common_pb2
 from learnflow.debug.v1 import debug_pb2_grpc
@@ -20,7 +19,6 @@ from learnflow.events.v1 import events_pb2
 from learnflow.mastery.v1 import mastery_pb2_grpc
 from learnflow.notify.v1 import notify_pb2, notify_pb2_grpc
 
-from services.kit.bus import decode_headers
 from services.kit.config import Settings
 from tests.conftest import MintToken, wait_for
 from tests.integration.test_debug import diagnose
@@ -33,6 +31,7 @@ from tests.integration.test_mastery import (
     ref,
     stamp,
 )
+from tests.support.dead_letters import dead_letters
 
 pytestmark = pytest.mark.integration
 
@@ -290,29 +289,14 @@ def test_poison_goes_to_the_dlq_and_later_events_still_make_alerts(
     (alert,) = wait_for_alert(notify, teacher, student)
     assert alert.kind == Alert.KIND_REPEATED_ERROR
 
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
-            "group.id": f"dlq-check-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
+    assert settings.kafka_bootstrap_servers
+    # Other consumers of the topic dead-letter poison too: keep notify's.
+    found = dead_letters(
+        settings.kafka_bootstrap_servers,
+        "struggle.detected.dlq",
+        {undecodable, nonsense},
+        group=settings.notify_consumer_group,
     )
-    consumer.subscribe(["struggle.detected.dlq"])
-    found: dict[str, dict[str, str]] = {}
-    deadline = time.monotonic() + 30
-    try:
-        while len(found) < 2 and time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is None or msg.error():
-                continue
-            headers = decode_headers(msg.headers())
-            # Other consumers of the topic dead-letter poison too: keep notify's.
-            ours = headers.get("dlq_consumer_group") == settings.notify_consumer_group
-            if ours and headers.get("ce_id") in (undecodable, nonsense):
-                found[headers["ce_id"]] = headers
-    finally:
-        consumer.close()
     assert set(found) == {undecodable, nonsense}
     assert found[undecodable]["dlq_error_class"] == "DecodeFailureError"
     assert "unknown kind" in found[nonsense]["dlq_error_message"]
