@@ -225,14 +225,15 @@ def test_json_body_over_the_limit_is_413_json(client: httpx.Client, auth: dict[s
     assert_limit_reply(response, 413)
 
 
-def test_body_within_the_limit_reaches_the_service(
-    client: httpx.Client, auth: dict[str, str]
-) -> None:
-    # Just under 4 MiB of JSON passes Envoy; the service then answers for itself.
+def test_body_within_the_limit_reaches_the_service(gateway_url: str, auth: dict[str, str]) -> None:
+    # Just under 4 MiB of JSON passes Envoy; the service then answers for itself. On a
+    # connection of its own: the shared client's last request was refused mid-body (413
+    # once came back here in a full run, not reproduced alone; see the session note).
     padding = MAX_REQUEST_BODY_BYTES - 100
     body = json.dumps({"student": "students/limits1", "question": "x" * padding})
     assert len(body) <= MAX_REQUEST_BODY_BYTES
-    response = client.post("/v1/concepts:explain", headers=auth, content=body)
+    with httpx.Client(base_url=gateway_url, timeout=30) as fresh:
+        response = fresh.post("/v1/concepts:explain", headers=auth, content=body)
     assert response.status_code not in (413, 429), response.text[:300]
     assert response.json()["code"] == 3  # INVALID_ARGUMENT: the question is too long
 
