@@ -1,12 +1,15 @@
-"""The curriculum's topics and teaching levels as plain enums, for domain code.
+"""The curriculum's topics, teaching levels and mastery bands as plain enums, for
+domain code, and the percent that bands and every shown score are read from.
 
-Values equal learnflow.common.v1.Topic and Level (a test holds them together), so
+Values equal learnflow.common.v1.Topic, Level and MasteryBand (a test holds them
+together), so
 domain modules use them without importing generated code, and servicers convert with
 int(). One definition for every service: the curriculum is shared reference data.
 """
 
 from __future__ import annotations
 
+import math
 from enum import IntEnum
 
 
@@ -34,6 +37,11 @@ class Topic(IntEnum):
     def from_slug(cls, slug: str) -> Topic:
         return cls[slug.upper().replace("-", "_")]
 
+    @property
+    def label(self) -> str:
+        """For people: "errors and exceptions"."""
+        return self.name.lower().replace("_", " ")
+
 
 class Level(IntEnum):
     BEGINNER = 1
@@ -43,3 +51,20 @@ class Level(IntEnum):
     @property
     def label(self) -> str:
         return self.name.lower()
+
+
+class Band(IntEnum):
+    NONE = 0
+    RED = 1
+    YELLOW = 2
+    GREEN = 3
+    BLUE = 4
+
+    @property
+    def label(self) -> str:
+        return "no band" if self is Band.NONE else self.name.lower()
+
+
+def percent(score: float) -> int:
+    """score * 100 rounded half up; float noise below 1e-9 is ignored (0.405 -> 41)."""
+    return math.floor(round(score * 100, 9) + 0.5)

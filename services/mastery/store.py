@@ -18,12 +18,12 @@ from typing import Any
 from psycopg import Cursor, sql
 
 from services.kit.db import Database
+from services.kit.topics import Band
 from services.mastery.domain.events import ProgressEvent, aggregate_batch, local_day, zone
 from services.mastery.domain.history import DailySnapshot
 from services.mastery.domain.model import (
     OVERALL,
     Aggregates,
-    Band,
     Component,
     Components,
     Mastery,

@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
+from services.kit.topics import Band, percent
 from services.mastery.domain.events import (
     InvalidEventError,
     ProgressEvent,
@@ -26,11 +27,9 @@ from services.mastery.domain.history import (
 )
 from services.mastery.domain.model import (
     Aggregates,
-    Band,
     Component,
     Components,
     band_of,
-    percent,
     streak,
     student_mastery,
     weighted_score,

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from learnflow.events.v1 import events_pb2
 
-from services.mastery.domain.model import Band, Components, Mastery, StudentMastery
+from services.kit.topics import Band
+from services.mastery.domain.model import Components, Mastery, StudentMastery
 from services.mastery.publisher import encode_changes
 from services.mastery.store import Change
 

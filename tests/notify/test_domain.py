@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from services.kit.topics import Band
 from services.notify.domain.model import (
     MAX_EVIDENCE,
     Alert,
@@ -25,9 +26,6 @@ from services.notify.domain.model import (
     resolve,
 )
 from services.notify.domain.rules import (
-    BAND_NONE,
-    BAND_RED,
-    BAND_YELLOW,
     BandChange,
     MasteryChange,
     Struggle,
@@ -37,7 +35,13 @@ from services.notify.domain.rules import (
 )
 
 T0 = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
-GREEN, BLUE = 3, 4
+BAND_NONE, BAND_RED, BAND_YELLOW, GREEN, BLUE = (
+    Band.NONE,
+    Band.RED,
+    Band.YELLOW,
+    Band.GREEN,
+    Band.BLUE,
+)
 
 
 def change(previous: int, band: int, evidence: int = 5, topic: int = 0) -> BandChange:

@@ -22,11 +22,12 @@ Definitions (per student, per topic, and overall across topics):
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from enum import IntEnum
+
+from services.kit.topics import Band, percent
 
 CONSISTENCY_WINDOW_DAYS = 30
 
@@ -37,16 +38,6 @@ class Component(IntEnum):
     COMPLETION = 1
     QUIZ = 2
     QUALITY = 3
-
-
-class Band(IntEnum):
-    """Values match learnflow.common.v1.MasteryBand."""
-
-    NONE = 0
-    RED = 1
-    YELLOW = 2
-    GREEN = 3
-    BLUE = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,11 +59,6 @@ def weighted_score(c: Components) -> float:
         + WEIGHTS.consistency * c.consistency
     )
     return min(1.0, max(0.0, score))
-
-
-def percent(score: float) -> int:
-    """score * 100 rounded half up; float noise below 1e-9 is ignored (0.405 -> 41)."""
-    return math.floor(round(score * 100, 9) + 0.5)
 
 
 def band_of(score: float) -> Band:

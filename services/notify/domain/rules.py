@@ -16,16 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from services.kit.topics import Topic
+from services.kit.topics import Band, Topic, percent
 from services.notify.domain.model import Evidence, EvidenceType, Kind, Severity, Signal
 
 MIN_EVIDENCE = 5
 OVERALL = 0
 HIGH_REPEATS = 8  # a repeated error this often in its window is urgent
-
-# Values match learnflow.common.v1.MasteryBand.
-BAND_NONE, BAND_RED, BAND_YELLOW = 0, 1, 2
-BAND_NAMES = {0: "no band", 1: "red", 2: "yellow", 3: "green", 4: "blue"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,13 +71,16 @@ def topic_label(topic: int) -> str:
     if topic == OVERALL:
         return "overall"
     try:
-        return Topic(topic).name.lower().replace("_", " ")
+        return Topic(topic).label
     except ValueError:
         return f"topic {topic}"
 
 
-def percent(score: float) -> int:
-    return int(score * 100 + 0.5)
+def band_label(band: int) -> str:
+    try:
+        return Band(band).label
+    except ValueError:
+        return "?"
 
 
 def struggle_signal(event: Struggle) -> Signal:
@@ -144,8 +143,8 @@ def struggle_signal(event: Struggle) -> Signal:
 def drops_into_red(change: BandChange) -> bool:
     """Yellow or higher before, red now, with enough evidence behind the red."""
     return (
-        change.previous_band >= BAND_YELLOW
-        and change.band == BAND_RED
+        change.previous_band >= Band.YELLOW
+        and change.band == Band.RED
         and change.evidence_count >= MIN_EVIDENCE
     )
 
@@ -157,7 +156,7 @@ def falling_behind(event: MasteryChange) -> list[Signal]:
             continue
         label = topic_label(change.topic)
         what = "overall mastery" if change.topic == OVERALL else f"mastery of {label}"
-        before = BAND_NAMES.get(change.previous_band, "?")
+        before = band_label(change.previous_band)
         summary = (
             f"{what} {before} to red: {percent(change.previous_score)} % to "
             f"{percent(change.score)} %, {change.evidence_count} pieces of evidence"
