@@ -152,16 +152,15 @@ def test_no_deadline_on_a_full_sandbox_is_resource_exhausted_not_internal(
     student: Callable[[], list[tuple[str, str]]],
 ) -> None:
     loops = start_loops(pool, stub, [student(), student()], wall=4.0)  # both slots
-    started = time.monotonic()
     with pytest.raises(grpc.RpcError) as caught:
         stub.ExecuteCode(request("print(1)"), metadata=student())  # no deadline
-    waited = time.monotonic() - started
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, caught.value.details()
     reason, delay, header = refusal(caught.value)
     assert reason == "RESOURCE_EXHAUSTED"
     assert 0 < delay <= 4.0  # when the soonest loop reaches its wall limit
     assert header.isdigit() and int(header) >= 1
-    assert MAX_WAIT - 0.2 < waited < MAX_WAIT + 2.0  # waited its bounded while, no more
+    # Refused after its bounded wait, while both loops still held the slots.
+    assert not any(loop.done() for loop in loops)
     finished(loops)
 
 
@@ -211,10 +210,9 @@ def test_a_students_flood_is_refused_while_others_run(
     waiting = pool.submit(stub.ExecuteCode, request(LOOP, 4.0), metadata=flooder)
     time.sleep(0.2)
     # ... a third is refused at once (one waiting per running program) ...
-    started = time.monotonic()
     with pytest.raises(grpc.RpcError) as at_once:
         stub.ExecuteCode(request(LOOP, 4.0), metadata=flooder)
-    assert time.monotonic() - started < USER_WAIT - 0.3
+    assert not waiting.done()  # refused while the second still waited: at once
     assert at_once.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     reason, delay, header = refusal(at_once.value)
     assert reason == "RATE_LIMITED"
@@ -255,9 +253,8 @@ def test_staff_may_run_two_programs_at_once(
 ) -> None:
     teacher = student("teacher")
     loops = start_loops(pool, stub, [teacher], wall=2.0)
-    started = time.monotonic()
     assert stub.ExecuteCode(request("print(1)"), metadata=teacher, timeout=30).stdout == "1\n"
-    assert time.monotonic() - started < 1.5  # ran beside the loop, did not wait for it
+    assert not loops[0].done()  # ran beside the loop, did not wait for it
     finished(loops)
 
 
