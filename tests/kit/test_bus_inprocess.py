@@ -8,7 +8,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -94,14 +94,6 @@ class Sink:
 @pytest.fixture
 def bus() -> InProcessBus:
     return InProcessBus()
-
-
-@pytest.fixture
-def loops() -> Iterator[list[ConsumerLoop]]:
-    started: list[ConsumerLoop] = []
-    yield started
-    for loop in started:
-        loop.stop(timeout=2.0)
 
 
 def start_loop(

@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 import grpc
 import pytest
@@ -77,14 +77,6 @@ class Gate:
         if not self.open.is_set():
             raise TransientError("database unavailable")
         self.handled.extend(e.record.event_id for e in batch)
-
-
-@pytest.fixture
-def loops() -> Iterator[list[ConsumerLoop]]:
-    started: list[ConsumerLoop] = []
-    yield started
-    for loop in started:
-        loop.stop(timeout=2.0)
 
 
 def start(
