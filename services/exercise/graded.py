@@ -41,7 +41,7 @@ class GradedWork:
         self._engine = engine
         self._store = store
         self._publisher = publisher
-        self.answers = answers
+        self._answers = answers
 
     def submit(
         self, *, student_id: str, cohort: str, exercise_id: str, code: str, request_id: str
@@ -98,7 +98,7 @@ class GradedWork:
                 key=student_id,
                 event_id=message.name,  # a stable id: a re-publish is the same event
             )
-            self.answers.submission(student_id, cohort, saved, exercise.title)
+            self._answers.submission(student_id, cohort, saved, exercise.title)
         return saved
 
     def grade_quiz(
@@ -144,7 +144,7 @@ class GradedWork:
             key=student_id,
             event_id=quiz.name,
         )
-        self.answers.quiz(student_id, cohort, quiz)
+        self._answers.quiz(student_id, cohort, quiz)
         return quiz
 
 

@@ -72,10 +72,10 @@ def build(runtime: Runtime) -> ServiceParts:
 
     def register(server: grpc.Server) -> None:
         exercise_pb2_grpc.add_ExerciseServiceServicer_to_server(
-            ExerciseServicer(engine, store, graded, runtime.roster), server
+            ExerciseServicer(engine, store, graded, answers, runtime.roster), server
         )
         quiz_pb2_grpc.add_QuizServiceServicer_to_server(
-            QuizServicer(engine, store, graded, runtime.roster), server
+            QuizServicer(engine, store, graded, answers, runtime.roster), server
         )
 
     return ServiceParts(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import grpc
 from learnflow.exercise.v1 import exercise_pb2, exercise_pb2_grpc, quiz_pb2, quiz_pb2_grpc
 
+from services.exercise.answers import ExerciseAnswers
 from services.exercise.domain.bank import Exercise, Level, QuestionKind, QuizQuestion, Topic
 from services.exercise.domain.generation import error_name, is_generated
 from services.exercise.domain.quizzes import Answer
@@ -48,11 +49,17 @@ def exercise_message(e: Exercise) -> exercise_pb2.Exercise:
 
 class ExerciseServicer(exercise_pb2_grpc.ExerciseServiceServicer):
     def __init__(
-        self, engine: ExerciseEngine, store: ExerciseStore, graded: GradedWork, roster: Roster
+        self,
+        engine: ExerciseEngine,
+        store: ExerciseStore,
+        graded: GradedWork,
+        answers: ExerciseAnswers,
+        roster: Roster,
     ) -> None:
         self._engine = engine
         self._store = store
         self._graded = graded
+        self._answers = answers
         self._roster = roster
 
     def GetExercise(
@@ -121,7 +128,7 @@ class ExerciseServicer(exercise_pb2_grpc.ExerciseServiceServicer):
             passed=lambda: self._store.passed_exercises(student_id),
         )
         message = exercise_message(chosen)
-        self._graded.answers.exercise(student_id, cohort, message)
+        self._answers.exercise(student_id, cohort, message)
         return message
 
     def CreateSubmission(
@@ -197,11 +204,17 @@ def _question_message(q: QuizQuestion) -> quiz_pb2.Question:
 
 class QuizServicer(quiz_pb2_grpc.QuizServiceServicer):
     def __init__(
-        self, engine: ExerciseEngine, store: ExerciseStore, graded: GradedWork, roster: Roster
+        self,
+        engine: ExerciseEngine,
+        store: ExerciseStore,
+        graded: GradedWork,
+        answers: ExerciseAnswers,
+        roster: Roster,
     ) -> None:
         self._engine = engine
         self._store = store
         self._graded = graded
+        self._answers = answers
         self._roster = roster
 
     def GenerateQuiz(
@@ -233,7 +246,7 @@ class QuizServicer(quiz_pb2_grpc.QuizServiceServicer):
         self._store.add_quiz(
             student_id, new.quiz_id, cohort, quiz.SerializeToString(), generated=new.generated
         )
-        self._graded.answers.quiz(student_id, cohort, quiz)
+        self._answers.quiz(student_id, cohort, quiz)
         return quiz
 
     def GetQuiz(
