@@ -1,9 +1,11 @@
 """Admission of streaming calls (docs/adr/0002): streams cannot starve unary calls.
 
-The sync server holds one pool thread per open stream. The pool has
+The thread-pool server holds one pool thread per open stream. The pool has
 `GRPC_MAX_WORKERS` threads for unary calls plus `GRPC_MAX_STREAMS` for streams, and
 this gate admits at most `GRPC_MAX_STREAMS` streams at once, so unary calls always
-have their own threads however many streams are open. Within the stream lane:
+have their own threads however many streams are open. On the asyncio server (notify,
+docs/adr/0003) a stream costs a coroutine, and the lane is that service's own larger
+maximum. Within the stream lane:
 - one user holds at most `GRPC_STREAMS_PER_USER` streams (shared across replicas when
   the limiter is on Redis);
 - callers without a token (health Watch on a service port) share a small lane of
@@ -19,7 +21,7 @@ from contextlib import contextmanager
 
 from services.kit.auth import Principal
 from services.kit.errors import ResourceExhausted, TooManyRequests
-from services.kit.limits import InProcessLimiter, Limiter
+from services.kit.limits import InProcessLimiter, Lease, Limiter
 
 ANONYMOUS_KEY = "anonymous"
 STREAM_RETRY_SECONDS = 5.0
@@ -46,6 +48,14 @@ class StreamGate:
 
     @contextmanager
     def admit(self, principal: Principal | None) -> Iterator[None]:
+        ticket = self.acquire(principal)
+        try:
+            yield
+        finally:
+            ticket.release()
+
+    def acquire(self, principal: Principal | None) -> Ticket:
+        """A place for one stream (release it when the stream ends), or the refusal."""
         if principal is None:
             lease = self._local.acquire(ANONYMOUS_KEY, self._anonymous)
             if lease is None:
@@ -64,16 +74,28 @@ class StreamGate:
                     metadata={"limit": str(self._per_user), "user": principal.subject},
                     retry_after=STREAM_RETRY_SECONDS,
                 )
-        try:
-            if not self._lane.acquire(blocking=False):
-                raise ResourceExhausted(
-                    f"this server holds its maximum of {self.max_streams} open streams; retry",
-                    metadata={"limit": str(self.max_streams)},
-                    retry_after=STREAM_RETRY_SECONDS,
-                )
-            try:
-                yield
-            finally:
-                self._lane.release()
-        finally:
+        if not self._lane.acquire(blocking=False):
             lease.release()
+            raise ResourceExhausted(
+                f"this server holds its maximum of {self.max_streams} open streams; retry",
+                metadata={"limit": str(self.max_streams)},
+                retry_after=STREAM_RETRY_SECONDS,
+            )
+        return Ticket(self._lane, lease)
+
+
+class Ticket:
+    """One admitted stream's place in the lane and its user's lease."""
+
+    def __init__(self, lane: threading.BoundedSemaphore, lease: Lease) -> None:
+        self._lane = lane
+        self._lease = lease
+        self._released = False
+
+    def release(self) -> None:
+        """Idempotent."""
+        if self._released:
+            return
+        self._released = True
+        self._lane.release()
+        self._lease.release()

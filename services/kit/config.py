@@ -78,7 +78,10 @@ class Settings(BaseSettings):
     # The live stream (StreamUpdates): the consumer group that writes students' answers
     # and mastery changes into the update log, how long updates are kept for resuming
     # with a cursor, the heartbeat of an idle stream, and how many updates one stream
-    # may fall behind before it is closed (to resume from its cursor).
+    # may fall behind before it is closed (to resume from its cursor). Notify runs the
+    # asyncio server (docs/adr/0003): an idle stream costs a coroutine, so one replica
+    # holds NOTIFY_MAX_STREAMS of them (GRPC_MAX_STREAMS is for the thread-pool servers).
+    notify_max_streams: int = Field(default=10_000, ge=1, le=100_000)
     notify_updates_consumer_group: str = "notify-updates"
     notify_update_retention_hours: float = Field(default=24.0, gt=0, le=24 * 30)
     notify_heartbeat_seconds: float = Field(default=15.0, gt=0, le=300)

@@ -1,8 +1,9 @@
 """grpc.health.v1 with per-service status that follows the service's dependencies.
 
-The stock HealthServicer (Check, Watch, enter_graceful_shutdown) is used as is; a
-monitor thread runs the service's dependency checks (database, broker, cache) and sets
-SERVING / NOT_SERVING for the overall server ("") and for each of its gRPC services.
+The stock HealthServicer (Check, Watch, enter_graceful_shutdown) is used as is (its
+asyncio twin on the asyncio server); a monitor thread runs the service's dependency
+checks (database, broker, cache) and sets SERVING / NOT_SERVING for the overall
+server ("") and for each of its gRPC services.
 
 A `ComponentCheck` among the checks is different: it watches one part of the service
 (a Kafka consumer loop, say) and sets SERVING / NOT_SERVING under its own health name
@@ -16,13 +17,22 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
 
-from grpc_health.v1 import health, health_pb2
+from grpc_health.v1 import health_pb2
 
 log = logging.getLogger("learnflow.health")
 
 DependencyCheck = Callable[[], None]
 """Raises when the dependency is unusable; returns None when it is fine."""
+
+
+class StatusBoard(Protocol):
+    """Where statuses are set: the stock health servicer, or the asyncio one's adapter."""
+
+    def set(
+        self, service: str, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType
+    ) -> None: ...
 
 
 class ComponentCheck:
@@ -60,7 +70,7 @@ def _run(checks: Mapping[str, DependencyCheck]) -> dict[str, str]:
 class HealthMonitor:
     def __init__(
         self,
-        servicer: health.HealthServicer,
+        servicer: StatusBoard,
         service_names: Sequence[str],
         checks: Mapping[str, DependencyCheck],
         interval_seconds: float = 5.0,

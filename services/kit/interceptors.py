@@ -1,8 +1,9 @@
 """The server interceptor every LearnFlow server runs.
 
-Per call: a request id (taken from `x-request-id` or made), token verification (health
-and reflection exempt), the caller's principal in a context variable for handlers,
-a deadline check, domain exceptions mapped to google.rpc.Status with details, and one
+Per call (`CallSteps`, shared by both server models): a request id (taken from
+`x-request-id` or made), token verification (health and reflection exempt), the
+caller's principal in a context variable for handlers, a deadline check, admission of
+streams, domain exceptions mapped to google.rpc.Status with details, and one
 structured log line (request id, method, code, latency).
 
 The wrapped handler is built once per method and cached: grpc calls
@@ -89,14 +90,27 @@ def maybe_current_call() -> CallContext | None:
     return _current.get()
 
 
-class _CallOutcome:
-    __slots__ = ("code",)
+def use_call(call: CallContext) -> None:
+    """Make `call` the current call in this context (an asyncio task's, after the call
+    was identified on a worker thread)."""
+    _current.set(call)
+
+
+class CallOutcome:
+    """What one call's log line says: its context once known, and its code."""
+
+    __slots__ = ("call", "code")
 
     def __init__(self) -> None:
+        self.call: CallContext | None = None
         self.code = "OK"
 
 
-class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+class CallSteps:
+    """The per-call steps every LearnFlow server runs, whichever server model carries
+    them (this module's interceptor for the thread-pool server; services/kit/aio.py's
+    for the asyncio one)."""
+
     def __init__(
         self,
         verifier: TokenVerifier | None,
@@ -104,92 +118,46 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         roster: Roster | None = None,
     ) -> None:
         # verifier None: authentication disabled (only for servers that hold no data).
-        self._verifier = verifier
+        self.verifier = verifier
         # roster: where a student's cohort is learnt from their own token (services that
         # keep student data); None: not recorded by this server.
-        self._roster = roster
+        self.roster = roster
         # gate None: streams are not admitted separately (test servers without streams).
-        self._gate = gate
-        # Only methods the server really has are cached: caching every unknown path a
-        # caller makes up would grow memory without bound.
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+        self.gate = gate
 
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        method: str = handler_call_details.method
-        wrapped = self._wrapped.get(method)
-        if wrapped is not None:
-            return wrapped
-        handler = continuation(handler_call_details)
-        if handler is None:
-            return None
-        wrapped = self._wrap(method, handler)
-        self._wrapped[method] = wrapped
-        return wrapped
-
-    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        exempt = method.startswith(EXEMPT_PREFIXES)
-        parse = _tolerant(handler.request_deserializer)
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                self._unary(method, exempt, handler.unary_unary),
-                request_deserializer=parse,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                self._streaming(method, exempt, handler.unary_stream),
-                request_deserializer=parse,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_unary is not None:
-            return grpc.stream_unary_rpc_method_handler(
-                self._unary(method, exempt, handler.stream_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return grpc.stream_stream_rpc_method_handler(
-            self._streaming(method, exempt, handler.stream_stream),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-
-    # -- per-call steps -------------------------------------------------------------
-
-    def _enter(self, method: str, exempt: bool, context: grpc.ServicerContext) -> CallContext:
-        metadata = dict(context.invocation_metadata())
+    def enter(self, method: str, exempt: bool, context: Any, outcome: CallOutcome) -> CallContext:
+        """Identify the call (request id, principal) and set it as the current call;
+        raises Unauthenticated or DeadlineExceeded."""
+        metadata = dict(context.invocation_metadata() or ())
         request_id = metadata.get(REQUEST_ID_KEY) or uuid.uuid4().hex
         authorization = metadata.get("authorization")
         traceparent = metadata.get("traceparent")
         call = CallContext(method, request_id, None, context, authorization, traceparent)
-        _current.set(call)  # so a failure below still logs with the request id
-        if not exempt and self._verifier is not None:
-            principal = self._verifier.verify(authorization)
+        outcome.call = call  # so a failure below still logs with the request id
+        _current.set(call)
+        if not exempt and self.verifier is not None:
+            principal = self.verifier.verify(authorization)
             call = CallContext(method, request_id, principal, context, authorization, traceparent)
+            outcome.call = call
             _current.set(call)
-            if self._roster is not None:
+            if self.roster is not None:
                 self._observe(principal)
         remaining = context.time_remaining()
         if remaining is not None and remaining <= 0:
-            context.abort(
-                grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded before the call started"
-            )
+            raise DeadlineExceeded("deadline exceeded before the call started")
         return call
 
     def _observe(self, principal: Principal) -> None:
-        assert self._roster is not None
+        assert self.roster is not None
         try:
-            self._roster.observe(principal)
+            self.roster.observe(principal)
         except Exception as exc:  # the call itself does not depend on it; retried next call
             log.warning(
                 "roster not updated", extra={"student": principal.subject, "error": str(exc)}
             )
 
     @staticmethod
-    def _check_request(request: Any) -> None:
+    def check_request(request: Any) -> None:
         """Bytes that are not the method's message, and text no store can hold (NUL),
         are the caller's mistake: INVALID_ARGUMENT naming the field, before any handler."""
         if isinstance(request, _Undecodable):
@@ -204,10 +172,10 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 )
 
     @staticmethod
-    def _fail(
-        context: grpc.ServicerContext, method: str, exc: BaseException, outcome: _CallOutcome
-    ) -> None:
-        call = _current.get()
+    def failure(method: str, exc: BaseException, outcome: CallOutcome) -> grpc.Status:
+        """The status a failed call answers with (google.rpc.Status details in its
+        trailers, `retry-after` when the caller may retry); records its code."""
+        call = outcome.call
         request_id = call.request_id if call else "-"
         if isinstance(exc, LearnFlowError):
             error = exc
@@ -231,13 +199,13 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             wire = _Status(
                 wire.code, wire.details, (*wire.trailing_metadata, ("retry-after", retry_after))
             )
-        context.abort_with_status(wire)
+        return wire
 
     @staticmethod
-    def _log(method: str, outcome: _CallOutcome, started: float) -> None:
-        call = _current.get()
+    def log_call(method: str, outcome: CallOutcome, started: float) -> None:
         if not log.isEnabledFor(logging.INFO):
             return
+        call = outcome.call
         log.info(
             "rpc",
             extra={
@@ -249,53 +217,127 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             },
         )
 
-    def _unary(
-        self, method: str, exempt: bool, behaviour: Callable[..., Any]
-    ) -> Callable[..., Any]:
+
+class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+    """The call steps on the thread-pool server: each call runs on its own thread."""
+
+    def __init__(
+        self,
+        verifier: TokenVerifier | None,
+        gate: StreamGate | None = None,
+        roster: Roster | None = None,
+    ) -> None:
+        self._steps = CallSteps(verifier, gate, roster)
+        # Only methods the server really has are cached: caching every unknown path a
+        # caller makes up would grow memory without bound.
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        method: str = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is not None:
+            return wrapped
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        wrapped = rewrap(
+            handler,
+            lambda: self._unary(method, handler),
+            lambda: self._streaming(method, handler),
+        )
+        self._wrapped[method] = wrapped
+        return wrapped
+
+    def _unary(self, method: str, handler: grpc.RpcMethodHandler) -> Callable[..., Any]:
+        steps = self._steps
+        exempt = method.startswith(EXEMPT_PREFIXES)
+        behaviour = handler.unary_unary or handler.stream_unary
+
         def handle(request: Any, context: grpc.ServicerContext) -> Any:
             started = time.perf_counter()
-            outcome = _CallOutcome()
+            outcome = CallOutcome()
             try:
-                self._enter(method, exempt, context)
-                self._check_request(request)
+                steps.enter(method, exempt, context, outcome)
+                steps.check_request(request)
                 return behaviour(request, context)
             except Exception as exc:
                 if _is_abort(exc):
                     outcome.code = _abort_code(context)
                     raise
-                self._fail(context, method, exc, outcome)
+                context.abort_with_status(steps.failure(method, exc, outcome))
                 raise  # unreachable: abort_with_status raises
             finally:
-                self._log(method, outcome, started)
+                steps.log_call(method, outcome, started)
                 _current.set(None)
 
         return handle
 
     def _streaming(
-        self, method: str, exempt: bool, behaviour: Callable[..., Iterator[Any]]
+        self, method: str, handler: grpc.RpcMethodHandler
     ) -> Callable[..., Iterator[Any]]:
+        steps = self._steps
+        exempt = method.startswith(EXEMPT_PREFIXES)
+        behaviour = handler.unary_stream or handler.stream_stream
+
         def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             started = time.perf_counter()
-            outcome = _CallOutcome()
+            outcome = CallOutcome()
             try:
-                call = self._enter(method, exempt, context)
-                self._check_request(request)
-                if self._gate is None:
+                call = steps.enter(method, exempt, context, outcome)
+                steps.check_request(request)
+                if steps.gate is None:
                     yield from behaviour(request, context)
                 else:
-                    with self._gate.admit(call.principal):
+                    with steps.gate.admit(call.principal):
                         yield from behaviour(request, context)
             except Exception as exc:
                 if _is_abort(exc):
                     outcome.code = _abort_code(context)
                     raise
-                self._fail(context, method, exc, outcome)
+                context.abort_with_status(steps.failure(method, exc, outcome))
                 raise
             finally:
-                self._log(method, outcome, started)
+                steps.log_call(method, outcome, started)
                 _current.set(None)
 
         return handle
+
+
+def rewrap(
+    handler: grpc.RpcMethodHandler,
+    unary: Callable[[], Callable[..., Any]],
+    streaming: Callable[[], Callable[..., Any]],
+) -> grpc.RpcMethodHandler:
+    """`handler` with its behaviour replaced by what `unary()` or `streaming()` makes
+    (whichever its response kind needs); requests of unary-request methods are parsed
+    tolerantly."""
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(
+            unary(),
+            request_deserializer=_tolerant(handler.request_deserializer),
+            response_serializer=handler.response_serializer,
+        )
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(
+            streaming(),
+            request_deserializer=_tolerant(handler.request_deserializer),
+            response_serializer=handler.response_serializer,
+        )
+    if handler.stream_unary is not None:
+        return grpc.stream_unary_rpc_method_handler(
+            unary(),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    return grpc.stream_stream_rpc_method_handler(
+        streaming(),
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
 
 
 @dataclass(frozen=True, slots=True)

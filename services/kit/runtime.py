@@ -10,15 +10,20 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from services.kit.bus import ALL_TOPICS, Bus, InProcessBus, KafkaBus
 from services.kit.cache import Cache, InProcessCache, RedisCache
 from services.kit.config import RUN_DIR, Settings
 from services.kit.db import Database, embedded_postgres_url
 from services.kit.limits import InProcessLimiter, Limiter, RedisLimiter
-from services.kit.llm import LLM
 from services.kit.roster import PostgresRosterStore, Roster
 from services.kit.windows import InProcessWindows, RedisWindows, Windows
+
+if TYPE_CHECKING:
+    # The openai client costs ~20 MB of memory: only the agents load it (notify holds
+    # thousands of streams in 256 MB).
+    from services.kit.llm import LLM
 
 log = logging.getLogger("learnflow.runtime")
 
@@ -116,6 +121,8 @@ class Runtime:
         limiter = self.limiter  # outside the lock: the property takes it too
         with self._lock:
             if self._llm is None:
+                from services.kit.llm import LLM
+
                 self._llm = LLM(self.settings, limiter)
             return self._llm
 

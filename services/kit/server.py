@@ -3,6 +3,9 @@
 Concurrency model: a synchronous grpc server with a thread pool in two lanes
 (docs/adr/0001, 0002): GRPC_MAX_WORKERS threads that only unary calls can use, plus
 GRPC_MAX_STREAMS threads for streams, which the stream gate never lets streams exceed.
+A service whose streams are many and idle (notify) asks for the asyncio server instead
+(docs/adr/0003): the same steps, health, limits and shutdown; its streams are
+coroutines and its unary calls run on GRPC_MAX_WORKERS worker threads.
 Each server gets health (per-service status following its dependencies), reflection,
 the kit interceptor, bounded concurrency (RESOURCE_EXHAUSTED beyond
 GRPC_MAX_CONCURRENT_RPCS waiting unary calls or GRPC_MAX_STREAMS streams), and graceful
@@ -27,6 +30,12 @@ from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.kit.admission import StreamGate
+from services.kit.aio import (
+    AsyncServerInterceptor,
+    EventLoopThread,
+    LoopHealth,
+    tune_gc_for_many_streams,
+)
 from services.kit.auth import TokenVerifier
 from services.kit.catalogue import MAX_MESSAGE_BYTES, ServiceSpec
 from services.kit.config import Settings
@@ -82,6 +91,11 @@ class ServiceParts:
     # The shared student roster, for services that keep student data: the server
     # records each student's cohort from their token (services.kit.roster).
     roster: Roster | None = None
+    # Served by the asyncio server (docs/adr/0003): streams are coroutines (async
+    # generators), unary methods plain functions run on its worker threads.
+    asynchronous: bool = False
+    # How many streams the server holds at once; None: GRPC_MAX_STREAMS.
+    max_streams: int | None = None
 
 
 class LearnFlowServer:
@@ -102,47 +116,76 @@ class LearnFlowServer:
         verifier = verifier or TokenVerifier(
             settings.jwks_path, settings.jwt_issuer, settings.jwt_audience
         )
-        self.health = health.HealthServicer(
-            experimental_non_blocking=True,
-            experimental_thread_pool=futures.ThreadPoolExecutor(max_workers=2),
-        )
-        self._monitor = HealthMonitor(
-            self.health, (*spec.full_names, *parts.health_names), parts.checks
-        )
+        max_streams = parts.max_streams or settings.grpc_max_streams
         gate = StreamGate(
-            max_streams=settings.grpc_max_streams,
+            max_streams=max_streams,
             per_user=settings.grpc_streams_per_user,
             anonymous=settings.grpc_anonymous_streams,
             limiter=parts.limiter,
             service=spec.name,
         )
-        self.server = grpc.server(
-            # Streams hold their thread for their lifetime; the gate admits at most
-            # grpc_max_streams of them, so grpc_max_workers threads stay for unary calls.
-            futures.ThreadPoolExecutor(
-                max_workers=settings.grpc_max_workers + settings.grpc_max_streams,
-                thread_name_prefix=f"{spec.name}-rpc",
-            ),
-            interceptors=[ServerInterceptor(verifier, gate, parts.roster)],
-            maximum_concurrent_rpcs=settings.grpc_max_concurrent_rpcs + settings.grpc_max_streams,
-            options=[
-                # Without this a second server on the same port silently shares it.
-                ("grpc.so_reuseport", 0),
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.keepalive_time_ms", 60_000),
-                ("grpc.http2.max_pings_without_data", 0),
-            ],
-        )
-        parts.register(self.server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            (*spec.full_names, "grpc.health.v1.Health", reflection.SERVICE_NAME), self.server
+        options = [
+            # Without this a second server on the same port silently shares it.
+            ("grpc.so_reuseport", 0),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.keepalive_time_ms", 60_000),
+            ("grpc.http2.max_pings_without_data", 0),
+        ]
+        max_rpcs = settings.grpc_max_concurrent_rpcs + max_streams
+        self._loop: EventLoopThread | None = None
+        self.health: LoopHealth | health.HealthServicer
+        if parts.asynchronous:
+            self._loop = EventLoopThread(spec.name, settings.grpc_max_workers)
+            self.health = LoopHealth(self._loop)
+            interceptor = AsyncServerInterceptor(verifier, gate, parts.roster)
+            self.server = self._loop.run(self._async_server(interceptor, max_rpcs, options))
+        else:
+            self.health = health.HealthServicer(
+                experimental_non_blocking=True,
+                experimental_thread_pool=futures.ThreadPoolExecutor(max_workers=2),
+            )
+            self.server = grpc.server(
+                # Streams hold their thread for their lifetime; the gate admits at most
+                # max_streams of them, so grpc_max_workers threads stay for unary calls.
+                futures.ThreadPoolExecutor(
+                    max_workers=settings.grpc_max_workers + max_streams,
+                    thread_name_prefix=f"{spec.name}-rpc",
+                ),
+                interceptors=[ServerInterceptor(verifier, gate, parts.roster)],
+                maximum_concurrent_rpcs=max_rpcs,
+                options=options,
+            )
+            self._register(self.server, self.health)
+        self._monitor = HealthMonitor(
+            self.health, (*spec.full_names, *parts.health_names), parts.checks
         )
         self.port = 0
 
+    def _register(self, server: Any, health_servicer: Any) -> None:
+        self._parts.register(server)
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection(
+            (*self.spec.full_names, "grpc.health.v1.Health", reflection.SERVICE_NAME), server
+        )
+
+    async def _async_server(
+        self, interceptor: AsyncServerInterceptor, max_rpcs: int, options: list[tuple[str, Any]]
+    ) -> grpc.aio.Server:
+        # Made on the loop's own thread: an asyncio server belongs to the running loop.
+        assert isinstance(self.health, LoopHealth)
+        server = grpc.aio.server(
+            interceptors=[interceptor], maximum_concurrent_rpcs=max_rpcs, options=options
+        )
+        self._register(server, self.health.servicer)
+        return server
+
     def start(self) -> int:
         self.port = self._bind(f"{self.settings.grpc_host}:{self._port}")
-        self.server.start()
+        if self._loop is not None:
+            self._loop.run(self.server.start())
+            tune_gc_for_many_streams()
+        else:
+            self.server.start()
         self._monitor.start()
         for start in self._parts.start_background:
             start()
@@ -158,7 +201,7 @@ class LearnFlowServer:
         tried again for a few seconds before giving up."""
         for attempt in range(BIND_ATTEMPTS):
             try:
-                port: int = self.server.add_insecure_port(address)
+                port: int = self._add_port(address)
             except RuntimeError:
                 port = 0
             if port:
@@ -170,6 +213,17 @@ class LearnFlowServer:
             )
             time.sleep(BIND_RETRY_SECONDS)
         raise RuntimeError(f"{self.spec.name}: cannot bind {address}")
+
+    def _add_port(self, address: str) -> int:
+        if self._loop is None:
+            port: int = self.server.add_insecure_port(address)
+            return port
+
+        async def add() -> int:
+            bound: int = self.server.add_insecure_port(address)
+            return bound
+
+        return self._loop.run(add())
 
     def refresh_health(self) -> bool:
         """Run the dependency checks now (they also run every few seconds)."""
@@ -183,12 +237,17 @@ class LearnFlowServer:
         grace = self.settings.shutdown_grace_seconds if grace is None else grace
         self._monitor.stop()
         self.health.enter_graceful_shutdown()
-        self.server.stop(grace).wait()
+        if self._loop is not None:
+            self._loop.run(self.server.stop(grace))
+        else:
+            self.server.stop(grace).wait()
         for stop in self._parts.on_stop:
             try:
                 stop()
             except Exception:
                 log.exception("error while stopping", extra={"service": self.spec.name})
+        if self._loop is not None:
+            self._loop.close()
         log.info("stopped", extra={"service": self.spec.name})
 
 

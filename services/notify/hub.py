@@ -1,24 +1,27 @@
 """Live updates in one replica: who is subscribed, and the walk of one stream.
 
-Free of grpc and of storage, so the same logic can serve a grpc.aio server later:
+Free of grpc and of storage (docs/adr/0003):
 
 - `Hub` fans out each update, once, to the local subscribers it is for (a student's
   own stream; the streams of a cohort's teachers), into a bounded queue per
-  subscriber. Publishing never waits for a subscriber: one whose queue is full is
-  marked overflowed, its queue dropped, and its stream ends (to resume from its
+  subscriber, and wakes the subscriber through the callback it gave. Publishing (on
+  the update listener's thread) never waits for a subscriber: one whose queue is full
+  is marked overflowed, its queue dropped, and its stream ends (to resume from its
   cursor), so a slow or dead client never holds anyone else up.
-- `follow` is one stream's walk: subscribe first, then replay what the log holds after
-  the cursor, then the live queue, skipping what was already sent (by seq), with a
-  heartbeat on an idle stream and a wake-up at least every `wake` seconds to notice a
-  caller that went away.
+- `follow` is one stream's walk, a coroutine on the server's event loop: subscribe
+  first, then replay what the log holds after the cursor, then the live queue,
+  skipping what was already sent (by seq), with a heartbeat on an idle stream. An idle
+  stream costs a coroutine and a timer, not a thread; a caller that goes away cancels
+  it, which unsubscribes at once.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
-import time
 from collections import deque
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 
 REPLAY_PAGE = 500
@@ -82,17 +85,24 @@ class StreamOverflowError(Exception):
 
 
 class Subscription:
-    def __init__(self, hub: Hub, audience: Audience, capacity: int) -> None:
+    def __init__(
+        self, hub: Hub, audience: Audience, capacity: int, wake: Callable[[], None], start: int
+    ) -> None:
         self.audience = audience
+        # The hub's position when this subscription joined: every entry after it is
+        # offered to this subscription.
+        self.start = start
         self.capacity = capacity
         self._hub = hub
-        self._ready = threading.Condition(threading.Lock())
+        self._wake = wake
+        self._lock = threading.Lock()
         self._queue: deque[Entry] = deque()
         self.overflowed = False
 
     def offer(self, entry: Entry) -> None:
-        """Never blocks: a full queue marks the subscription overflowed instead."""
-        with self._ready:
+        """Never blocks: a full queue marks the subscription overflowed instead. Wakes
+        the subscriber either way."""
+        with self._lock:
             if self.overflowed:
                 return
             if len(self._queue) >= self.capacity:
@@ -100,19 +110,18 @@ class Subscription:
                 self._queue.clear()
             else:
                 self._queue.append(entry)
-            self._ready.notify()
+        self._wake()
 
-    def take(self, timeout: float) -> Entry | None:
-        """The next entry, or None after `timeout` seconds; StreamOverflowError's caller
-        checks `overflowed` (the queue is empty then)."""
-        with self._ready:
-            if not self._queue and not self.overflowed:
-                self._ready.wait(timeout)
-            return self._queue.popleft() if self._queue else None
+    def drain(self) -> list[Entry]:
+        """Everything queued, oldest first (empty once overflowed: check `overflowed`)."""
+        with self._lock:
+            entries = list(self._queue)
+            self._queue.clear()
+            return entries
 
     def reset(self) -> None:
         """Forget an overflow (the caller catches up from the log instead)."""
-        with self._ready:
+        with self._lock:
             self.overflowed = False
             self._queue.clear()
 
@@ -127,18 +136,28 @@ class Hub:
     def __init__(self, capacity: int = 1000) -> None:
         self.capacity = capacity
         self._lock = threading.Lock()
+        # The seq of the last entry published: entries arrive in seq order.
+        self._position = 0
         self._by_student: dict[str, set[Subscription]] = {}
         self._by_cohort: dict[str, set[Subscription]] = {}
         self._every_cohort: set[Subscription] = set()
 
-    def subscribe(self, audience: Audience) -> Subscription:
-        sub = Subscription(self, audience, self.capacity)
+    def subscribe(self, audience: Audience, wake: Callable[[], None]) -> Subscription:
+        """A subscription whose `wake` is called (on the publishing thread) after each
+        entry offered to it: every entry published after `sub.start`."""
         with self._lock:
+            sub = Subscription(self, audience, self.capacity, wake, self._position)
             for index, key in self._keys(audience):
                 index.setdefault(key, set()).add(sub)
             if audience.student_id is None and audience.cohorts is None:
                 self._every_cohort.add(sub)
         return sub
+
+    def start_at(self, position: int) -> None:
+        """Where the log stood when this replica's listener started (before any entry
+        was published)."""
+        with self._lock:
+            self._position = max(self._position, position)
 
     def unsubscribe(self, sub: Subscription) -> None:
         with self._lock:
@@ -156,9 +175,10 @@ class Hub:
         return [(self._by_cohort, c) for c in audience.cohorts or ()]
 
     def publish(self, entries: Sequence[Entry]) -> None:
-        """Hand each entry, in order, to the subscribers it is for."""
+        """Hand each entry, in seq order, to the subscribers it is for."""
         for entry in entries:
             with self._lock:
+                self._position = max(self._position, entry.seq)
                 targets: set[Subscription] = set(self._every_cohort if entry.cohort else ())
                 if entry.student_id is not None:
                     targets |= self._by_student.get(entry.student_id, set())
@@ -180,65 +200,73 @@ Replay = Callable[[Audience, int, int], Sequence[Entry]]
 """(audience, after seq, at most) -> the log's entries for the audience after that seq."""
 
 
-def follow(
-    sub: Subscription,
-    after: int | Callable[[], int],
+async def follow(
+    hub: Hub,
+    audience: Audience,
+    after: int | None,
     replay: Replay,
     *,
     heartbeat: float,
-    is_active: Callable[[], bool],
-    wake: float = 1.0,
-    clock: Callable[[], float] = time.monotonic,
-) -> Generator[Entry | Beat, None, None]:
-    """One stream, on a subscription made before (so nothing committed since is
-    missed): the log's entries after `after` (a seq, or how to read the head for a
-    stream without a cursor), a Beat, then live entries, each once and in seq order,
-    with a Beat after every `heartbeat` idle seconds. Ends when `is_active()` turns
-    false; raises StreamOverflowError when the subscriber falls too far behind. The
-    subscription is closed at the end (the caller may close it sooner: when its call
-    ends while this generator is suspended)."""
+) -> AsyncGenerator[Entry | Beat, None]:
+    """One stream: subscribe (every entry the hub publishes from now on is offered),
+    then the log's entries after `after` up to where the hub stood (a stream without a
+    cursor, `after` None, starts there and reads nothing), a Beat, then live entries,
+    each once and in seq order, with a Beat after every `heartbeat` idle seconds.
+    Raises StreamOverflowError when the subscriber falls too far behind. The log is
+    read on worker threads. The subscription ends with the walk: closed, cancelled or
+    failed."""
+    loop = asyncio.get_running_loop()
+    ready = asyncio.Event()
+
+    def wake() -> None:  # on the publishing thread
+        with contextlib.suppress(RuntimeError):  # a closed loop: the server is gone
+            loop.call_soon_threadsafe(ready.set)
+
+    sub = hub.subscribe(audience, wake)
     try:
-        position = yield from _catch_up(sub, after, replay, is_active)
+        if after is None or after >= sub.start:
+            # Nothing to read: what follows `after` reaches the hub after we joined it
+            # (entries up to `after` that it still brings are skipped below).
+            position = sub.start if after is None else after
+        else:
+            position = after
+            async for entry in _catch_up(sub, after, replay):
+                position = entry.seq
+                yield entry
         # A first heartbeat at once: the caller (and a proxy waiting for the first
         # byte) knows the stream is live, and holds a cursor before any update.
         yield Beat(position)
-        idle_since = clock()
-        while is_active():
-            wait = max(0.0, min(wake, idle_since + heartbeat - clock()))
-            entry = sub.take(wait)
+        while True:
+            try:
+                async with asyncio.timeout(heartbeat):  # a timer, not a task, per wait
+                    await ready.wait()
+            except TimeoutError:
+                yield Beat(position)
+                continue
+            ready.clear()  # before draining: an entry offered after this wakes us again
             if sub.overflowed:
                 raise StreamOverflowError(position, sub.capacity)
-            if entry is not None:
+            for entry in sub.drain():
                 if entry.seq > position:  # else: already sent by the replay
                     position = entry.seq
                     yield entry
-                    idle_since = clock()
-            elif clock() - idle_since >= heartbeat:
-                yield Beat(position)
-                idle_since = clock()
     finally:
         sub.close()
 
 
-def _catch_up(
-    sub: Subscription,
-    after: int | Callable[[], int],
-    replay: Replay,
-    is_active: Callable[[], bool],
-) -> Generator[Entry, None, int]:
-    """Replay from the log until the live queue holds everything since; returns the
-    position reached."""
-    position = after() if callable(after) else after
+async def _catch_up(sub: Subscription, after: int, replay: Replay) -> AsyncGenerator[Entry, None]:
+    """The log's entries after `after`, until the live queue holds everything since."""
+    position = after
     for _ in range(MAX_CATCH_UPS + 1):
         while True:
-            page = replay(sub.audience, position, REPLAY_PAGE)
+            page = await asyncio.to_thread(replay, sub.audience, position, REPLAY_PAGE)
             for entry in page:
                 if entry.seq > position:
                     position = entry.seq
                     yield entry
-            if len(page) < REPLAY_PAGE or not is_active():
+            if len(page) < REPLAY_PAGE:
                 break
         if not sub.overflowed:
-            return position
+            return
         sub.reset()  # the queue lost entries meanwhile: the log still has them
     raise StreamOverflowError(position, sub.capacity)

@@ -36,11 +36,12 @@ def build(
     group_id: str | None = None,
     update_topics: tuple[str, ...] = (LEARNING_RESPONSES, MASTERY_UPDATED),
     updates_group_id: str | None = None,
+    servicer: type[NotifyServicer] = NotifyServicer,
 ) -> ServiceParts:
     """The notify server's parts. The alert consumer reads `topics` as `group_id`
     (default: NOTIFY_CONSUMER_GROUP), the updates consumer `update_topics` as
     `updates_group_id` (default: NOTIFY_UPDATES_CONSUMER_GROUP); tests may point them
-    elsewhere."""
+    elsewhere, and a benchmark may serve its baseline `servicer`."""
     settings = runtime.settings
     db = runtime.database("notify", MIGRATIONS)
     bus = runtime.bus
@@ -70,9 +71,10 @@ def build(
     )
     streams = Streams(hub=hub, log=log, heartbeat_seconds=settings.notify_heartbeat_seconds)
 
-    def register(server: grpc.Server) -> None:
-        servicer = NotifyServicer(engine, roster, streams)
-        notify_pb2_grpc.add_NotifyServiceServicer_to_server(servicer, server)
+    def register(server: grpc.aio.Server) -> None:
+        notify_pb2_grpc.add_NotifyServiceServicer_to_server(
+            servicer(engine, roster, streams), server
+        )
 
     return ServiceParts(
         register=register,
@@ -85,6 +87,8 @@ def build(
         },
         roster=roster,
         limiter=runtime.limiter,
+        asynchronous=True,
+        max_streams=settings.notify_max_streams,
         start_background=[log.start, consumer.start, updates.start],
         on_stop=[consumer.stop, updates.stop, log.stop],
     )

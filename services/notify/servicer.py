@@ -1,9 +1,12 @@
 """NotifyService: validate (each bad field named), authorise on the decoded message, call
-the engine, encode. StreamUpdates walks the replica's hub (services/notify/hub.py)."""
+the engine, encode. It is served by the kit's asyncio server (docs/adr/0003): the unary
+methods are plain functions the server runs on its worker threads; StreamUpdates is a
+coroutine that walks the replica's hub (services/notify/hub.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -53,7 +56,6 @@ class Streams:
     hub: Hub
     log: UpdateLog
     heartbeat_seconds: float = 15.0
-    wake_seconds: float = 1.0
 
 
 def _staff() -> Principal:
@@ -73,26 +75,21 @@ class NotifyServicer(notify_pb2_grpc.NotifyServiceServicer):
         self._roster = roster
         self._streams = streams
 
-    def StreamUpdates(
-        self, request: notify_pb2.StreamUpdatesRequest, context: grpc.ServicerContext
-    ) -> Iterator[notify_pb2.Update]:
-        audience, after = self._subscription(request)
-        sub = self._streams.hub.subscribe(audience)
-        # A call cancelled while this generator waits at a `yield` is never resumed:
-        # leave the hub as soon as the call ends, not when the generator is collected.
-        if not context.add_callback(sub.close):
-            sub.close()  # the call ended already
-            return
+    async def StreamUpdates(
+        self, request: notify_pb2.StreamUpdatesRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[notify_pb2.Update]:
+        # A coroutine on the server's event loop (docs/adr/0003); the checks read the
+        # database, so they run on a worker thread.
+        audience, after = await asyncio.to_thread(self._subscription, request)
         walk = follow(
-            sub,
-            after if after is not None else self._streams.log.head,
+            self._streams.hub,
+            audience,
+            after,
             self._streams.log.replay,
             heartbeat=self._streams.heartbeat_seconds,
-            wake=self._streams.wake_seconds,
-            is_active=context.is_active,
         )
         try:
-            for item in walk:  # a cancelled call closes this generator, and so the walk
+            async for item in walk:  # a cancelled call cancels the walk, which unsubscribes
                 if isinstance(item, Beat):
                     yield heartbeat(item.position, datetime.now(UTC))
                 else:
@@ -104,7 +101,7 @@ class NotifyServicer(notify_pb2_grpc.NotifyServiceServicer):
                 retry_after=1.0,
             ) from None
         finally:
-            walk.close()  # unsubscribes at once
+            await walk.aclose()
 
     def _subscription(
         self, request: notify_pb2.StreamUpdatesRequest

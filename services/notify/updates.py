@@ -179,6 +179,7 @@ class UpdateLog:
 
     def start(self) -> None:
         self._last = self.head()  # before any stream can subscribe and wait on us
+        self._hub.start_at(self._last)
         self._thread = threading.Thread(target=self._run, name="notify-updates", daemon=True)
         self._thread.start()
 

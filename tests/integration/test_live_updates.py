@@ -1,15 +1,20 @@
 """StreamUpdates on the running mesh: a teacher's SSE stream through Envoy shows an alert
 arrive and change; a student's stream shows their own answers and nobody else's;
-resuming with a cursor delivers what was missed once and in order; two notify replicas
-share one update log; idle streams get heartbeats."""
+resuming with a cursor delivers what was missed once and in order; two notify replicas,
+each a process of its own, share one update log and store each alert once; idle
+streams get heartbeats."""
 
 from __future__ import annotations
 
-import gc
 import json
+import os
 import queue
+import signal
+import subprocess
+import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -23,13 +28,11 @@ from learnflow.debug.v1 import debug_pb2_grpc
 from learnflow.notify.v1 import notify_pb2, notify_pb2_grpc
 from learnflow.review.v1 import review_pb2, review_pb2_grpc
 
-from services.kit.catalogue import SERVICES
 from services.kit.config import Settings
 from services.kit.runtime import Runtime
-from services.kit.server import LearnFlowServer
 from services.notify.convert import decode_update
 from services.notify.hub import Hub
-from services.notify.main import MIGRATIONS, build
+from services.notify.main import MIGRATIONS
 from services.notify.updates import UpdateLog
 from tests.conftest import MintToken, free_port
 from tests.integration.test_alerts import (
@@ -37,15 +40,18 @@ from tests.integration.test_alerts import (
     INDEX_ERROR_TRACEBACK,
     alerts_about,
     bearer,
+    struggle_event,
     uid,
 )
 from tests.integration.test_debug import diagnose
+from tests.integration.test_mastery import Events
 
 pytestmark = pytest.mark.integration
 
 Alert = notify_pb2.Alert
 Update = notify_pb2.Update
 WAIT = 45.0
+LEARNFLOW = str(Path(sys.executable).with_name("learnflow"))
 
 
 class GrpcStream:
@@ -354,28 +360,65 @@ def test_resuming_with_a_cursor_delivers_what_was_missed_once_and_in_order(
     assert again.drain(1.5) == []
 
 
-@pytest.fixture
-def replicas(settings: Settings, mesh: dict[str, int], tmp_path: Path) -> Iterator[tuple[int, int]]:
-    """Two more notify servers, each with its own Runtime, on the same database and
-    broker as the mesh (so three replicas share the consumer groups and the log); their
-    idle streams beat every half second."""
-    spec = next(s for s in SERVICES if s.name == "notify")
-    quick = settings.model_copy(update={"notify_heartbeat_seconds": 0.5})
-    runtimes, servers = [], []
-    for n in range(2):
-        runtime = Runtime(quick, run_dir=tmp_path / f"run{n}")
-        server = LearnFlowServer(spec, build(runtime), quick, port=free_port())
-        server.start()
-        runtimes.append(runtime)
-        servers.append(server)
-    yield servers[0].port, servers[1].port
-    for server in servers:
-        server.stop(grace=1.0)
-    # Handlers of streams cancelled between two messages are finalised by the garbage
-    # collector; let that happen while their Runtime (the stream leases on Redis) is open.
-    gc.collect()
-    for runtime in runtimes:
-        runtime.close()
+@pytest.fixture(scope="module")
+def replicas(
+    settings: Settings, mesh: dict[str, int], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[int, int]]:
+    """Two more notify replicas, each a `learnflow serve notify` process of its own, on
+    the same database and broker as the mesh (so three replicas share the consumer
+    groups and the log); their idle streams beat every half second."""
+    ports = (free_port(), free_port())
+    processes = []
+    for n, port in enumerate(ports):
+        env = {
+            **os.environ,
+            "GRPC_PORT": str(port),
+            "GRPC_HOST": "127.0.0.1",
+            "JWKS_PATH": str(settings.jwks_path),
+            "DATABASE_URL": settings.database_url or "",
+            "REDIS_URL": settings.redis_url or "",
+            "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
+            "NOTIFY_HEARTBEAT_SECONDS": "0.5",
+            "LOG_LEVEL": "WARNING",
+        }
+        env.pop("METRICS_PORT", None)
+        log = tmp_path_factory.mktemp(f"replica{n}") / "notify.log"
+        processes.append(
+            (
+                subprocess.Popen(
+                    [LEARNFLOW, "serve", "notify"],
+                    env=env,
+                    stdout=log.open("w"),
+                    stderr=subprocess.STDOUT,
+                ),
+                log,
+            )
+        )
+    try:
+        for (process, log), port in zip(processes, ports, strict=True):
+            _wait_serving(process, log, port)
+        yield ports
+    finally:
+        for process, _ in processes:
+            process.send_signal(signal.SIGTERM)
+        for process, log in processes:
+            try:
+                assert process.wait(30) == 0, log.read_text()[-3000:]
+            except subprocess.TimeoutExpired:
+                process.kill()
+                raise
+
+
+def _wait_serving(process: subprocess.Popen[bytes], log: Path, port: int) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"notify replica exited: {log.read_text()[-3000:]}")
+        probe = subprocess.run([LEARNFLOW, "probe", str(port)], capture_output=True, check=False)
+        if probe.returncode == 0:
+            return
+        time.sleep(0.3)
+    pytest.fail(f"notify replica on {port} not serving: {log.read_text()[-3000:]}")
 
 
 def test_two_replicas_share_one_log_and_its_cursors(
@@ -404,6 +447,38 @@ def test_two_replicas_share_one_log_and_its_cursors(
     update = resumed.next_update()
     assert update.alert.name == made.name and update.alert.state == Alert.STATE_ACKNOWLEDGED
     assert on_two.next_update().cursor == update.cursor
+
+
+def test_events_consumed_by_two_replica_processes_make_each_alert_once(
+    replicas: tuple[int, int],
+    settings: Settings,
+    mint_token: MintToken,
+    streams: list[GrpcStream | SseStream],
+) -> None:
+    """Struggles of twelve students (each also redelivered) while three replicas share
+    the consumer group: each student gets one alert, and a stream on either process
+    sees all twelve."""
+    one, two = replicas
+    cohort = uid("c-once")
+    teacher = mint_token(uid("teach"), "teacher", (cohort,))
+    watching = [open_grpc(streams, port, teacher, f"cohorts/{cohort}") for port in (one, two)]
+    assert settings.kafka_bootstrap_servers
+    events = Events(settings.kafka_bootstrap_servers)
+    students = [uid("stu") for _ in range(12)]
+    for student in students:
+        event = struggle_event(student, cohort, uuid.uuid4().hex)
+        event_id = events.send(event, student, topic="struggle.detected")
+        events.send(event, student, event_id=event_id, topic="struggle.detected")
+    events.flush()
+
+    for stream in watching:
+        opened = {stream.next_update().alert.student for _ in students}
+        assert opened == {f"students/{s}" for s in students}
+    time.sleep(1.0)  # a second alert for anyone would have been made by now
+    with grpc.insecure_channel(f"127.0.0.1:{two}") as channel:
+        stub = notify_pb2_grpc.NotifyServiceStub(channel)
+        for student in students:
+            assert len(alerts_about(stub, teacher, student, parent=f"cohorts/{cohort}")) == 1
 
 
 def test_an_idle_stream_gets_heartbeats(

@@ -1,10 +1,12 @@
-"""The hub and one stream's walk, with plain values: who gets what, replay then live
-without gaps or repeats, heartbeats, and a slow subscriber cut off alone."""
+"""The hub and one stream's walk (a coroutine), with plain values: who gets what,
+replay then live without gaps or repeats, heartbeats, a cancelled caller leaving at
+once, and a slow subscriber cut off alone."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 
 import pytest
 
@@ -15,6 +17,7 @@ from services.notify.hub import (
     Entry,
     Hub,
     StreamOverflowError,
+    Subscription,
     follow,
 )
 
@@ -35,14 +38,6 @@ class Log:
         return [e for e in self.entries if e.seq > after and audience.wants(e)][:limit]
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_audiences() -> None:
     alice = Audience.student("alice")
     c1 = Audience.of_cohorts(frozenset({"c1"}))
@@ -59,163 +54,172 @@ def test_audiences() -> None:
 
 def test_the_hub_hands_each_entry_to_its_audience_only() -> None:
     hub = Hub()
-    alice = hub.subscribe(Audience.student("alice"))
-    bob = hub.subscribe(Audience.student("bob"))
-    c1 = hub.subscribe(Audience.of_cohorts(frozenset({"c1", "c3"})))
-    every = hub.subscribe(Audience.of_cohorts(None))
+    woken: list[str] = []
+
+    def subscribe(name: str, audience: Audience) -> Subscription:
+        return hub.subscribe(audience, lambda: woken.append(name))
+
+    alice = subscribe("alice", Audience.student("alice"))
+    bob = subscribe("bob", Audience.student("bob"))
+    c1 = subscribe("c1", Audience.of_cohorts(frozenset({"c1", "c3"})))
+    every = subscribe("every", Audience.of_cohorts(None))
     hub.publish(
         [entry(1, student="alice"), entry(2, student="alice", cohort="c1"), entry(3, cohort="c2")]
     )
-
-    def drained(sub: object) -> list[int]:
-        got = []
-        while (e := sub.take(0)) is not None:  # type: ignore[attr-defined]
-            got.append(e.seq)
-        return got
-
-    assert drained(alice) == [1, 2]
-    assert drained(bob) == []
-    assert drained(c1) == [2]
-    assert drained(every) == [2, 3]
+    assert [e.seq for e in alice.drain()] == [1, 2]
+    assert [e.seq for e in bob.drain()] == []
+    assert [e.seq for e in c1.drain()] == [2]
+    assert [e.seq for e in every.drain()] == [2, 3]
+    assert sorted(woken) == ["alice", "alice", "c1", "every", "every"]  # once per entry
     assert len(hub) == 4
     for sub in (alice, bob, c1, every):
         sub.close()
     assert len(hub) == 0
 
 
+def walk(
+    hub: Hub, audience: Audience, after: int | None, log: Log, heartbeat: float = 10
+) -> AsyncGenerator[Entry | Beat, None]:
+    return follow(hub, audience, after, log.replay, heartbeat=heartbeat)
+
+
 def test_replay_then_live_without_gaps_or_repeats() -> None:
-    hub = Hub()
-    log = Log([entry(n, student="alice") for n in range(1, 6)])
-    walk = follow(
-        hub.subscribe(Audience.student("alice")),
-        2,
-        log.replay,
-        heartbeat=10,
-        is_active=lambda: True,
-    )
-    assert [next(walk) for _ in range(3)] == log.entries[2:5]
-    # Entries 4 and 5 also reach the hub (committed around the replay), then 6 live.
-    hub.publish([log.entries[3], log.entries[4], entry(6, student="alice")])
-    assert next(walk) == Beat(5)  # caught up: the first heartbeat holds the position
-    assert next(walk).seq == 6  # type: ignore[union-attr]
-    walk.close()
-    assert len(hub) == 0
+    async def scenario() -> None:
+        hub = Hub()
+        hub.start_at(5)  # the log holds 1-5 when the stream starts from cursor 2
+        log = Log([entry(n, student="alice") for n in range(1, 6)])
+        stream = walk(hub, Audience.student("alice"), 2, log)
+        assert [await anext(stream) for _ in range(3)] == log.entries[2:5]
+        # Entries 4 and 5 also reach the hub (committed around the replay), then 6 live.
+        hub.publish([log.entries[3], log.entries[4], entry(6, student="alice")])
+        assert await anext(stream) == Beat(5)  # caught up: the first heartbeat holds it
+        assert (await anext(stream)).seq == 6  # type: ignore[union-attr]
+        await stream.aclose()
+        assert len(hub) == 0
+
+    asyncio.run(scenario())
 
 
-def test_a_stream_without_cursor_starts_at_the_head_read_after_subscribing() -> None:
-    hub = Hub()
-    log = Log([entry(1, cohort="c1")])
-    walk = follow(
-        hub.subscribe(Audience.of_cohorts(frozenset({"c1"}))),
-        lambda: 1,
-        log.replay,
-        heartbeat=10,
-        is_active=lambda: True,
-    )
-    assert next(walk) == Beat(1)
-    hub.publish([entry(1, cohort="c1"), entry(2, cohort="c1")])
-    assert next(walk).seq == 2  # type: ignore[union-attr]
-    walk.close()
+def test_a_stream_without_cursor_starts_where_the_hub_stands_and_reads_no_log() -> None:
+    async def scenario() -> None:
+        hub = Hub()
+        hub.start_at(3)
+        log = Log([entry(n, cohort="c1") for n in (1, 2, 3)])
+        hub.publish([entry(4, cohort="c1")])
+        stream = walk(hub, Audience.of_cohorts(frozenset({"c1"})), None, log)
+        assert await anext(stream) == Beat(4)
+        hub.publish([entry(5, cohort="c1")])
+        assert (await anext(stream)).seq == 5  # type: ignore[union-attr]
+        assert log.calls == 0
+        await stream.aclose()
+
+    asyncio.run(scenario())
 
 
-def test_idle_streams_beat_and_notice_the_caller_leaving() -> None:
-    hub = Hub()
-    clock = Clock()
-    active = [True]
-    waits: list[float] = []
-    walk = follow(
-        hub.subscribe(Audience.student("alice")),
-        7,
-        Log().replay,
-        heartbeat=3.0,
-        wake=1.0,
-        is_active=lambda: active[0],
-        clock=clock,
-    )
-    assert next(walk) == Beat(7)
-    sub = next(iter(hub._by_student["alice"]))
-    real_take = sub.take
+def test_a_cursor_ahead_of_this_replica_waits_for_its_hub_without_repeats() -> None:
+    """A cursor from another replica whose listener is ahead of this one's: the log is
+    not read, and what this hub brings up to the cursor is skipped."""
 
-    def take(timeout: float) -> Entry | None:
-        waits.append(timeout)
-        clock.now += timeout
-        return real_take(0)
+    async def scenario() -> None:
+        hub = Hub()
+        hub.start_at(2)
+        log = Log([entry(n, student="alice") for n in (1, 2, 3, 4)])
+        stream = walk(hub, Audience.student("alice"), 3, log)
+        assert await anext(stream) == Beat(3)
+        hub.publish([entry(3, student="alice"), entry(4, student="alice")])
+        assert (await anext(stream)).seq == 4  # type: ignore[union-attr]
+        assert log.calls == 0
+        await stream.aclose()
 
-    sub.take = take  # type: ignore[method-assign]
-    assert next(walk) == Beat(7)
-    assert waits == [1.0, 1.0, 1.0]  # woke every second, beat after three
-    active[0] = False
-    with pytest.raises(StopIteration):
-        next(walk)
-    assert len(hub) == 0
+    asyncio.run(scenario())
+
+
+def test_an_idle_stream_beats_at_its_position() -> None:
+    async def scenario() -> None:
+        hub = Hub()
+        stream = walk(hub, Audience.student("alice"), 7, Log(), heartbeat=0.02)
+        assert [await anext(stream) for _ in range(3)] == [Beat(7), Beat(7), Beat(7)]
+        hub.publish([entry(8, student="alice")])
+        assert (await anext(stream)).seq == 8  # type: ignore[union-attr]
+        assert await anext(stream) == Beat(8)
+        await stream.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_a_cancelled_stream_leaves_the_hub_at_once() -> None:
+    async def scenario() -> None:
+        hub = Hub()
+        first: asyncio.Future[Entry | Beat] = asyncio.get_running_loop().create_future()
+
+        async def read() -> None:
+            async for item in walk(hub, Audience.student("alice"), 0, Log(), heartbeat=30):
+                if not first.done():
+                    first.set_result(item)
+
+        reader = asyncio.create_task(read())
+        assert await first == Beat(0)
+        assert len(hub) == 1  # waiting for an update
+        reader.cancel()  # the caller went away
+        with pytest.raises(asyncio.CancelledError):
+            await reader
+        assert len(hub) == 0
+
+    asyncio.run(scenario())
 
 
 def test_a_slow_subscriber_is_cut_off_alone_and_told_where_to_resume() -> None:
-    hub = Hub(capacity=3)
-    walk = follow(
-        hub.subscribe(Audience.of_cohorts(frozenset({"c1"}))),
-        0,
-        Log().replay,
-        heartbeat=10,
-        is_active=lambda: True,
-    )
-    other = follow(
-        hub.subscribe(Audience.of_cohorts(frozenset({"c1"}))),
-        0,
-        Log().replay,
-        heartbeat=10,
-        is_active=lambda: True,
-    )
-    assert next(walk) == Beat(0) and next(other) == Beat(0)
-    hub.publish([entry(1, cohort="c1")])
-    assert next(walk).seq == 1  # type: ignore[union-attr]
-    assert next(other).seq == 1  # type: ignore[union-attr]
-    hub.publish([entry(2, cohort="c1"), entry(3, cohort="c1")])
-    assert [next(other).seq for _ in range(2)] == [2, 3]  # type: ignore[union-attr]
-    hub.publish([entry(4, cohort="c1"), entry(5, cohort="c1")])  # never waits for `walk`
-    with pytest.raises(StreamOverflowError) as caught:
-        next(walk)  # it held 2, 3 and 4 unread, and 5 did not fit
-    assert caught.value.position == 1 and "cursor 1" in str(caught.value)
-    assert len(hub) == 1  # only `other` is left, and missed nothing
-    assert [next(other).seq for _ in range(2)] == [4, 5]  # type: ignore[union-attr]
-    other.close()
-    assert len(hub) == 0
+    async def scenario() -> None:
+        hub = Hub(capacity=3)
+        c1 = Audience.of_cohorts(frozenset({"c1"}))
+        slow = walk(hub, c1, 0, Log())
+        other = walk(hub, c1, 0, Log())
+        assert await anext(slow) == Beat(0) and await anext(other) == Beat(0)
+        hub.publish([entry(1, cohort="c1")])
+        assert (await anext(slow)).seq == 1  # type: ignore[union-attr]
+        assert (await anext(other)).seq == 1  # type: ignore[union-attr]
+        hub.publish([entry(2, cohort="c1"), entry(3, cohort="c1")])
+        assert [(await anext(other)).seq for _ in range(2)] == [2, 3]  # type: ignore[union-attr]
+        hub.publish([entry(4, cohort="c1"), entry(5, cohort="c1")])  # never waits for `slow`
+        with pytest.raises(StreamOverflowError) as caught:
+            await anext(slow)  # it held 2, 3 and 4 unread, and 5 did not fit
+        assert caught.value.position == 1 and "cursor 1" in str(caught.value)
+        assert len(hub) == 1  # only `other` is left, and missed nothing
+        assert [(await anext(other)).seq for _ in range(2)] == [4, 5]  # type: ignore[union-attr]
+        await other.aclose()
+        assert len(hub) == 0
+
+    asyncio.run(scenario())
 
 
 def test_a_replay_outrun_by_live_updates_catches_up_from_the_log() -> None:
-    hub = Hub(capacity=2)
-    log = Log([entry(n, student="alice") for n in range(1, REPLAY_PAGE + 2)])
-    walk = follow(
-        hub.subscribe(Audience.student("alice")),
-        0,
-        log.replay,
-        heartbeat=10,
-        is_active=lambda: True,
-    )
-    assert next(walk).seq == 1  # type: ignore[union-attr]
-    more = [entry(n, student="alice") for n in range(REPLAY_PAGE + 2, REPLAY_PAGE + 6)]
-    log.entries += more
-    hub.publish(more)  # overflows the live queue during the replay
-    seqs = []
-    while True:
-        item = next(walk)
-        if isinstance(item, Beat):
-            break
-        seqs.append(item.seq)
-    assert seqs == list(range(2, REPLAY_PAGE + 6))  # everything, once, in order
+    async def scenario() -> None:
+        hub = Hub(capacity=2)
+        hub.start_at(REPLAY_PAGE + 1)
+        log = Log([entry(n, student="alice") for n in range(1, REPLAY_PAGE + 2)])
+        stream = walk(hub, Audience.student("alice"), 0, log)
+        assert (await anext(stream)).seq == 1  # type: ignore[union-attr]
+        more = [entry(n, student="alice") for n in range(REPLAY_PAGE + 2, REPLAY_PAGE + 6)]
+        log.entries += more
+        hub.publish(more)  # overflows the live queue during the replay
+        seqs = []
+        while not isinstance(item := await anext(stream), Beat):
+            seqs.append(item.seq)
+        assert seqs == list(range(2, REPLAY_PAGE + 6))  # everything, once, in order
+        assert item == Beat(REPLAY_PAGE + 5)
+        await stream.aclose()
+
+    asyncio.run(scenario())
 
 
-def test_a_waiting_stream_wakes_for_a_live_entry() -> None:
-    hub = Hub()
-    walk = follow(
-        hub.subscribe(Audience.student("alice")),
-        0,
-        Log().replay,
-        heartbeat=30,
-        is_active=lambda: True,
-    )
-    assert next(walk) == Beat(0)
-    timer = threading.Timer(0.1, lambda: hub.publish([entry(1, student="alice")]))
-    timer.start()
-    assert next(walk).seq == 1  # type: ignore[union-attr]
-    walk.close()
+def test_a_waiting_stream_wakes_for_an_entry_published_on_another_thread() -> None:
+    async def scenario() -> None:
+        hub = Hub()
+        stream = walk(hub, Audience.student("alice"), 0, Log(), heartbeat=30)
+        assert await anext(stream) == Beat(0)
+        timer = threading.Timer(0.05, lambda: hub.publish([entry(1, student="alice")]))
+        timer.start()
+        assert (await anext(stream)).seq == 1  # type: ignore[union-attr]
+        await stream.aclose()
+
+    asyncio.run(scenario())

@@ -1,0 +1,271 @@
+"""The asyncio server model (docs/adr/0003), for services whose streams are many and
+mostly idle (notify's live updates).
+
+- `EventLoopThread`: an event loop on its own thread, with a bounded pool of worker
+  threads as its default executor. The process stays synchronous (other servers,
+  consumers, the CLI); this server's loop is one more thread.
+- `AsyncServerInterceptor`: the same per-call steps as the thread-pool server
+  (`CallSteps`). A plain-function handler (every unary method) runs whole on a worker
+  thread, with the steps before it, so the stores and adapters stay synchronous; a
+  coroutine or async-generator handler (a stream) runs on the loop, and only its
+  blocking steps (token check, roster, stream lease) go to a worker.
+- `LoopHealth`: the asyncio health servicer, driven from the kit's monitor thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import inspect
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from concurrent import futures
+from typing import Any, TypeVar
+
+import grpc
+from grpc_health.v1 import health_pb2
+from grpc_health.v1._async import HealthServicer as AsyncHealthServicer
+
+from services.kit.admission import StreamGate
+from services.kit.auth import TokenVerifier
+from services.kit.interceptors import (
+    EXEMPT_PREFIXES,
+    CallOutcome,
+    CallSteps,
+    rewrap,
+    use_call,
+)
+from services.kit.roster import Roster
+
+T = TypeVar("T")
+STOP_SECONDS = 10.0
+# Collections of the youngest generation every 20,000 allocations (not 700), and of the
+# oldest rarely: thousands of open streams are thousands of long-lived objects, and a
+# full collection over them paused every thread for hundreds of ms (fan-out p99 447 ms
+# against 282 ms with these, bench/bench_notify.py).
+GC_THRESHOLDS = (20_000, 50, 1000)
+
+
+def tune_gc_for_many_streams() -> None:
+    """Called once the server has started: what exists by then lives as long as the
+    process, so it leaves the collector's generations (gc.freeze)."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
+class EventLoopThread:
+    def __init__(self, name: str, workers: int) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.executor = futures.ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix=f"{name}-rpc"
+        )
+        # asyncio.to_thread and the unary handlers share this bounded pool.
+        self.loop.set_default_executor(self.executor)
+        self._thread = threading.Thread(target=self._run, name=f"{name}-loop", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def run(self, work: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run a coroutine on the loop from another thread; its result."""
+        return asyncio.run_coroutine_threadsafe(work, self.loop).result(timeout)
+
+    def close(self) -> None:
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(STOP_SECONDS)
+        if not self._thread.is_alive():
+            self.loop.close()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+class LoopHealth:
+    """grpc.health.v1 on the asyncio server, with the thread-pool servicer's `set` and
+    `enter_graceful_shutdown`, callable from any thread but the loop's."""
+
+    def __init__(self, loop_thread: EventLoopThread) -> None:
+        self._loop_thread = loop_thread
+        self.servicer = AsyncHealthServicer()
+
+    def set(
+        self, service: str, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType
+    ) -> None:
+        self._loop_thread.run(self.servicer.set(service, status), STOP_SECONDS)
+
+    def enter_graceful_shutdown(self) -> None:
+        self._loop_thread.run(self.servicer.enter_graceful_shutdown(), STOP_SECONDS)
+
+
+class AsyncServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    def __init__(
+        self,
+        verifier: TokenVerifier | None,
+        gate: StreamGate | None = None,
+        roster: Roster | None = None,
+    ) -> None:
+        self._steps = CallSteps(verifier, gate, roster)
+        # Only methods the server really has are cached (see ServerInterceptor).
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        method: str = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is not None:
+            return wrapped
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        wrapped = rewrap(
+            handler,
+            lambda: self._unary(method, handler),
+            lambda: self._streaming(method, handler),
+        )
+        self._wrapped[method] = wrapped
+        return wrapped
+
+    async def _enter(
+        self, method: str, exempt: bool, context: grpc.aio.ServicerContext, outcome: CallOutcome
+    ) -> None:
+        """The steps before a handler on the loop: checking a token (and recording the
+        roster) may block, so it runs on a worker; the call is then current here too."""
+        if exempt:
+            self._steps.enter(method, exempt, context, outcome)
+        else:
+            await asyncio.to_thread(self._steps.enter, method, exempt, context, outcome)
+            if outcome.call is not None:
+                use_call(outcome.call)  # a worker's copy of the context does not flow back
+
+    async def _fail(
+        self,
+        method: str,
+        exc: Exception,
+        context: grpc.aio.ServicerContext,
+        outcome: CallOutcome,
+    ) -> None:
+        status = self._steps.failure(method, exc, outcome)
+        await context.abort(status.code, status.details, status.trailing_metadata)
+
+    def _unary(self, method: str, handler: grpc.RpcMethodHandler) -> Callable[..., Any]:
+        steps = self._steps
+        exempt = method.startswith(EXEMPT_PREFIXES)
+        behaviour = handler.unary_unary or handler.stream_unary
+        on_loop = inspect.iscoroutinefunction(behaviour)
+
+        def on_worker(request: Any, context: grpc.aio.ServicerContext, outcome: CallOutcome) -> Any:
+            steps.enter(method, exempt, context, outcome)
+            steps.check_request(request)
+            return behaviour(request, context)
+
+        async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            started = time.perf_counter()
+            outcome = CallOutcome()
+            try:
+                if not on_loop:
+                    return await asyncio.to_thread(on_worker, request, context, outcome)
+                await self._enter(method, exempt, context, outcome)
+                steps.check_request(request)
+                return await behaviour(request, context)
+            except grpc.aio.AbortError:
+                outcome.code = _abort_code(context)
+                raise
+            except Exception as exc:
+                await self._fail(method, exc, context, outcome)
+            finally:
+                steps.log_call(method, outcome, started)
+
+        return handle
+
+    def _streaming(self, method: str, handler: grpc.RpcMethodHandler) -> Callable[..., Any]:
+        exempt = method.startswith(EXEMPT_PREFIXES)
+        behaviour = handler.unary_stream or handler.stream_stream
+        if inspect.isasyncgenfunction(behaviour):
+            return self._yielding(method, exempt, behaviour)
+        if inspect.iscoroutinefunction(behaviour):
+            return self._writing(method, exempt, behaviour)
+        raise TypeError(f"{method}: a stream on the asyncio server must be async")
+
+    async def _admit(
+        self,
+        method: str,
+        exempt: bool,
+        request: Any,
+        context: grpc.aio.ServicerContext,
+        outcome: CallOutcome,
+    ) -> Callable[[], None]:
+        """The steps before a stream, then its place in the stream lane; how to give the
+        place back."""
+        await self._enter(method, exempt, context, outcome)
+        self._steps.check_request(request)
+        gate = self._steps.gate
+        if gate is None:
+            return _nothing
+        principal = outcome.call.principal if outcome.call else None
+        ticket = await asyncio.to_thread(gate.acquire, principal)
+        return ticket.release
+
+    def _yielding(
+        self, method: str, exempt: bool, behaviour: Callable[..., AsyncIterator[Any]]
+    ) -> Callable[..., AsyncIterator[Any]]:
+        async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            started = time.perf_counter()
+            outcome = CallOutcome()
+            release = _nothing
+            try:
+                release = await self._admit(method, exempt, request, context, outcome)
+                async for response in behaviour(request, context):
+                    yield response
+            except grpc.aio.AbortError:
+                outcome.code = _abort_code(context)
+                raise
+            except asyncio.CancelledError:
+                outcome.code = "CANCELLED"
+                raise
+            except Exception as exc:
+                await self._fail(method, exc, context, outcome)
+            finally:
+                release()
+                self._steps.log_call(method, outcome, started)
+
+        return handle
+
+    def _writing(
+        self, method: str, exempt: bool, behaviour: Callable[..., Awaitable[None]]
+    ) -> Callable[..., Awaitable[None]]:
+        # A stream that writes with `context.write` (the asyncio health Watch).
+        async def handle(request: Any, context: grpc.aio.ServicerContext) -> None:
+            started = time.perf_counter()
+            outcome = CallOutcome()
+            release = _nothing
+            try:
+                release = await self._admit(method, exempt, request, context, outcome)
+                await behaviour(request, context)
+            except grpc.aio.AbortError:
+                outcome.code = _abort_code(context)
+                raise
+            except asyncio.CancelledError:
+                outcome.code = "CANCELLED"
+                raise
+            except Exception as exc:
+                await self._fail(method, exc, context, outcome)
+            finally:
+                release()
+                self._steps.log_call(method, outcome, started)
+
+        return handle
+
+
+def _nothing() -> None:
+    pass
+
+
+def _abort_code(context: grpc.aio.ServicerContext) -> str:
+    code = context.code()
+    return code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
