@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     # The mastery engine's Kafka consumer group: replicas share it; a second, independent
     # engine on the same broker (a benchmark beside a test run) needs its own.
     mastery_consumer_group: str = "mastery-engine"
+    # History is kept by the day each event happened; events older than this many days
+    # go to the dead-letter queue instead of correcting days that old.
+    mastery_history_horizon_days: int = Field(default=90, ge=1, le=3650)
     # The notify service's consumer group (struggle.detected, mastery.updated -> alerts).
     notify_consumer_group: str = "notify-alerts"
     # The live stream (StreamUpdates): the consumer group that writes students' answers

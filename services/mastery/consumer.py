@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC
+from datetime import UTC, timedelta
 
 import psycopg
 from learnflow.events.v1 import events_pb2
@@ -16,13 +16,19 @@ from services.kit.bus import (
     Envelope,
     PoisonEventError,
 )
-from services.mastery.domain.events import InvalidEventError, ProgressEvent, validate
+from services.mastery.domain.events import (
+    HISTORY_HORIZON,
+    InvalidEventError,
+    ProgressEvent,
+    validate,
+)
 from services.mastery.domain.model import Component
 from services.mastery.engine import MasteryEngine
 
 
-def to_domain(envelope: Envelope) -> ProgressEvent:
-    """The domain event for a decoded CloudEvent; PoisonEventError if it can never apply."""
+def to_domain(envelope: Envelope, horizon: timedelta = HISTORY_HORIZON) -> ProgressEvent:
+    """The domain event for a decoded CloudEvent; PoisonEventError if it can never apply
+    (malformed, or older than `horizon`)."""
     message = envelope.message
     record = envelope.record
     if isinstance(message, events_pb2.ExerciseGraded):
@@ -58,7 +64,8 @@ def to_domain(envelope: Envelope) -> ProgressEvent:
                 subject=subject,
                 value=value,
                 occur_time=message.occur_time.ToDatetime(tzinfo=UTC),
-            )
+            ),
+            horizon=horizon,
         )
     except InvalidEventError as exc:
         raise PoisonEventError(str(exc)) from None
@@ -72,12 +79,13 @@ def progress_consumer(
     batch_size: int = 1000,
     topic: str = PROGRESS_EVENTS,
     stall_seconds: float = DEFAULT_STALL_SECONDS,
+    horizon: timedelta = HISTORY_HORIZON,
 ) -> ConsumerLoop:
     """The engine's consumer of `topic` (progress.events; another topic for replays and
     tests). Its health: `ConsumerLoop.health_check`, stalled after `stall_seconds`."""
 
     def handle(batch: Sequence[Envelope]) -> None:
-        engine.ingest([to_domain(envelope) for envelope in batch])
+        engine.ingest([to_domain(envelope, horizon) for envelope in batch])
 
     return ConsumerLoop(
         bus,

@@ -3,6 +3,7 @@ consumer, recalculations, and the two servicers."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import grpc
@@ -55,6 +56,7 @@ def build(
         group_id=group_id or runtime.settings.mastery_consumer_group,
         topic=topic,
         stall_seconds=consumer_stall_seconds or runtime.settings.consumer_stall_seconds,
+        horizon=timedelta(days=runtime.settings.mastery_history_horizon_days),
     )
 
     def register(server: grpc.Server) -> None:

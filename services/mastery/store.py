@@ -19,7 +19,7 @@ from psycopg import Cursor, sql
 
 from services.kit.db import Database
 from services.kit.topics import Band
-from services.mastery.domain.events import ProgressEvent, aggregate_batch, local_day, zone
+from services.mastery.domain.events import ProgressEvent, aggregate_batch, history, local_day
 from services.mastery.domain.history import DailySnapshot
 from services.mastery.domain.model import (
     OVERALL,
@@ -30,7 +30,7 @@ from services.mastery.domain.model import (
     StudentMastery,
     changed,
     evidence_count,
-    student_mastery,
+    mastery_from,
     window_start,
 )
 
@@ -150,6 +150,35 @@ def _mastery_from_row(topic: int, row: Sequence[Any]) -> Mastery:
     return Mastery(topic, score, Band(band), Components(completion, quiz, quality, consistency))
 
 
+def _evidence_of(
+    cur: Cursor[Any], ids: Sequence[str], students: dict[str, Student]
+) -> dict[str, list[ProgressEvent]]:
+    """Every piece of evidence of these students, as the events that brought it."""
+    evidence: dict[str, list[ProgressEvent]] = defaultdict(list)
+    for sid, source, event_id, event_type, component, topic, subject, value, occur in cur.execute(
+        "SELECT student_id, source, event_id, event_type, component, topic, subject, value, "
+        "  occur_time FROM evidence WHERE student_id = ANY(%s)",
+        (list(ids),),
+    ):
+        student = students[sid]
+        evidence[sid].append(
+            ProgressEvent(
+                source=source,
+                event_id=event_id,
+                event_type=event_type,
+                student_id=sid,
+                cohort=student.cohort,
+                time_zone=student.time_zone,
+                topic=topic,
+                component=Component(component) if component else None,
+                subject=subject,
+                value=value,
+                occur_time=occur,
+            )
+        )
+    return evidence
+
+
 class MasteryStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -178,12 +207,76 @@ class MasteryStore:
             changes = self._recompute(
                 cur, students, now, cause={e.student_id: e.event_id for e in fresh}
             )
-            events_per_student: dict[str, int] = defaultdict(int)
-            for event in fresh:
-                events_per_student[event.student_id] += 1
-            self._write_snapshots(cur, changes, now, events_per_student)
+            self._write_history(cur, fresh, students, changes, now)
             self._enqueue(cur, encode(changes))
             return changes
+
+    def _write_history(
+        self,
+        cur: Cursor[Any],
+        events: Sequence[ProgressEvent],
+        students: dict[str, Student],
+        changes: Sequence[Change],
+        now: datetime,
+    ) -> None:
+        """History by the day each event happened (the student's time zone). Events of
+        today move today's row; a student with an event from an earlier day has every
+        day from that one to today rebuilt from the evidence."""
+        first_day: dict[str, date] = {}
+        todays: dict[str, int] = defaultdict(int)
+        for event in events:
+            time_zone = students[event.student_id].time_zone
+            day = local_day(event.occur_time, time_zone)
+            if day < local_day(now, time_zone):
+                seen = first_day.get(event.student_id)
+                first_day[event.student_id] = day if seen is None else min(seen, day)
+            else:
+                todays[event.student_id] += 1
+        today_only = [c for c in changes if c.student not in first_day]
+        self._write_snapshots(cur, today_only, now, todays)
+        if first_day:
+            self._rebuild_days(cur, first_day, students, now)
+
+    @staticmethod
+    def _rebuild_days(
+        cur: Cursor[Any], first_day: dict[str, date], students: dict[str, Student], now: datetime
+    ) -> None:
+        ids = sorted(first_day)
+        evidence = _evidence_of(cur, ids, students)
+        rows = []
+        for sid in ids:
+            time_zone = students[sid].time_zone
+            for day in history(evidence[sid], time_zone, first_day[sid], local_day(now, time_zone)):
+                masteries = [day.mastery.overall, *day.mastery.topics.values()]
+                for m in masteries:
+                    c = m.components
+                    count = day.event_count if m.topic == OVERALL else 0
+                    rows.append(
+                        (
+                            sid,
+                            m.topic,
+                            day.day,
+                            m.score,
+                            c.completion,
+                            c.quiz,
+                            c.quality,
+                            c.consistency,
+                            count,
+                        )
+                    )
+            cur.execute(
+                "DELETE FROM mastery_daily WHERE student_id = %s AND day >= %s",
+                (sid, first_day[sid]),
+            )
+        if rows:
+            columns = list(zip(*rows, strict=True))
+            cur.execute(
+                "INSERT INTO mastery_daily (student_id, topic, day, score, completion, quiz, "
+                "  quality, consistency, event_count) "
+                "SELECT * FROM unnest(%s::text[], %s::smallint[], %s::date[], %s::float8[], "
+                "  %s::float8[], %s::float8[], %s::float8[], %s::float8[], %s::int[])",
+                [list(c) for c in columns],
+            )
 
     @staticmethod
     def _claim(cur: Cursor[Any], events: Sequence[ProgressEvent]) -> list[ProgressEvent]:
@@ -271,6 +364,7 @@ class MasteryStore:
                 "                     %s::float8[], %s::int[]) "
                 "ON CONFLICT (student_id, exercise_id) DO UPDATE SET "
                 "  best = greatest(b.best, EXCLUDED.best), "
+                "  topic = least(b.topic, EXCLUDED.topic), "
                 "  attempts = b.attempts + EXCLUDED.attempts",
                 (
                     [k[0] for k in keys],
@@ -339,8 +433,10 @@ class MasteryStore:
     @staticmethod
     def _aggregates(
         cur: Cursor[Any], students: dict[str, Student], now: datetime
-    ) -> dict[str, tuple[dict[int, Aggregates], int, date]]:
-        """Per student: aggregates per topic, overall active days in the window, today."""
+    ) -> dict[str, tuple[StudentMastery, dict[int, Aggregates], int]]:
+        """Per student: mastery now (the end of today in their time zone) from the
+        aggregate tables, the aggregates per topic behind it, and the active days in the
+        consistency window."""
         ids = sorted(students)
         exercises: dict[str, dict[int, tuple[float, int]]] = defaultdict(dict)
         for sid, topic, total, count in cur.execute(
@@ -365,31 +461,12 @@ class MasteryStore:
             (ids, earliest),
         ):
             days[sid].append((topic, day))
-        result = {}
-        for sid, student in students.items():
-            today = now.astimezone(zone(student.time_zone)).date()
-            start = window_start(today)
-            recent = [(t, d) for t, d in days[sid] if start <= d <= today]
-            per_topic_days: dict[int, set[date]] = defaultdict(set)
-            for topic, day in recent:
-                per_topic_days[topic].add(day)
-            topics = set(exercises[sid]) | set(totals[sid]) | set(per_topic_days)
-            per_topic = {}
-            for topic in topics:
-                ex_sum, ex_count = exercises[sid].get(topic, (0.0, 0))
-                qs, qc, ls, lc = totals[sid].get(topic, (0.0, 0, 0.0, 0))
-                per_topic[topic] = Aggregates(
-                    exercise_best_sum=ex_sum,
-                    exercise_count=ex_count,
-                    quiz_sum=qs,
-                    quiz_count=qc,
-                    quality_sum=ls,
-                    quality_count=lc,
-                    active_days_last_30=len(per_topic_days.get(topic, ())),
-                )
-            overall_days = len({d for _, d in recent})
-            result[sid] = (per_topic, overall_days, today)
-        return result
+        return {
+            sid: mastery_from(
+                exercises[sid], totals[sid], days[sid], local_day(now, student.time_zone)
+            )
+            for sid, student in students.items()
+        }
 
     @staticmethod
     def _current(cur: Cursor[Any], ids: Sequence[str]) -> dict[str, dict[int, Mastery]]:
@@ -414,8 +491,7 @@ class MasteryStore:
         changes: list[Change] = []
         rows: list[tuple[Any, ...]] = []
         for sid in sorted(students):
-            per_topic, overall_days, _today = aggregates[sid]
-            after = student_mastery(per_topic, overall_days)
+            after, per_topic, _ = aggregates[sid]
             previous = before.get(sid, {})
             masteries = [after.overall, *after.topics.values()]
             if not any(changed(previous.get(m.topic), m) for m in masteries):
@@ -552,9 +628,10 @@ class MasteryStore:
 
     def mastery_view(self, student: Student, now: datetime) -> MasteryView:
         with self.db.pool.connection() as conn, conn.cursor() as cur:
-            per_topic, overall_days, today = self._aggregates(
-                cur, {student.student_id: student}, now
-            )[student.student_id]
+            mastery, _, overall_days = self._aggregates(cur, {student.student_id: student}, now)[
+                student.student_id
+            ]
+            today = local_day(now, student.time_zone)
             all_days = [
                 row[0]
                 for row in cur.execute(
@@ -589,7 +666,7 @@ class MasteryStore:
             ).fetchone()
         return MasteryView(
             student=student,
-            mastery=student_mastery(per_topic, overall_days),
+            mastery=mastery,
             active_days=all_days,
             active_days_last_30=overall_days,
             today=today,
@@ -693,38 +770,13 @@ class MasteryStore:
                     ),
                     (locked,),
                 )
-            cur.execute(
-                "INSERT INTO exercise_best (student_id, exercise_id, topic, best, attempts) "
-                "SELECT student_id, subject, min(topic), max(value), count(*) FROM evidence "
-                "WHERE student_id = ANY(%s) AND component = %s GROUP BY student_id, subject",
-                (locked, int(Component.COMPLETION)),
-            )
-            cur.execute(
-                "INSERT INTO topic_totals (student_id, topic, quiz_sum, quiz_count, quality_sum, "
-                "  quality_count) "
-                "SELECT student_id, topic, "
-                "  coalesce(sum(value) FILTER (WHERE component = %s), 0), "
-                "  count(*) FILTER (WHERE component = %s), "
-                "  coalesce(sum(value) FILTER (WHERE component = %s), 0), "
-                "  count(*) FILTER (WHERE component = %s) "
-                "FROM evidence WHERE student_id = ANY(%s) AND component IN (%s, %s) "
-                "GROUP BY student_id, topic",
-                (
-                    int(Component.QUIZ),
-                    int(Component.QUIZ),
-                    int(Component.QUALITY),
-                    int(Component.QUALITY),
-                    locked,
-                    int(Component.QUIZ),
-                    int(Component.QUALITY),
-                ),
-            )
-            cur.execute(
-                "INSERT INTO active_days (student_id, topic, day) "
-                "SELECT DISTINCT e.student_id, e.topic, "
-                "  (e.occur_time AT TIME ZONE s.time_zone)::date "
-                "FROM evidence e JOIN students s USING (student_id) WHERE e.student_id = ANY(%s)",
-                (locked,),
+            # The rebuild applies every piece of evidence through the incremental path's
+            # own merge: one aggregation rule (services/mastery/domain/events.py).
+            evidence = _evidence_of(cur, locked, students)
+            self._merge_aggregates(
+                cur,
+                [e for sid in locked for e in evidence[sid]],
+                {sid: student.time_zone for sid, student in students.items()},
             )
             changes = self._recompute(cur, students, now, cause={})
             self._write_snapshots(cur, changes, now, {})

@@ -166,6 +166,7 @@ def test_active_day_is_the_students_local_day() -> None:
         ({"value": float("nan")}, "outside [0, 1]"),
         ({"subject": ""}, "no subject"),
         ({"occur_time": datetime(2030, 1, 1, tzinfo=UTC)}, "in the future"),
+        ({"occur_time": datetime(2026, 8, 23, tzinfo=UTC)}, "older than the 90-day history"),
         ({"time_zone": "Mars/Olympus_Mons"}, "unknown time zone"),
     ],
 )
@@ -175,6 +176,16 @@ def test_invalid_events_are_refused(change: dict[str, object], message: str) -> 
     bad = dataclasses.replace(good, **change)  # type: ignore[arg-type]
     with pytest.raises(InvalidEventError, match=re.escape(message)):
         validate(bad, now=datetime(2026, 11, 22, tzinfo=UTC))
+
+
+def test_the_history_horizon_is_a_setting() -> None:
+    event = dataclasses.replace(
+        _event(1, Component.QUIZ, 0.5, "q1", 20), occur_time=datetime(2026, 11, 1, tzinfo=UTC)
+    )
+    now = datetime(2026, 11, 22, tzinfo=UTC)
+    validate(event, now=now)  # 21 days old: within the default 90
+    with pytest.raises(InvalidEventError, match="older than the 14-day history horizon"):
+        validate(event, now=now, horizon=timedelta(days=14))
 
 
 def _snap(day: date, score: float, events: int = 1) -> DailySnapshot:

@@ -167,6 +167,39 @@ def student_mastery(
     return StudentMastery(overall=Mastery.of(OVERALL, total), topics=topics)
 
 
+def mastery_from(
+    exercises: Mapping[int, tuple[float, int]],
+    totals: Mapping[int, tuple[float, int, float, int]],
+    active_days: Iterable[tuple[int, date]],
+    today: date,
+) -> tuple[StudentMastery, dict[int, Aggregates], int]:
+    """A student's mastery at the end of `today` from their aggregates: per topic the
+    (sum of best scores, exercises), the (quiz sum, count, quality sum, count), and the
+    (topic, day) pairs with activity; consistency counts the window ending today.
+    Returns the mastery, the aggregates per topic and the active days in the window."""
+    start = window_start(today)
+    per_topic_days: dict[int, set[date]] = {}
+    overall_days: set[date] = set()
+    for topic, day in active_days:
+        if start <= day <= today:
+            per_topic_days.setdefault(topic, set()).add(day)
+            overall_days.add(day)
+    per_topic = {}
+    for topic in set(exercises) | set(totals) | set(per_topic_days):
+        ex_sum, ex_count = exercises.get(topic, (0.0, 0))
+        quiz_sum, quiz_count, quality_sum, quality_count = totals.get(topic, (0.0, 0, 0.0, 0))
+        per_topic[topic] = Aggregates(
+            exercise_best_sum=ex_sum,
+            exercise_count=ex_count,
+            quiz_sum=quiz_sum,
+            quiz_count=quiz_count,
+            quality_sum=quality_sum,
+            quality_count=quality_count,
+            active_days_last_30=len(per_topic_days.get(topic, ())),
+        )
+    return student_mastery(per_topic, len(overall_days)), per_topic, len(overall_days)
+
+
 def changed(before: Mastery | None, after: Mastery, tolerance: float = 1e-9) -> bool:
     if before is None:
         return after.band is not Band.NONE or after.score > 0
@@ -218,8 +251,9 @@ class ExerciseAttempt:
     best: float
     attempts: int = 1
 
-    def merge(self, score: float) -> None:
+    def merge(self, score: float, topic: int) -> None:
         self.best = max(self.best, score)
+        self.topic = min(self.topic, topic)  # an exercise counts under its lowest topic
         self.attempts += 1
 
 
