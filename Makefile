@@ -1,4 +1,4 @@
-# LearnFlow's front door (DESIGN.md §7). README.md gives `make run` and `make test`.
+# LearnFlow's front door. README.md gives `make run` and `make test`.
 SHELL := /bin/bash
 VENV  := .venv
 PY    := $(VENV)/bin/python

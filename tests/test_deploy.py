@@ -32,7 +32,7 @@ DOCKERFILE = ROOT / "Dockerfile"
 SERVICE_UID = 10001
 KNOWN_ENV = {name.upper() for name in Settings.model_fields} | {s.address_env for s in SERVICES}
 ADDR_ENV = {s.address_env: s for s in SERVICES}
-# DESIGN.md §4: every topic and its dead-letter queue.
+# every topic and its dead-letter queue.
 TOPICS = (
     "progress.events",
     "struggle.detected",

@@ -1,4 +1,4 @@
-"""The rendered Envoy gateway config: Envoy accepts it, and it has the shape DESIGN.md §8 needs.
+"""The rendered Envoy gateway config: Envoy accepts it, and it has the shape the gateway needs.
 
 Behaviour through a running Envoy is tested in tests/integration/test_gateway.py.
 """
@@ -389,7 +389,7 @@ def test_json_routes_strip_grpc_status_but_grpc_routes_keep_it(config: dict[str,
         for content_type in ("application/grpc", "application/grpc-web+proto"):
             route = first_match(routes, path, {"content-type": content_type})
             assert "typed_per_filter_config" not in route, (path, content_type)
-    # No global removal (it breaks errors, DESIGN.md §8).
+    # No global removal (it breaks errors).
     route_config = hcm_of(config)["route_config"]
     assert "response_headers_to_remove" not in json.dumps(route_config)
 

@@ -1,4 +1,4 @@
-"""Struggle detection (DESIGN.md §9 seed rule): the same error type more than 3 times
+"""Struggle detection (the seed's rule): the same error type more than 3 times
 in 10 minutes. One episode per burst: the first occurrence past the threshold starts
 it (and is announced); later ones while it lasts extend it silently; ten quiet minutes
 end it, and the next burst is a new episode."""

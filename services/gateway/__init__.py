@@ -1,1 +1,1 @@
-"""The Envoy gateway (DESIGN.md §1, §8): its configuration is rendered by `envoy_config`."""
+"""The Envoy gateway: its configuration is rendered by `envoy_config`."""

@@ -1,4 +1,4 @@
-"""Renders the Envoy gateway configuration (DESIGN.md §1, §6, §8).
+"""Renders the Envoy gateway configuration.
 
 One listener serves browsers (JSON, SSE, gRPC-Web) and native gRPC callers. HTTP
 filters, in this order:

@@ -1,4 +1,4 @@
-"""Identity (DESIGN.md §6): JWTs verified against a JWKS, and the access rules.
+"""Identity: JWTs verified against a JWKS, and the access rules.
 
 Every service verifies the token itself (defence in depth: internal callers reach
 services without Envoy) and authorises on the decoded request message, never on a URL.

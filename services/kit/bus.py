@@ -1,4 +1,4 @@
-"""The event bus (DESIGN.md §4): Kafka, or an in-process log with the same semantics.
+"""The event bus: Kafka, or an in-process log with the same semantics.
 
 Events are CloudEvents in binary mode: the value is a protobuf message from
 `learnflow.events.v1`, `ce_type` is its full name, the Kafka key is the student id.
@@ -80,7 +80,7 @@ log = logging.getLogger("learnflow.bus")
 SPEC_VERSION = "1.0"
 CONTENT_TYPE = "application/protobuf"
 
-# Topics (DESIGN.md §4).
+# Topics.
 PROGRESS_EVENTS = "progress.events"
 STRUGGLE_DETECTED = "struggle.detected"
 MASTERY_UPDATED = "mastery.updated"

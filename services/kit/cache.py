@@ -1,6 +1,6 @@
 """Read caches and counters: Redis, or an in-process TTL cache under the run command.
 
-Caches hold only what can be recomputed (DESIGN.md §5): losing Redis loses no data, so
+Caches hold only what can be recomputed: losing Redis loses no data, so
 callers treat a cache error as a miss.
 """
 

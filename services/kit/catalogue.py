@@ -1,4 +1,4 @@
-"""The service catalogue (DESIGN.md §2): names, proto services and default ports.
+"""The service catalogue: names, proto services and default ports.
 
 Everything that needs to know which services exist (the run command, the gateway
 generator, deployment checks) reads it from here.

@@ -1,6 +1,6 @@
 """Configuration from environment variables, validated once at start.
 
-Unset infrastructure URLs select the embedded defaults of the run command (DESIGN.md §7):
+Unset infrastructure URLs select the embedded defaults of the run command:
 no DATABASE_URL -> embedded Postgres, no KAFKA_BOOTSTRAP_SERVERS -> in-process bus, no
 REDIS_URL -> in-process cache, no OPENAI_API_KEY -> offline agent engines.
 """

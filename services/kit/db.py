@@ -1,6 +1,6 @@
 """Postgres: a psycopg 3 pool per service schema, and migrations with yoyo.
 
-Each service owns one schema (DESIGN.md §5) and its migrations (plain SQL files in
+Each service owns one schema and its migrations (plain SQL files in
 `services/<service>/migrations/`). Without DATABASE_URL the run command starts an
 embedded Postgres 16 from the pgserver wheel.
 """

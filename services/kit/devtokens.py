@@ -1,4 +1,4 @@
-"""Development identity (DESIGN.md §6): a local signing key, its JWKS, and minted tokens.
+"""Development identity: a local signing key, its JWKS, and minted tokens.
 
 Envoy (`jwt_authn`) and every service verify tokens against the JWKS at
 `Settings.jwks_path`; this module creates the ES256 key pair behind it once and mints

@@ -1,4 +1,4 @@
-"""Domain errors and their mapping to google.rpc.Status (DESIGN.md §3).
+"""Domain errors and their mapping to google.rpc.Status.
 
 Domain code raises these plain exceptions; it never imports grpc. The error
 interceptor turns them into a status with an ErrorInfo (UPPER_SNAKE reason, domain

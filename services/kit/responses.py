@@ -1,4 +1,4 @@
-"""learning.responses (DESIGN.md §4): every answer an agent gives, published keyed by
+"""learning.responses: every answer an agent gives, published keyed by
 student so the student's other open screens receive it live (notify streams it).
 
 One rule for every agent, kept here:

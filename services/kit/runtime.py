@@ -1,6 +1,6 @@
 """The adapters a process shares: database, bus, cache, chosen from the settings.
 
-Unset URLs select the embedded defaults (DESIGN.md §7). The run command builds one
+Unset URLs select the embedded defaults. The run command builds one
 Runtime for all services in its process, so they share one embedded Postgres and one
 in-process bus; `learnflow serve <service>` builds one per service process.
 """

@@ -10,6 +10,7 @@ int(). One definition for every service: the curriculum is shared reference data
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from enum import IntEnum
 
 
@@ -68,3 +69,31 @@ class Band(IntEnum):
 def percent(score: float) -> int:
     """score * 100 rounded half up; float noise below 1e-9 is ignored (0.405 -> 41)."""
     return math.floor(round(score * 100, 9) + 0.5)
+
+
+# The topic an error of each type is about, when nothing more specific applies (its
+# message, the construct on its line): one table for every service that reads errors.
+ERROR_TOPICS: Mapping[str, Topic] = {
+    "KeyError": Topic.COLLECTIONS,
+    "IndexError": Topic.COLLECTIONS,
+    "RecursionError": Topic.RECURSION,
+    "FileNotFoundError": Topic.FILES,
+    "IsADirectoryError": Topic.FILES,
+    "NotADirectoryError": Topic.FILES,
+    "PermissionError": Topic.FILES,
+    "UnsupportedOperation": Topic.FILES,
+    "JSONDecodeError": Topic.FILES,
+    "UnicodeDecodeError": Topic.FILES,
+    "ImportError": Topic.MODULES,
+    "ModuleNotFoundError": Topic.MODULES,
+    "StopIteration": Topic.ITERATORS_AND_GENERATORS,
+    "StopAsyncIteration": Topic.ITERATORS_AND_GENERATORS,
+    "AssertionError": Topic.TESTING,
+    "UnboundLocalError": Topic.FUNCTIONS,
+    "ZeroDivisionError": Topic.VARIABLES_AND_TYPES,
+    "OverflowError": Topic.VARIABLES_AND_TYPES,
+    "NameError": Topic.VARIABLES_AND_TYPES,
+    "ValueError": Topic.VARIABLES_AND_TYPES,
+    "TypeError": Topic.VARIABLES_AND_TYPES,
+    "AttributeError": Topic.CLASSES_AND_OBJECTS,
+}

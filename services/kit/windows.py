@@ -1,4 +1,4 @@
-"""Sliding windows and episode markers for detection rules (DESIGN.md §5: Redis for
+"""Sliding windows and episode markers for detection rules (Redis for
 sliding windows; losing Redis loses no data, only the window in flight).
 
 `record` adds one occurrence to a window and says how many lie inside it now;

@@ -10,7 +10,7 @@ from learnflow.mastery.v1 import mastery_pb2
 
 from services.mastery.domain.history import HistoryPoint, Summary
 from services.mastery.domain.model import OVERALL, Component, Components, Mastery, streak
-from services.mastery.store import CohortRow, EvidenceCounts, EvidenceRow, MasteryView
+from services.mastery.domain.records import CohortRow, EvidenceCounts, EvidenceRow, MasteryView
 
 
 def timestamp(moment: datetime) -> Timestamp:

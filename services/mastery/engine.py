@@ -13,15 +13,14 @@ from services.kit.cache import Cache
 from services.kit.errors import NotFound
 from services.mastery.domain.events import ProgressEvent
 from services.mastery.domain.history import Granularity, HistoryPoint, Summary, aggregate, summarise
-from services.mastery.store import (
+from services.mastery.domain.records import (
     Change,
     CohortRow,
-    MasteryStore,
     MasteryView,
-    OutboxMessage,
+    OperationRecord,
     Student,
-    WheelSpinEncoder,
 )
+from services.mastery.store import MasteryStore, OutboxMessage, WheelSpinEncoder
 
 log = logging.getLogger("learnflow.mastery")
 
@@ -51,7 +50,7 @@ class MasteryEngine:
         clock: Clock = utc_now,
         encode_wheel_spins: WheelSpinEncoder | None = None,
     ) -> None:
-        self.store = store
+        self._store = store
         self.cache = cache
         self._encode = encode
         self._encode_wheel_spins = encode_wheel_spins
@@ -65,7 +64,7 @@ class MasteryEngine:
 
         Duplicates change nothing. If the process dies after the commit, the outbox still
         holds the announcements and the next drain sends them."""
-        changes = self.store.apply_batch(
+        changes = self._store.apply_batch(
             events, self._clock(), self._encode, self._encode_wheel_spins
         )
         self.forget({e.student_id for e in events})
@@ -82,17 +81,56 @@ class MasteryEngine:
     def drain_outbox(self) -> int:
         sent = 0
         while True:
-            count = self.store.drain_outbox(self._send)
+            count = self._store.drain_outbox(self._send)
             sent += count
             if count == 0:
                 return sent
+
+    def recalculate(self, student_ids: Sequence[str]) -> int:
+        """Rebuild these students' mastery from their evidence (one transaction), forget
+        their cached mastery and announce what changed; returns how many changed."""
+        changed = self._store.recalculate(student_ids, self._clock(), self._encode)
+        self.forget(student_ids)
+        self.drain_outbox()
+        return changed
+
+    # -- operations (google.longrunning) ------------------------------------------------
+
+    def student_ids(self, cohort: str | None) -> list[str]:
+        return self._store.student_ids(cohort)
+
+    def create_operation(self, name: str, created_by: str, metadata: bytes) -> None:
+        self._store.create_operation(name, created_by, metadata)
+
+    def update_operation(
+        self,
+        name: str,
+        *,
+        metadata: bytes,
+        done: bool = False,
+        response: bytes | None = None,
+        error: tuple[int, str] | None = None,
+    ) -> bool:
+        """Records progress; True when a cancellation was requested meanwhile."""
+        return self._store.update_operation(
+            name, metadata=metadata, done=done, response=response, error=error
+        )
+
+    def operation(self, name: str) -> OperationRecord | None:
+        return self._store.operation(name)
+
+    def operations(self, created_by: str | None, offset: int, limit: int) -> list[OperationRecord]:
+        return self._store.operations(created_by, offset, limit)
+
+    def request_cancel(self, name: str) -> bool:
+        return self._store.request_cancel(name)
 
     # -- reads ------------------------------------------------------------------------
 
     def student(self, student_id: str) -> Student:
         """The student, once they have any evidence (callers authorise first, through
         the roster, so nobody learns which ids exist)."""
-        student = self.store.student(student_id)
+        student = self._store.student(student_id)
         if student is None:
             raise NotFound(
                 f"students/{student_id} has no mastery yet", metadata={"student": student_id}
@@ -100,7 +138,7 @@ class MasteryEngine:
         return student
 
     def mastery(self, student: Student) -> MasteryView:
-        return self.store.mastery_view(student, self._clock())
+        return self._store.mastery_view(student, self._clock())
 
     def cohort(
         self,
@@ -113,7 +151,7 @@ class MasteryEngine:
         limit: int,
     ) -> tuple[list[CohortRow], int]:
         principal.require_cohort(cohort)
-        return self.store.cohort_page(cohort, order_by, band, offset, limit)
+        return self._store.cohort_page(cohort, order_by, band, offset, limit)
 
     def history(
         self,
@@ -123,6 +161,6 @@ class MasteryEngine:
         end: date,
         granularity: Granularity,
     ) -> tuple[list[HistoryPoint], Summary]:
-        snapshots, before = self.store.daily_history(student.student_id, topic, start, end)
+        snapshots, before = self._store.daily_history(student.student_id, topic, start, end)
         points = aggregate(snapshots, start, end, granularity, before)
         return points, summarise(points)

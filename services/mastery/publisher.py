@@ -9,7 +9,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from learnflow.events.v1 import events_pb2
 
 from services.kit.bus import MASTERY_UPDATED, STRUGGLE_DETECTED, Bus, Publisher
-from services.mastery.store import Change, OutboxMessage, WheelSpin
+from services.mastery.domain.records import Change, WheelSpin
+from services.mastery.store import OutboxMessage
 
 SOURCE = "//learnflow.dev/mastery"
 

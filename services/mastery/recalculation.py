@@ -17,7 +17,6 @@ from learnflow.mastery.v1 import mastery_pb2
 
 from services.mastery.convert import timestamp
 from services.mastery.engine import MasteryEngine
-from services.mastery.publisher import encode_changes
 
 log = logging.getLogger("learnflow.mastery.recalculation")
 
@@ -41,11 +40,11 @@ class Recalculations:
     def start(self, cohort: str | None, created_by: str) -> str:
         name = f"operations/recalculate-{uuid.uuid4().hex}"
         started = datetime.now(UTC)
-        ids = self._engine.store.student_ids(cohort)
+        ids = self._engine.student_ids(cohort)
         metadata = mastery_pb2.RecalculateMasteryMetadata(
             total_students=len(ids), start_time=timestamp(started), update_time=timestamp(started)
         )
-        self._engine.store.create_operation(name, created_by, _pack(metadata))
+        self._engine.create_operation(name, created_by, _pack(metadata))
         thread = threading.Thread(
             target=self._run, args=(name, ids, metadata), name=f"recalc-{name[-8:]}", daemon=True
         )
@@ -56,19 +55,17 @@ class Recalculations:
     def _run(
         self, name: str, ids: list[str], metadata: mastery_pb2.RecalculateMasteryMetadata
     ) -> None:
-        store = self._engine.store
+        engine = self._engine
         changed = 0
         try:
             for offset in range(0, len(ids), self._chunk):
                 chunk = ids[offset : offset + self._chunk]
-                changed += store.recalculate(chunk, datetime.now(UTC), encode_changes)
-                self._engine.forget(chunk)
-                self._engine.drain_outbox()
+                changed += engine.recalculate(chunk)
                 metadata.processed_students = offset + len(chunk)
                 metadata.update_time.CopyFrom(timestamp(datetime.now(UTC)))
-                if store.update_operation(name, metadata=_pack(metadata)):
+                if engine.update_operation(name, metadata=_pack(metadata)):
                     metadata.cancel_requested = True
-                    store.update_operation(
+                    engine.update_operation(
                         name, metadata=_pack(metadata), done=True, error=(1, "cancelled")
                     )
                     log.info("recalculation cancelled", extra={"operation": name})
@@ -78,7 +75,7 @@ class Recalculations:
                 changed_students=changed,
                 end_time=timestamp(datetime.now(UTC)),
             )
-            store.update_operation(
+            engine.update_operation(
                 name, metadata=_pack(metadata), done=True, response=_pack(response)
             )
             log.info(
@@ -87,7 +84,7 @@ class Recalculations:
             )
         except Exception as exc:  # the operation records the failure
             log.exception("recalculation failed", extra={"operation": name})
-            store.update_operation(name, metadata=_pack(metadata), done=True, error=(13, str(exc)))
+            engine.update_operation(name, metadata=_pack(metadata), done=True, error=(13, str(exc)))
 
     def wait(self, timeout: float) -> None:
         for thread in self._threads:

@@ -27,9 +27,9 @@ from services.kit.roster import Roster
 from services.mastery import convert
 from services.mastery.domain.events import MAX_TOPIC
 from services.mastery.domain.history import MAX_RANGE_DAYS, Granularity
+from services.mastery.domain.records import COHORT_ORDERS
 from services.mastery.engine import MASTERY_CACHE_TTL_SECONDS, MasteryEngine, mastery_cache_key
 from services.mastery.recalculation import Recalculations
-from services.mastery.store import ORDERINGS
 
 MAX_BAND = 4
 
@@ -88,7 +88,9 @@ class MasteryServicer(mastery_pb2_grpc.MasteryServiceServicer):
         order_by = " ".join(request.order_by.lower().split()) or "name"
         order_by = order_by.replace(" asc", "")
         checks.check(
-            order_by in ORDERINGS, "order_by", f"must be one of {', '.join(sorted(ORDERINGS))}"
+            order_by in COHORT_ORDERS,
+            "order_by",
+            f"must be one of {', '.join(sorted(COHORT_ORDERS))}",
         )
         checks.check(0 <= request.band <= MAX_BAND, "band", "is not a mastery band")
         checks.check(request.page_size >= 0, "page_size", "must not be negative")
@@ -159,19 +161,20 @@ class MasteryServicer(mastery_pb2_grpc.MasteryServiceServicer):
 
 
 def _operation(engine: MasteryEngine, name: str, principal: Principal) -> operations_pb2.Operation:
-    row = engine.store.operation(name)
-    if row is None:
+    record = engine.operation(name)
+    if record is None:
         raise NotFound(f"{name} does not exist", metadata={"name": name})
-    _, created_by, done, _cancel, metadata, response, error_code, error_message = row
-    if principal.role is not Role.ADMIN and created_by != principal.subject:
+    if principal.role is not Role.ADMIN and record.created_by != principal.subject:
         raise PermissionDenied(f"{name} belongs to another user")
     operation = operations_pb2.Operation(
-        name=name, done=done, metadata=any_pb2.Any.FromString(bytes(metadata))
+        name=name, done=record.done, metadata=any_pb2.Any.FromString(record.metadata)
     )
-    if error_code is not None:
-        operation.error.CopyFrom(status_pb2.Status(code=error_code, message=error_message or ""))
-    elif response is not None:
-        operation.response.CopyFrom(any_pb2.Any.FromString(bytes(response)))
+    if record.error_code is not None:
+        operation.error.CopyFrom(
+            status_pb2.Status(code=record.error_code, message=record.error_message or "")
+        )
+    elif record.response is not None:
+        operation.response.CopyFrom(any_pb2.Any.FromString(record.response))
     return operation
 
 
@@ -193,9 +196,9 @@ class OperationsServicer(operations_pb2_grpc.OperationsServicer):  # type: ignor
         principal = current_principal()
         mine = None if principal.role is Role.ADMIN else principal.subject
         page = parse_page(request.page_size, request.page_token, default=50, maximum=200)
-        rows = self._engine.store.operations(mine, page.offset, page.size + 1)
-        operations = [_operation(self._engine, r[0], principal) for r in rows[: page.size]]
-        more = len(rows) > page.size
+        records = self._engine.operations(mine, page.offset, page.size + 1)
+        operations = [_operation(self._engine, r.name, principal) for r in records[: page.size]]
+        more = len(records) > page.size
         return operations_pb2.ListOperationsResponse(
             operations=operations,
             next_page_token=next_page_token(page, page.offset + page.size + 1) if more else "",
@@ -206,7 +209,7 @@ class OperationsServicer(operations_pb2_grpc.OperationsServicer):  # type: ignor
     ) -> empty_pb2.Empty:
         parse_name(request.name, "operations/*", "name")
         _operation(self._engine, request.name, current_principal())  # exists, and is theirs
-        self._engine.store.request_cancel(request.name)
+        self._engine.request_cancel(request.name)
         return empty_pb2.Empty()
 
     def WaitOperation(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -33,54 +33,20 @@ from services.mastery.domain.model import (
     mastery_from,
     window_start,
 )
+from services.mastery.domain.records import (
+    COHORT_ORDERS,
+    WHEEL_SPIN_ATTEMPTS,
+    Change,
+    CohortRow,
+    EvidenceCounts,
+    EvidenceRow,
+    MasteryView,
+    OperationRecord,
+    Student,
+    WheelSpin,
+)
 
 LATEST_PER_COMPONENT = 5
-
-
-@dataclass(frozen=True, slots=True)
-class Student:
-    student_id: str
-    cohort: str
-    time_zone: str
-    created_at: datetime
-    updated_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Change:
-    """A student whose mastery changed, with what it was and what it is."""
-
-    student: str
-    cohort: str
-    time_zone: str
-    before: dict[int, Mastery]
-    after: StudentMastery
-    cause_event_id: str
-    # Pieces of evidence behind each score after (exercises attempted, quizzes, code
-    # reviews), per topic; OVERALL (0) sums every topic.
-    evidence: dict[int, int] = field(default_factory=dict)
-
-    def changed_topics(self) -> list[Mastery]:
-        return [m for t, m in self.after.topics.items() if changed(self.before.get(t), m)]
-
-
-# DESIGN.md §9: the same exercise attempted this many times without a pass.
-WHEEL_SPIN_ATTEMPTS = 10
-
-
-@dataclass(frozen=True, slots=True)
-class WheelSpin:
-    """A student who reached WHEEL_SPIN_ATTEMPTS attempts at an exercise without passing
-    it. Reported once per (student, exercise): the attempt count crosses the threshold
-    once, and a later pass ends it for good."""
-
-    student: str
-    cohort: str
-    time_zone: str
-    exercise_id: str
-    topic: int
-    attempts: int
-    best: float
 
 
 WheelSpinEncoder = Callable[[Sequence[WheelSpin]], Iterable["OutboxMessage"]]
@@ -94,47 +60,6 @@ class OutboxMessage:
     id: int = 0  # assigned by the outbox table; the stable id of the published event
 
 
-@dataclass(frozen=True, slots=True)
-class EvidenceRow:
-    source: str
-    event_id: str
-    event_type: str
-    component: int
-    topic: int
-    subject: str
-    value: float
-    occur_time: datetime
-
-
-@dataclass
-class EvidenceCounts:
-    count: int = 0
-    latest: list[EvidenceRow] = field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class MasteryView:
-    """Everything GetMastery shows, computed now from the aggregates."""
-
-    student: Student
-    mastery: StudentMastery
-    active_days: list[date]
-    active_days_last_30: int
-    today: date
-    # (topic, component) -> counts and latest; topic 0 is overall.
-    evidence: dict[tuple[int, int], EvidenceCounts]
-    updated_at: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class CohortRow:
-    student_id: str
-    cohort: str
-    overall: Mastery | None
-    topics: dict[int, Mastery]
-    updated_at: datetime | None
-
-
 ORDERINGS = {
     "name": "s.student_id ASC",
     "name desc": "s.student_id DESC",
@@ -143,11 +68,26 @@ ORDERINGS = {
     "update_time": "m.updated_at ASC NULLS FIRST, s.student_id",
     "update_time desc": "m.updated_at DESC NULLS LAST, s.student_id",
 }
+assert set(ORDERINGS) == set(COHORT_ORDERS), "every cohort order has its SQL"
 
 
 def _mastery_from_row(topic: int, row: Sequence[Any]) -> Mastery:
     score, band, completion, quiz, quality, consistency = row
     return Mastery(topic, score, Band(band), Components(completion, quiz, quality, consistency))
+
+
+def _operation_record(row: Sequence[Any]) -> OperationRecord:
+    name, created_by, done, cancel, metadata, response, error_code, error_message = row
+    return OperationRecord(
+        name,
+        created_by,
+        done,
+        cancel,
+        bytes(metadata),
+        bytes(response) if response is not None else None,
+        error_code,
+        error_message,
+    )
 
 
 def _evidence_of(
@@ -818,16 +758,16 @@ class MasteryStore:
             ).fetchone()
         return bool(row and row[0])
 
-    def operation(self, name: str) -> tuple[Any, ...] | None:
+    def operation(self, name: str) -> OperationRecord | None:
         with self.db.pool.connection() as conn:
             row = conn.execute(
                 "SELECT name, created_by, done, cancel_requested, metadata, response, error_code, "
                 "  error_message FROM operations WHERE name = %s",
                 (name,),
             ).fetchone()
-        return tuple(row) if row else None
+        return _operation_record(row) if row else None
 
-    def operations(self, created_by: str | None, offset: int, limit: int) -> list[tuple[Any, ...]]:
+    def operations(self, created_by: str | None, offset: int, limit: int) -> list[OperationRecord]:
         with self.db.pool.connection() as conn:
             rows = conn.execute(
                 "SELECT name, created_by, done, cancel_requested, metadata, response, error_code, "
@@ -835,7 +775,7 @@ class MasteryStore:
                 "ORDER BY created_at DESC, name LIMIT %s OFFSET %s",
                 (created_by, created_by, limit, offset),
             ).fetchall()
-        return [tuple(r) for r in rows]
+        return [_operation_record(r) for r in rows]
 
     def request_cancel(self, name: str) -> bool:
         with self.db.pool.connection() as conn:

@@ -29,7 +29,7 @@ from services.kit.topics import Level
 
 log = logging.getLogger("learnflow.triage.context")
 
-CONTEXT_TTL_SECONDS = 300.0  # DESIGN.md §5: triage context 5 min
+CONTEXT_TTL_SECONDS = 300.0  # triage context 5 min
 
 
 class MasteryUnavailableError(Exception):

@@ -1,5 +1,5 @@
 """The gateway through a real Envoy (rendered by services.gateway.envoy_config) in front of
-the running mesh: JSON, gRPC and gRPC-Web callers, JWT rules, errors, CORS (DESIGN.md §6, §8).
+the running mesh: JSON, gRPC and gRPC-Web callers, JWT rules, errors, CORS.
 
 Fixtures from tests/integration/conftest.py: `gateway_url`, `mint_token`, `dev_key_dir`.
 """
@@ -135,7 +135,7 @@ def test_wrong_http_method_is_404_json(client: httpx.Client, auth: dict[str, str
 
 
 def test_unknown_query_parameter_is_400_json(client: httpx.Client, auth: dict[str, str]) -> None:
-    # Without request validation the request would pass untranscoded (DESIGN.md §8).
+    # Without request validation the request would pass untranscoded.
     body = assert_json_status(client.get("/v1/topics?bogus=1", headers=auth), 400, 3)
     assert "bogus" in body["message"]
 
@@ -215,7 +215,7 @@ def test_normalised_paths_still_need_a_token(client: httpx.Client, path: str) ->
 def test_query_parameter_overrides_path_variable(
     client: httpx.Client, auth: dict[str, str]
 ) -> None:
-    # Documents the transcoder (DESIGN.md §6): services must authorise on the decoded
+    # Documents the transcoder: services must authorise on the decoded
     # message, never on the URL.
     response = client.get("/v1/topics/functions?name=topics/nosuch", headers=auth)
     assert_json_status(response, 404, 5)
@@ -335,7 +335,7 @@ def test_grpc_web_keeps_grpc_status(client: httpx.Client, auth: dict[str, str]) 
 
 
 def test_health_is_not_offered_through_the_gateway(channel: grpc.Channel) -> None:
-    # Probes and ops call the service ports (DESIGN.md §6); the gateway refuses health
+    # Probes and ops call the service ports; the gateway refuses health
     # and reflection to anonymous callers (and to token holders: test_gateway_limits.py).
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 

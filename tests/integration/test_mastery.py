@@ -645,16 +645,15 @@ def test_recalculation_can_be_cancelled(
     )
     recalculations = Recalculations(engine, chunk_size=1)
     name = recalculations.start(cohort, created_by="root")
-    engine.store.request_cancel(name)
+    engine.request_cancel(name)
     recalculations.wait(30)
-    row = engine.store.operation(name)
-    assert row is not None
-    _, _, done, cancel_requested, metadata, response, error_code, error_message = row
-    assert done and cancel_requested and response is None
-    assert (error_code, error_message) == (1, "cancelled")  # google.rpc.Code.CANCELLED
+    record = engine.operation(name)
+    assert record is not None
+    assert record.done and record.cancel_requested and record.response is None
+    assert (record.error_code, record.error_message) == (1, "cancelled")  # google.rpc CANCELLED
     progress = mastery_pb2.RecalculateMasteryMetadata()
     from google.protobuf import any_pb2
 
-    assert any_pb2.Any.FromString(bytes(metadata)).Unpack(progress)
+    assert any_pb2.Any.FromString(record.metadata).Unpack(progress)
     assert progress.total_students == 300 and 0 < progress.processed_students < 300
     assert progress.cancel_requested

@@ -16,8 +16,9 @@ import pytest
 from services.kit.runtime import Runtime
 from services.mastery.domain.events import ProgressEvent, history, local_day
 from services.mastery.domain.model import OVERALL, Component
+from services.mastery.domain.records import Change
 from services.mastery.main import MIGRATIONS
-from services.mastery.store import Change, MasteryStore, OutboxMessage
+from services.mastery.store import MasteryStore, OutboxMessage
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""Identity: token verification (and its cache) and the access rules of DESIGN.md §6."""
+"""Identity: token verification (and its cache) and the access rules."""
 
 from __future__ import annotations
 

@@ -7,8 +7,8 @@ from learnflow.events.v1 import events_pb2
 
 from services.kit.topics import Band
 from services.mastery.domain.model import Components, Mastery, StudentMastery
+from services.mastery.domain.records import Change
 from services.mastery.publisher import encode_changes
-from services.mastery.store import Change
 
 
 def test_bands_before_and_evidence_counts_are_published() -> None:

@@ -954,7 +954,7 @@ class Generator:
         variables = {path[0] for path, _ in binding.variables()}
         if change.path and change.path[0] in variables and change.value is not MISSING:
             # The same value outside the path: a query parameter (or the body) overrides a
-            # path variable through the transcoder (DESIGN.md section 8).
+            # path variable through the transcoder.
             where = "body" if binding.body == "*" else "query"
             yield HttpCase(
                 method,

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from services.debug.domain.edits import Program, bound_names, enclosing, node_span, walk
 from services.debug.domain.traceback import ParsedError, ParsedTraceback
+from services.kit.topics import ERROR_TOPICS
 from services.kit.topics import Topic as Topic  # noqa: PLC0414 - re-exported on purpose
 
 __all__ = ["Topic", "topic_for"]
@@ -31,31 +32,6 @@ _STDLIB_MODULES = frozenset(
     name for name in getattr(sys, "stdlib_module_names", ()) if not name.startswith("_")
 )
 
-# By type, when nothing more specific applies.
-_BY_TYPE: dict[str, Topic] = {
-    "KeyError": T.COLLECTIONS,
-    "IndexError": T.COLLECTIONS,
-    "RecursionError": T.RECURSION,
-    "FileNotFoundError": T.FILES,
-    "IsADirectoryError": T.FILES,
-    "NotADirectoryError": T.FILES,
-    "PermissionError": T.FILES,
-    "UnsupportedOperation": T.FILES,
-    "JSONDecodeError": T.FILES,
-    "UnicodeDecodeError": T.FILES,
-    "ImportError": T.MODULES,
-    "ModuleNotFoundError": T.MODULES,
-    "StopIteration": T.ITERATORS_AND_GENERATORS,
-    "StopAsyncIteration": T.ITERATORS_AND_GENERATORS,
-    "AssertionError": T.TESTING,
-    "UnboundLocalError": T.FUNCTIONS,
-    "ZeroDivisionError": T.VARIABLES_AND_TYPES,
-    "OverflowError": T.VARIABLES_AND_TYPES,
-    "NameError": T.VARIABLES_AND_TYPES,
-    "ValueError": T.VARIABLES_AND_TYPES,
-    "TypeError": T.VARIABLES_AND_TYPES,
-    "AttributeError": T.CLASSES_AND_OBJECTS,
-}
 
 # TypeError and ValueError messages, first match wins.
 _BY_MESSAGE: tuple[tuple[str, Topic], ...] = (
@@ -236,7 +212,7 @@ def topic_for_error(error: ParsedError, code: str = "", *, chained: bool = False
         return T.ERRORS_AND_EXCEPTIONS
     by_kind = _BY_KIND.get(error.short_type)
     topic = by_kind(error, program) if by_kind else None
-    return topic or _BY_TYPE.get(error.short_type, T.ERRORS_AND_EXCEPTIONS)
+    return topic or ERROR_TOPICS.get(error.short_type, T.ERRORS_AND_EXCEPTIONS)
 
 
 def topic_for(parsed: ParsedTraceback, code: str = "") -> Topic:

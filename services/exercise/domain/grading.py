@@ -11,7 +11,7 @@ Why a student cannot forge a pass on a hidden test:
   are never returned by the API: to forge a passing line a student would have to know
   what to write, which is exactly what solving the test means.
 - The comparison happens here on the host, not in a harness inside the sandbox that the
-  student's code could patch (DESIGN.md §8: a patched `assertEqual` once scored 3/3).
+  student's code could patch (a patched `assertEqual` once scored 3/3).
 - Each test runs in its own process, so nothing a student does while one test runs
   (patching builtins, atexit handlers, threads) can reach another test's result.
 - The harness captures `repr`, `os.write` and `os._exit` before the student's code runs,

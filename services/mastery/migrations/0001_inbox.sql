@@ -1,5 +1,5 @@
 -- Events already applied. A consumer inserts (source, event_id) in the same transaction
--- as the event's effect, so a redelivered event changes nothing (DESIGN.md §4).
+-- as the event's effect, so a redelivered event changes nothing.
 CREATE TABLE processed_events (
     source       text        NOT NULL,
     event_id     text        NOT NULL,

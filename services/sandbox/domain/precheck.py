@@ -1,6 +1,6 @@
 """Friendly checks on the host before a program runs: syntax errors and disallowed imports.
 
-This is pedagogy, not security (DESIGN.md §8: import blocklists are bypassed in a few
+This is pedagogy, not security (import blocklists are bypassed in a few
 lines). It lets a student see "line 3: expected ':'" with a caret instead of a sandbox run,
 and tells them early that an exercise does not allow `import requests`. The sandbox is
 what actually contains the program.

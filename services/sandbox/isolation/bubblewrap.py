@@ -4,7 +4,7 @@ Each run gets new user, pid, network, ipc, uts and cgroup namespaces; a root mad
 read-only system directories only (/usr and its merged-/usr symlinks, ld.so.cache,
 localtime: no /home, /root, /run, /var, /srv, no service code or keys, no host Unix
 sockets), a fresh /proc of its own pid namespace, a minimal read-only /dev, and a
-size-capped tmpfs at /tmp as the working directory. The measured pitfalls of DESIGN.md §8
+size-capped tmpfs at /tmp as the working directory. The measured pitfalls
 are each answered:
 
 - server environment leaking through /proc/1/environ: bwrap itself starts with an empty

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from services.kit import pyast
+from services.kit.topics import ERROR_TOPICS
 from services.kit.topics import Topic as Topic  # noqa: PLC0414 - re-exported on purpose
 from services.triage.domain.structure import Structure
 
@@ -56,25 +57,6 @@ PROSE_CUES: tuple[tuple[Topic, str, float], ...] = (
     (T.RECURSION, r"\brecursi\w*|\bbase case\b|\bcalls? itself\b", 4.0),
 )
 
-# The error's type.
-ERROR_TYPES: Mapping[str, Topic] = {
-    "KeyError": T.COLLECTIONS,
-    "IndexError": T.COLLECTIONS,
-    "RecursionError": T.RECURSION,
-    "FileNotFoundError": T.FILES,
-    "IsADirectoryError": T.FILES,
-    "NotADirectoryError": T.FILES,
-    "PermissionError": T.FILES,
-    "UnicodeDecodeError": T.FILES,
-    "ImportError": T.MODULES,
-    "ModuleNotFoundError": T.MODULES,
-    "StopIteration": T.ITERATORS_AND_GENERATORS,
-    "UnboundLocalError": T.FUNCTIONS,
-    "ZeroDivisionError": T.VARIABLES_AND_TYPES,
-    "OverflowError": T.VARIABLES_AND_TYPES,
-    "NameError": T.VARIABLES_AND_TYPES,
-    "AssertionError": T.TESTING,
-}
 ERROR_TYPE_WEIGHT = 3.0
 
 # What the error message says, for types whose topic depends on it.
@@ -297,11 +279,11 @@ def _prose_weights(prose: str) -> Iterable[tuple[Topic, float, str]]:
 
 
 def _error_weights(structure: Structure) -> Iterable[tuple[Topic, float, str]]:
-    if structure.error_type in ERROR_TYPES:
-        yield ERROR_TYPES[structure.error_type], ERROR_TYPE_WEIGHT, f"the {structure.error_type}"
+    if structure.error_type in ERROR_TOPICS:
+        yield ERROR_TOPICS[structure.error_type], ERROR_TYPE_WEIGHT, f"the {structure.error_type}"
     elif not structure.error_type:
         # "what's a KeyError": an error named in the prose, with no message.
-        for name, topic in ERROR_TYPES.items():
+        for name, topic in ERROR_TOPICS.items():
             if re.search(rf"\b{name.lower()}\b", structure.prose):
                 yield topic, ERROR_TYPE_WEIGHT, f"the {name} named"
                 break
