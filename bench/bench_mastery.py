@@ -64,17 +64,18 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "gen"))
 
+T = TypeVar("T")
 BIN = REPO / ".infra" / "bin"
 BENCH_DB = "learnflow_bench"
 BENCH_REDIS_DB = 15
@@ -189,11 +190,39 @@ class Kafka:
         from confluent_kafka import Consumer
         from confluent_kafka.admin import AdminClient
 
+        from services.kit.bus import ALL_TOPICS, KafkaBus
+
         self.bootstrap = bootstrap
+        # A fresh broker has no topics yet, and its group coordinator is still loading:
+        # create the topics as the mesh does, and ask until the coordinator answers.
+        bus = KafkaBus(bootstrap)
+        bus.ensure_topics(ALL_TOPICS)
+        bus.close()
         self.admin = AdminClient({"bootstrap.servers": bootstrap})
         self._probe = Consumer(
             {"bootstrap.servers": bootstrap, "group.id": f"bench-probe-{uuid.uuid4().hex}"}
         )
+
+    @staticmethod
+    def _until_the_coordinator_answers(ask: Callable[[], T]) -> T:
+        """Retry while the broker says its group coordinator is not ready yet."""
+        from confluent_kafka import KafkaError, KafkaException
+
+        retryable = {
+            KafkaError.NOT_COORDINATOR,
+            KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+            KafkaError.COORDINATOR_NOT_AVAILABLE,
+        }
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                return ask()
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args else None
+                code = error.code() if isinstance(error, KafkaError) else None
+                if code not in retryable or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
 
     def partitions(self, topic: str) -> list[int]:
         meta = self.admin.list_topics(topic, timeout=10)
@@ -213,14 +242,20 @@ class Kafka:
         request = ConsumerGroupTopicPartitions(
             group, [TopicPartition(topic, p) for p in self.partitions(topic)]
         )
-        result = self.admin.list_consumer_group_offsets([request])[group].result()
+
+        def ask() -> Any:  # each try sends the request again
+            return self.admin.list_consumer_group_offsets([request])[group].result()
+
+        result = self._until_the_coordinator_answers(ask)
         return {tp.partition: tp.offset for tp in result.topic_partitions}
 
     def group(self, group: str) -> tuple[str, list[tuple[str, str, list[int]]]]:
         """(state, [(client id, host, assigned partitions of progress.events)])."""
-        description = self.admin.describe_consumer_groups([group], request_timeout=10)[
-            group
-        ].result()
+
+        def ask() -> Any:  # each try sends the request again
+            return self.admin.describe_consumer_groups([group], request_timeout=10)[group].result()
+
+        description = self._until_the_coordinator_answers(ask)
         members = []
         for member in description.members:
             tps = member.assignment.topic_partitions if member.assignment else []

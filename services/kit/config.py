@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     # History is kept by the day each event happened; events older than this many days
     # go to the dead-letter queue instead of correcting days that old.
     mastery_history_horizon_days: int = Field(default=90, ge=1, le=3650)
+    # Progress events applied per transaction: larger batches amortise each batch's
+    # statements over more events when there is a backlog.
+    mastery_batch_size: int = Field(default=5000, ge=1, le=20_000)
     # The notify service's consumer group (struggle.detected, mastery.updated -> alerts).
     notify_consumer_group: str = "notify-alerts"
     # The live stream (StreamUpdates): the consumer group that writes students' answers

@@ -94,6 +94,11 @@ class MasteryEngine:
         self.drain_outbox()
         return changed
 
+    def rebuild_history(self, limit: int = 200) -> int:
+        """Rebuild the history of up to `limit` students a late event queued; returns
+        how many (0: none waiting)."""
+        return self._store.rebuild_pending_history(self._clock(), limit)
+
     # -- operations (google.longrunning) ------------------------------------------------
 
     def student_ids(self, cohort: str | None) -> list[str]:

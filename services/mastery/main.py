@@ -16,6 +16,7 @@ from services.kit.runtime import Runtime
 from services.kit.server import ServiceParts
 from services.mastery.consumer import progress_consumer
 from services.mastery.engine import MasteryEngine
+from services.mastery.history_job import HistoryJob
 from services.mastery.publisher import OutboxSender, encode_changes, encode_wheel_spins
 from services.mastery.recalculation import Recalculations
 from services.mastery.servicer import MasteryServicer, OperationsServicer
@@ -50,6 +51,7 @@ def build(
         encode_wheel_spins=encode_wheel_spins,
     )
     recalculations = Recalculations(engine)
+    history_job = HistoryJob(engine)
     consumer = progress_consumer(
         bus,
         engine,
@@ -57,6 +59,7 @@ def build(
         topic=topic,
         stall_seconds=consumer_stall_seconds or runtime.settings.consumer_stall_seconds,
         horizon=timedelta(days=runtime.settings.mastery_history_horizon_days),
+        batch_size=runtime.settings.mastery_batch_size,
     )
 
     def register(server: grpc.Server) -> None:
@@ -71,6 +74,7 @@ def build(
     def start() -> None:
         engine.drain_outbox()  # announcements committed before a crash
         consumer.start()
+        history_job.start()
 
     return ServiceParts(
         register=register,
@@ -82,5 +86,5 @@ def build(
         },
         roster=runtime.roster,
         start_background=[start],
-        on_stop=[consumer.stop, lambda: recalculations.wait(5.0)],
+        on_stop=[consumer.stop, history_job.stop, lambda: recalculations.wait(5.0)],
     )

@@ -95,6 +95,6 @@ class OutboxSender:
             event = OUTBOX_TYPES[message.topic].FromString(message.payload)
             # A stable id: a resend after a crash is recognisably the same event.
             self._publisher.publish(
-                message.topic, event, key=message.key, event_id=f"mastery-outbox-{message.id}"
+                message.topic, event, key=message.key, event_id=f"mastery-{message.event_id}"
             )
         self._bus.flush()

@@ -47,6 +47,8 @@ from services.mastery.domain.records import (
 )
 
 LATEST_PER_COMPONENT = 5
+# A student's queued history rebuild waits this long for more late events to join it.
+HISTORY_SETTLE = timedelta(seconds=2)
 
 
 WheelSpinEncoder = Callable[[Sequence[WheelSpin]], Iterable["OutboxMessage"]]
@@ -57,7 +59,10 @@ class OutboxMessage:
     topic: str
     key: str
     payload: bytes
-    id: int = 0  # assigned by the outbox table; the stable id of the published event
+    id: int = 0  # the outbox row, assigned by the table
+    # The published event's id, assigned by the table: the same for a resend after a
+    # crash, unique across databases.
+    event_id: str = ""
 
 
 ORDERINGS = {
@@ -159,9 +164,10 @@ class MasteryStore:
         changes: Sequence[Change],
         now: datetime,
     ) -> None:
-        """History by the day each event happened (the student's time zone). Events of
-        today move today's row; a student with an event from an earlier day has every
-        day from that one to today rebuilt from the evidence."""
+        """History by the day each event happened (the student's time zone): today's
+        row moves with today's events; a student with an event from an earlier day is
+        queued for the history job, which rebuilds their days from that one to today
+        from the evidence (`rebuild_pending_history`)."""
         first_day: dict[str, date] = {}
         todays: dict[str, int] = defaultdict(int)
         for event in events:
@@ -172,21 +178,68 @@ class MasteryStore:
                 first_day[event.student_id] = day if seen is None else min(seen, day)
             else:
                 todays[event.student_id] += 1
-        today_only = [c for c in changes if c.student not in first_day]
-        self._write_snapshots(cur, today_only, now, todays)
+        self._write_snapshots(cur, changes, now, todays)
         if first_day:
-            self._rebuild_days(cur, first_day, students, now)
+            ids = sorted(first_day)
+            cur.execute(
+                "INSERT INTO history_pending AS h (student_id, from_day) "
+                "SELECT * FROM unnest(%s::text[], %s::date[]) "
+                "ON CONFLICT (student_id) DO UPDATE SET "
+                "  from_day = least(h.from_day, EXCLUDED.from_day)",
+                (ids, [first_day[i] for i in ids]),
+            )
+
+    def rebuild_pending_history(
+        self, now: datetime, limit: int = 200, settle: timedelta = HISTORY_SETTLE
+    ) -> int:
+        """Rebuild the history of up to `limit` students queued at least `settle` ago
+        (the database's clock; `now` says which day is today);
+        returns how many. The queue entries are taken in a short transaction of their
+        own, so ingestion never waits for a rebuild; rebuilds of one student take turns
+        (an advisory lock), and a late event committed meanwhile queues it again."""
+        with self.db.pool.connection() as conn:
+            with conn.transaction():
+                pending = conn.execute(
+                    "DELETE FROM history_pending WHERE student_id IN ("
+                    "  SELECT student_id FROM history_pending WHERE queued_at <= now() - %s "
+                    "  ORDER BY queued_at LIMIT %s FOR UPDATE SKIP LOCKED) "
+                    "RETURNING student_id, from_day",
+                    (settle, limit),
+                ).fetchall()
+            if not pending:
+                return 0
+            first_day = {sid: day for sid, day in pending}
+            ids = sorted(first_day)
+            with conn.transaction(), conn.cursor() as cur:
+                cur.execute(
+                    "SELECT pg_advisory_xact_lock(hashtext('mastery.history:' || id)) "
+                    "FROM unnest(%s::text[]) AS id",
+                    (ids,),
+                )
+                students = {
+                    row[0]: Student(*row)
+                    for row in cur.execute(
+                        "SELECT student_id, cohort, time_zone, created_at, updated_at "
+                        "FROM students WHERE student_id = ANY(%s)",
+                        (ids,),
+                    )
+                }
+                self._rebuild_days(cur, first_day, students, now)
+            return len(ids)
 
     @staticmethod
     def _rebuild_days(
         cur: Cursor[Any], first_day: dict[str, date], students: dict[str, Student], now: datetime
     ) -> None:
+        """Every day from each student's first day to yesterday, from the evidence.
+        Today's row is the incremental path's: it already holds every event's effect."""
         ids = sorted(first_day)
         evidence = _evidence_of(cur, ids, students)
         rows = []
         for sid in ids:
             time_zone = students[sid].time_zone
-            for day in history(evidence[sid], time_zone, first_day[sid], local_day(now, time_zone)):
+            yesterday = local_day(now, time_zone) - timedelta(days=1)
+            for day in history(evidence[sid], time_zone, first_day[sid], yesterday):
                 masteries = [day.mastery.overall, *day.mastery.topics.values()]
                 for m in masteries:
                     c = m.components
@@ -205,8 +258,8 @@ class MasteryStore:
                         )
                     )
             cur.execute(
-                "DELETE FROM mastery_daily WHERE student_id = %s AND day >= %s",
-                (sid, first_day[sid]),
+                "DELETE FROM mastery_daily WHERE student_id = %s AND day >= %s AND day <= %s",
+                (sid, first_day[sid], yesterday),
             )
         if rows:
             columns = list(zip(*rows, strict=True))
@@ -540,7 +593,7 @@ class MasteryStore:
         them) and delete them; returns how many. Concurrent drainers skip locked rows."""
         with self.db.pool.connection() as conn, conn.transaction():
             rows = conn.execute(
-                "SELECT id, topic, key, payload FROM outbox ORDER BY id "
+                "SELECT id, topic, key, payload, event_id FROM outbox ORDER BY id "
                 "LIMIT %s FOR UPDATE SKIP LOCKED",
                 (limit,),
             ).fetchall()
@@ -548,8 +601,8 @@ class MasteryStore:
                 return 0
             send(
                 [
-                    OutboxMessage(topic, key, bytes(payload), id_)
-                    for id_, topic, key, payload in rows
+                    OutboxMessage(topic, key, bytes(payload), id_, str(event_id))
+                    for id_, topic, key, payload, event_id in rows
                 ]
             )
             conn.execute("DELETE FROM outbox WHERE id = ANY(%s)", ([r[0] for r in rows],))

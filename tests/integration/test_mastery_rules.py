@@ -5,12 +5,15 @@ day from the evidence. Plus: a late event corrects its own day and the days afte
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import uuid
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import psycopg
 import pytest
 
 from services.kit.runtime import Runtime
@@ -58,6 +61,12 @@ def random_events(rng: random.Random, student: str, time_zone: str, n: int) -> l
     return events
 
 
+def rebuild(store: MasteryStore) -> None:
+    """What the history job does: rebuild every queued student."""
+    while store.rebuild_pending_history(NOW, settle=timedelta(0)):
+        pass
+
+
 def stored(
     store: MasteryStore, table: str, ids: list[str]
 ) -> dict[tuple[Any, ...], tuple[Any, ...]]:
@@ -100,8 +109,10 @@ def test_incremental_equals_rebuild_and_history_equals_the_replay(
         changes += store.apply_batch(batch, NOW, no_messages)
     ids = sorted(streams)
     assert changes
+    rebuild(store)
 
-    # History: every day from a student's first event to today, as the domain replays it.
+    # History: every day from a student's first event to today, as the domain replays it
+    # (the days before today rebuilt by the history job, today's by ingestion).
     daily = stored(store, "mastery_daily", ids)
     for sid, (zone, events) in streams.items():
         today = local_day(NOW, zone)
@@ -148,11 +159,13 @@ def test_a_late_event_corrects_its_own_day_and_the_days_after(store: MasteryStor
         )
 
     store.apply_batch([quiz(1, 1.0, 5)], NOW, no_messages)
+    rebuild(store)
     before = stored(store, "mastery_daily", [sid])
     days: dict[date, float] = {d: v[0] for (_, t, d), v in before.items() if t == OVERALL}
     assert sorted(days) == [NOW.date() - timedelta(days=n) for n in range(5, -1, -1)]
 
     store.apply_batch([quiz(2, 0.0, 3)], NOW, no_messages)  # arrives late, three days ago
+    rebuild(store)
     after = stored(store, "mastery_daily", [sid])
     moved: dict[date, list[float]] = defaultdict(list)
     for (_, topic, day), values in after.items():
@@ -163,3 +176,31 @@ def test_a_late_event_corrects_its_own_day_and_the_days_after(store: MasteryStor
     assert moved[three][0] < days[three]  # its day and every day since: lower
     assert all(moved[d][0] < days[d] for d in days if d >= three)
     assert after[(sid, OVERALL, three)][-1] == 1  # the day counts its event
+
+
+def test_published_events_have_ids_no_other_database_reuses(runtime: Runtime) -> None:
+    """Two mastery databases (a restored one, a benchmark's) number their outbox rows
+    alike; the events they publish must still carry different ids, or a consumer that
+    remembers applied ids would skip one as the other."""
+    sent: list[Sequence[OutboxMessage]] = []
+    schemas = [f"mastery_ids_{uuid.uuid4().hex[:6]}" for _ in range(2)]
+    try:
+        for schema in schemas:
+            store = MasteryStore(runtime.database(schema, MIGRATIONS))
+            sid = f"ids-{uuid.uuid4().hex[:6]}"
+            event = random_events(random.Random(7), sid, "UTC", 1)[0]
+            store.apply_batch(
+                [dataclasses.replace(event, occur_time=NOW)],
+                NOW,
+                lambda changes: [
+                    OutboxMessage("mastery.updated", c.student, b"x") for c in changes
+                ],
+            )
+            store.drain_outbox(sent.append)
+        (first,), (second,) = sent
+        assert first.id == second.id == 1  # each database's first outbox row
+        assert first.event_id and second.event_id and first.event_id != second.event_id
+    finally:
+        with psycopg.connect(runtime.database_url, autocommit=True) as conn:
+            for schema in schemas:
+                conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
