@@ -15,6 +15,7 @@ mostly idle (notify's live updates).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import inspect
 import threading
@@ -211,28 +212,37 @@ class AsyncServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         ticket = await asyncio.to_thread(gate.acquire, principal)
         return ticket.release
 
+    @contextlib.asynccontextmanager
+    async def _stream_call(
+        self, method: str, exempt: bool, request: Any, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[None]:
+        """One stream's steps around its body: admission before, the outcome, error
+        mapping and the log line after, and its place in the lane given back."""
+        started = time.perf_counter()
+        outcome = CallOutcome()
+        release = _nothing
+        try:
+            release = await self._admit(method, exempt, request, context, outcome)
+            yield
+        except grpc.aio.AbortError:
+            outcome.code = _abort_code(context)
+            raise
+        except asyncio.CancelledError:
+            outcome.code = "CANCELLED"
+            raise
+        except Exception as exc:
+            await self._fail(method, exc, context, outcome)
+        finally:
+            release()
+            self._steps.log_call(method, outcome, started)
+
     def _yielding(
         self, method: str, exempt: bool, behaviour: Callable[..., AsyncIterator[Any]]
     ) -> Callable[..., AsyncIterator[Any]]:
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            started = time.perf_counter()
-            outcome = CallOutcome()
-            release = _nothing
-            try:
-                release = await self._admit(method, exempt, request, context, outcome)
+            async with self._stream_call(method, exempt, request, context):
                 async for response in behaviour(request, context):
                     yield response
-            except grpc.aio.AbortError:
-                outcome.code = _abort_code(context)
-                raise
-            except asyncio.CancelledError:
-                outcome.code = "CANCELLED"
-                raise
-            except Exception as exc:
-                await self._fail(method, exc, context, outcome)
-            finally:
-                release()
-                self._steps.log_call(method, outcome, started)
 
         return handle
 
@@ -241,23 +251,8 @@ class AsyncServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     ) -> Callable[..., Awaitable[None]]:
         # A stream that writes with `context.write` (the asyncio health Watch).
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> None:
-            started = time.perf_counter()
-            outcome = CallOutcome()
-            release = _nothing
-            try:
-                release = await self._admit(method, exempt, request, context, outcome)
+            async with self._stream_call(method, exempt, request, context):
                 await behaviour(request, context)
-            except grpc.aio.AbortError:
-                outcome.code = _abort_code(context)
-                raise
-            except asyncio.CancelledError:
-                outcome.code = "CANCELLED"
-                raise
-            except Exception as exc:
-                await self._fail(method, exc, context, outcome)
-            finally:
-                release()
-                self._steps.log_call(method, outcome, started)
 
         return handle
 

@@ -81,6 +81,22 @@ def _mastery_from_row(topic: int, row: Sequence[Any]) -> Mastery:
     return Mastery(topic, score, Band(band), Components(completion, quiz, quality, consistency))
 
 
+def _daily_row(student_id: str, m: Mastery, day: date, event_count: int) -> tuple[Any, ...]:
+    """A `mastery_daily` row, in the column order of its inserts."""
+    c = m.components
+    return (
+        student_id,
+        m.topic,
+        day,
+        m.score,
+        c.completion,
+        c.quiz,
+        c.quality,
+        c.consistency,
+        event_count,
+    )
+
+
 def _operation_record(row: Sequence[Any]) -> OperationRecord:
     name, created_by, done, cancel, metadata, response, error_code, error_message = row
     return OperationRecord(
@@ -242,21 +258,8 @@ class MasteryStore:
             for day in history(evidence[sid], time_zone, first_day[sid], yesterday):
                 masteries = [day.mastery.overall, *day.mastery.topics.values()]
                 for m in masteries:
-                    c = m.components
                     count = day.event_count if m.topic == OVERALL else 0
-                    rows.append(
-                        (
-                            sid,
-                            m.topic,
-                            day.day,
-                            m.score,
-                            c.completion,
-                            c.quiz,
-                            c.quality,
-                            c.consistency,
-                            count,
-                        )
-                    )
+                    rows.append(_daily_row(sid, m, day.day, count))
             cur.execute(
                 "DELETE FROM mastery_daily WHERE student_id = %s AND day >= %s AND day <= %s",
                 (sid, first_day[sid], yesterday),
@@ -544,21 +547,8 @@ class MasteryStore:
             day = local_day(now, change.time_zone)
             # Overall and the topics that moved; history carries the others forward.
             for m in [change.after.overall, *change.changed_topics()]:
-                c = m.components
                 count = events.get(change.student, 0) if m.topic == OVERALL else 0
-                rows.append(
-                    (
-                        change.student,
-                        m.topic,
-                        day,
-                        m.score,
-                        c.completion,
-                        c.quiz,
-                        c.quality,
-                        c.consistency,
-                        count,
-                    )
-                )
+                rows.append(_daily_row(change.student, m, day, count))
         if not rows:
             return
         columns = list(zip(*rows, strict=True))
