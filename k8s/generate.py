@@ -66,7 +66,9 @@ PROFILES: dict[str, Profile] = {
     ),
     # Batch recalculation, cohort analytics and exports hold more in memory.
     "mastery": Profile("store", memory_limit="512Mi"),
-    "notify": Profile("store"),
+    # Live-update streams: ~33 KB each on top of ~95 MB (bench/bench_notify.py), so 5,000
+    # open streams come to ~255 MB; the limit leaves room over that.
+    "notify": Profile("store", memory_limit="384Mi"),
 }
 
 
