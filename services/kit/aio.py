@@ -95,6 +95,8 @@ class LoopHealth:
     def set(
         self, service: str, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType
     ) -> None:
+        if self._loop_thread.loop.is_closed():
+            return  # the monitor's last round, after the server stopped
         self._loop_thread.run(self.servicer.set(service, status), STOP_SECONDS)
 
     def enter_graceful_shutdown(self) -> None:
