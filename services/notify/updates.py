@@ -102,7 +102,6 @@ class UpdateLog:
         self._thread: threading.Thread | None = None
         self._last: int | None = None
         self._next_purge = 0.0
-        self.published = 0
 
     # -- writing and reading (any thread) ------------------------------------------
 
@@ -224,7 +223,6 @@ class UpdateLog:
             entries = [self._entry(r) for r in rows]
             self._hub.publish(entries)
             self._last = entries[-1].seq
-            self.published += len(entries)
             if len(rows) < LISTEN_PAGE:
                 return
 

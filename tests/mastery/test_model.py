@@ -34,6 +34,8 @@ from services.mastery.domain.model import (
     student_mastery,
     weighted_score,
 )
+from services.mastery.domain.records import COHORT_ORDERS
+from services.mastery.store import ORDERINGS
 
 # (completion, quiz, quality, consistency) -> expected score, worked out by hand:
 # 0.4*completion + 0.3*quiz + 0.2*quality + 0.1*consistency.
@@ -268,3 +270,7 @@ def test_random_event_orders_give_the_same_components() -> None:
         totals = sorted((k, tuple(round(v, 9) for v in t)) for k, t in b.totals.items())
         seen.add(repr(best) + repr(totals))
     assert len(seen) == 1
+
+
+def test_every_cohort_order_the_api_offers_has_its_sql() -> None:
+    assert set(ORDERINGS) == set(COHORT_ORDERS)
