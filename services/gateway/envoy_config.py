@@ -503,10 +503,14 @@ def routes(params: GatewayParams) -> list[JsonDict]:
                         "cluster": spec.name,
                         # No route timeout and no default deadline: the stream lives as
                         # long as the caller wants, and dies when idle (heartbeats keep a
-                        # live one busy). A native caller's own deadline is honoured.
+                        # live one busy). A native caller's own `grpc-timeout` passes
+                        # through to the service, which ends the stream at the deadline
+                        # with DEADLINE_EXCEEDED in its trailers. Envoy must not enforce
+                        # it too (`max_stream_duration`): once the response has started,
+                        # Envoy can only reset the stream, which the caller reads as
+                        # INTERNAL whenever Envoy's timer fires before its own.
                         "timeout": "0s",
                         "idle_timeout": _seconds(STREAM_IDLE_TIMEOUT_SECONDS),
-                        "max_stream_duration": {"grpc_timeout_header_max": "0s"},
                     },
                 }
             )

@@ -7,17 +7,24 @@ Fixtures from tests/integration/conftest.py: `gateway_url`, `mint_token`, `dev_k
 from __future__ import annotations
 
 import base64
+import socket
 import struct
+import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
+import h2.config
+import h2.connection
+import h2.events
 import httpx
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from learnflow.concepts.v1 import concepts_pb2, concepts_pb2_grpc
+from learnflow.notify.v1 import notify_pb2
 
 from services.kit import devtokens
 
@@ -332,6 +339,78 @@ def test_grpc_web_keeps_grpc_status(client: httpx.Client, auth: dict[str, str]) 
     unauthenticated = client.post(path, headers=headers, content=_grpc_web_frame(b""))
     assert unauthenticated.headers.get("grpc-status") == "16"
     assert not unauthenticated.headers["content-type"].startswith("application/json")
+
+
+def _raw_grpc_call(
+    gateway_url: str, path: str, message: bytes, headers: dict[str, str], wait: float
+) -> tuple[dict[str, str], str]:
+    """One gRPC call over plain HTTP/2, with headers a gRPC library would not let the caller
+    send without also enforcing them (grpc-timeout). Returns the trailers and how the
+    stream ended: "ended" (trailers), "reset" (RST_STREAM) or "open" (neither in `wait`)."""
+    url = httpx.URL(gateway_url)
+    connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    with socket.create_connection((url.host, url.port or 80), timeout=wait) as sock:
+        connection.initiate_connection()
+        stream = connection.get_next_available_stream_id()
+        request = {
+            ":method": "POST",
+            ":scheme": "http",
+            ":authority": f"{url.host}:{url.port}",
+            ":path": path,
+            "content-type": "application/grpc",
+            "te": "trailers",
+            **headers,
+        }
+        connection.send_headers(stream, list(request.items()))
+        connection.send_data(stream, _grpc_web_frame(message), end_stream=True)
+        sock.sendall(connection.data_to_send())
+        trailers: dict[str, str] = {}
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                data = sock.recv(65536)
+            except TimeoutError:
+                break
+            if not data:
+                return trailers, "reset"
+            for event in connection.receive_data(data):
+                if isinstance(event, h2.events.DataReceived):
+                    connection.acknowledge_received_data(event.flow_controlled_length, stream)
+                elif isinstance(event, h2.events.TrailersReceived):
+                    trailers = {_text(k): _text(v) for k, v in event.headers}
+                elif isinstance(event, h2.events.StreamEnded):
+                    return trailers, "ended"
+                elif isinstance(event, h2.events.StreamReset):
+                    return trailers, "reset"
+            sock.sendall(connection.data_to_send())
+    return trailers, "open"
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def test_a_native_stream_ends_at_its_deadline_with_deadline_exceeded(
+    gateway_url: str, mint_token: MintToken
+) -> None:
+    """The service, not Envoy, ends a stream at the caller's deadline: the caller reads
+    DEADLINE_EXCEEDED in trailers, never a reset stream (gRPC's INTERNAL), even when its own
+    deadline timer has not fired yet. The raw call below enforces no deadline of its own."""
+    student = f"deadline-{uuid.uuid4().hex[:8]}"
+    token = mint_token(student, "student", ("c1",))
+    started = time.monotonic()
+    trailers, ending = _raw_grpc_call(
+        gateway_url,
+        "/learnflow.notify.v1.NotifyService/StreamUpdates",
+        notify_pb2.StreamUpdatesRequest(subscriber=f"students/{student}").SerializeToString(),
+        {"grpc-timeout": "1500m", "authorization": f"Bearer {token}"},
+        wait=15,
+    )
+    took = time.monotonic() - started
+    assert ending == "ended", (ending, trailers)
+    assert trailers.get("grpc-status") == str(grpc.StatusCode.DEADLINE_EXCEEDED.value[0])
+    assert 1.4 < took < 10, took
 
 
 def test_health_is_not_offered_through_the_gateway(channel: grpc.Channel) -> None:
