@@ -16,7 +16,7 @@ One run, five figures, each printed next to its target:
      spent per request by the server, Envoy, Redis and the load generator.
   2. Sustained ingestion: EVENTS progress events for STUDENTS students produced as
      fast as one producer can, timed from the first produce until
-     `mastery.processed_events` holds them all (events/s), with the consumer's batch
+     `mastery.evidence` holds them all (events/s), with the consumer's batch
      sizes and cycle times read back from the database (every row of a batch shares
      its transaction's now()).
   3. Event -> mastery.updated latency at a steady 1,000 events/s: a paced producer
@@ -80,6 +80,7 @@ BIN = REPO / ".infra" / "bin"
 BENCH_DB = "learnflow_bench"
 BENCH_REDIS_DB = 15
 GROUP_ID = "mastery-engine"
+BENCH_PHASES = ("ingestion", "latency", "rpc", "recalc")
 PROGRESS = "progress.events"
 UPDATED = "mastery.updated"
 CONCURRENCY = 32
@@ -170,7 +171,6 @@ def recreate_database(admin_url: str) -> str:
 
 
 MASTERY_TABLES = (
-    "processed_events",
     "students",
     "evidence",
     "exercise_best",
@@ -960,7 +960,7 @@ class ProcessedCounter:
 
     def count(self) -> int:
         row = self._conn.execute(
-            "SELECT count(*) FROM mastery.processed_events WHERE source = %s", (self._source,)
+            "SELECT count(*) FROM mastery.evidence WHERE source = %s", (self._source,)
         ).fetchone()
         return int(row[0]) if row else 0
 
@@ -985,7 +985,7 @@ class ProcessedCounter:
             if self.timeline and self.timeline[-1][1] != last:
                 last, last_change = self.timeline[-1][1], time.monotonic()
             if time.monotonic() - last_change > stall_seconds:
-                raise TimeoutError(f"processed_events stuck at {last} of {total}")
+                raise TimeoutError(f"evidence stuck at {last} of {total}")
             time.sleep(0.05)
 
     def close(self) -> None:
@@ -995,12 +995,12 @@ class ProcessedCounter:
 
 
 def batch_profile(url: str, source: str, prefix: str) -> dict[str, float]:
-    """Consumer batches of one phase, from the transaction timestamps of processed_events."""
+    """Consumer batches of one phase, from the transaction timestamps of evidence (recorded_at)."""
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
         rows = conn.execute(
-            "SELECT processed_at, count(*) FROM mastery.processed_events "
+            "SELECT recorded_at, count(*) FROM mastery.evidence "
             "WHERE source = %s AND event_id LIKE %s GROUP BY 1 ORDER BY 1",
             (source, prefix + "-%"),
         ).fetchall()
@@ -1213,12 +1213,12 @@ def bench_latency(
     to_broker = stats([acked[c] - sent[c] for c in acked])
     to_encode = stats([r[1] - sent[c] for c, r in received.items()])
     to_consumer = stats([r[0] - r[1] for r in received.values()])
-    # Every event of a batch carries its transaction's start time (processed_at = now()).
+    # Every event of a batch carries its transaction's start time (recorded_at = now()).
     with psycopg.connect(bench_url, autocommit=True) as conn:
         tx_start = {
             event_id: at.timestamp()
             for event_id, at in conn.execute(
-                "SELECT event_id, processed_at FROM mastery.processed_events "
+                "SELECT event_id, recorded_at FROM mastery.evidence "
                 "WHERE source = %s AND event_id LIKE 'lat-%%'",
                 (factory.source,),
             )
@@ -1421,11 +1421,19 @@ def main() -> int:
     parser.add_argument("--rpc-seconds", type=float)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--recalc-students", type=int)
+    parser.add_argument(
+        "--only",
+        default=",".join(BENCH_PHASES),
+        help=f"comma-separated phases to run (default all: {','.join(BENCH_PHASES)})",
+    )
     parser.add_argument("--serve-fastapi", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_fastapi:
         serve_fastapi(args.serve_fastapi)
         return 0
+    phases = set(args.only.split(","))
+    if phases - set(BENCH_PHASES):
+        parser.error(f"unknown phases: {', '.join(sorted(phases - set(BENCH_PHASES)))}")
     quick = args.quick
     args.events = args.events or (20_000 if quick else 200_000)
     args.students = args.students or (500 if quick else 5_000)
@@ -1516,8 +1524,9 @@ def main() -> int:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"group {GROUP_ID}: {state} {members} {committed}")
                 time.sleep(0.5)
-            if len(members) > 1:
-                say(f"  ! {len(members)} members in {GROUP_ID}: {members}; results are unreliable")
+            strangers = [m for m in members if not m[0].endswith(f"-{mastery.pid}")]
+            if strangers:
+                say(f"  ! other members in {GROUP_ID}: {strangers}; results are unreliable")
             say(
                 f"  serving on {mastery.port} (pid {mastery.pid}); group {GROUP_ID} {state}, "
                 f"lag at start {lag:,} events, committed offsets {committed}"
@@ -1537,67 +1546,75 @@ def main() -> int:
             args.mastery_pid = mastery.pid
             meter = args.meter = CpuMeter(os.environ["DATABASE_URL"], mastery.pid, redis_client)
 
-        with step(f"2. sustained ingestion ({args.events:,} events, {args.students:,} students)"):
-            spy = Spy(mastery.pid, work / "ingest.txt") if args.profile else None
-            figures["ingest"] = bench_ingestion(args, factory, kafka, bench_url)
-            if spy:
-                spy_report(spy.stop(), "consumer-", "ingestion, consumer thread")
-            rss_after.append(("ingestion", proc_status_kb(mastery.pid, "VmHWM")))
+        if "ingestion" in phases:
+            with step(
+                f"2. sustained ingestion ({args.events:,} events, {args.students:,} students)"
+            ):
+                spy = Spy(mastery.pid, work / "ingest.txt") if args.profile else None
+                figures["ingest"] = bench_ingestion(args, factory, kafka, bench_url)
+                if spy:
+                    spy_report(spy.stop(), "consumer-", "ingestion, consumer thread")
+                rss_after.append(("ingestion", proc_status_kb(mastery.pid, "VmHWM")))
 
-        with step(f"3. event -> mastery.updated latency at {args.latency_rate:,} events/s"):
-            time.sleep(1.0)
-            figures["latency"] = bench_latency(
-                args, factory, kafka, bench_url, mastery.pid if args.profile else None
-            )
-            rss_after.append(("latency", proc_status_kb(mastery.pid, "VmHWM")))
+        if "latency" in phases:
+            with step(f"3. event -> mastery.updated latency at {args.latency_rate:,} events/s"):
+                time.sleep(1.0)
+                figures["latency"] = bench_latency(
+                    args, factory, kafka, bench_url, mastery.pid if args.profile else None
+                )
+                rss_after.append(("latency", proc_status_kb(mastery.pid, "VmHWM")))
 
-        with step("1. GetMastery (cached) vs a no-op RPC and FastAPI, 32 in flight"):
-            channel = grpc.insecure_channel(f"127.0.0.1:{mastery.port}")
-            reply = mastery_pb2_grpc.MasteryServiceStub(channel).GetMastery(
-                mastery_pb2.GetMasteryRequest(name=f"students/{student}/mastery"),
-                metadata=[("authorization", f"Bearer {student_token}")],
-                timeout=10,
-            )
-            channel.close()
-            cached = redis_client.get(f"mastery:v1:{student}")
-            if cached is None:
-                raise RuntimeError("GetMastery did not fill the cache")
-            evidence = sum(
-                len(getattr(t.evidence, c).latest)
-                for t in [*reply.topics, reply]
-                for c in ("completion", "quiz", "quality")
-            )
-            say(
-                f"  {student}: cached Mastery is {len(cached):,} bytes "
-                f"({len(reply.topics)} topics, {evidence} evidence items)"
-            )
-            gateway = Gateway(
-                settings,
-                listen_port=free_port(),
-                admin_port=free_port(),
-                ports={"mastery": mastery.port},
-                run_dir=work,
-            )
-            gateway.start()
-            fastapi, fastapi_port = start_fastapi(work, env, student)
-            envoy_pid = gateway._process.pid if gateway._process else None
-            figures["rpc"] = bench_rpc(
-                args,
-                mastery,
-                student,
-                student_token,
-                gateway.listen_port,
-                envoy_pid,
-                fastapi_port,
-                fastapi.pid,
-                protoset,
-                redis_client,
-            )
-            rss_after.append(("GetMastery", proc_status_kb(mastery.pid, "VmHWM")))
+        if "rpc" in phases:
+            with step("1. GetMastery (cached) vs a no-op RPC and FastAPI, 32 in flight"):
+                channel = grpc.insecure_channel(f"127.0.0.1:{mastery.port}")
+                reply = mastery_pb2_grpc.MasteryServiceStub(channel).GetMastery(
+                    mastery_pb2.GetMasteryRequest(name=f"students/{student}/mastery"),
+                    metadata=[("authorization", f"Bearer {student_token}")],
+                    timeout=10,
+                )
+                channel.close()
+                cached = redis_client.get(f"mastery:v1:{student}")
+                if cached is None:
+                    raise RuntimeError("GetMastery did not fill the cache")
+                evidence = sum(
+                    len(getattr(t.evidence, c).latest)
+                    for t in [*reply.topics, reply]
+                    for c in ("completion", "quiz", "quality")
+                )
+                say(
+                    f"  {student}: cached Mastery is {len(cached):,} bytes "
+                    f"({len(reply.topics)} topics, {evidence} evidence items)"
+                )
+                gateway = Gateway(
+                    settings,
+                    listen_port=free_port(),
+                    admin_port=free_port(),
+                    ports={"mastery": mastery.port},
+                    run_dir=work,
+                )
+                gateway.start()
+                fastapi, fastapi_port = start_fastapi(work, env, student)
+                envoy_pid = gateway._process.pid if gateway._process else None
+                figures["rpc"] = bench_rpc(
+                    args,
+                    mastery,
+                    student,
+                    student_token,
+                    gateway.listen_port,
+                    envoy_pid,
+                    fastapi_port,
+                    fastapi.pid,
+                    protoset,
+                    redis_client,
+                )
+                rss_after.append(("GetMastery", proc_status_kb(mastery.pid, "VmHWM")))
 
-        with step(f"4. recalculation of {args.recalc_students:,} students"):
-            figures["recalc"] = bench_recalculation(args, mastery, bench_url, admin_token, spy_dir)
-            rss_after.append(("recalculation", proc_status_kb(mastery.pid, "VmHWM")))
+        if "recalc" in phases:
+            with step(f"4. recalculation of {args.recalc_students:,} students"):
+                figures["recalc"] = bench_recalculation(
+                    args, mastery, bench_url, admin_token, spy_dir
+                )
+                rss_after.append(("recalculation", proc_status_kb(mastery.pid, "VmHWM")))
 
         with step("5. memory of the mastery process"):
             hwm = proc_status_kb(mastery.pid, "VmHWM")
@@ -1609,8 +1626,9 @@ def main() -> int:
                 + ", ".join(f"{p} {kb / 1024:.0f} MB" for p, kb in rss_after)
             )
             state, members = kafka.group(GROUP_ID)
-            if len(members) > 1:
-                say(f"  ! {len(members)} members in {GROUP_ID} at the end: {members}")
+            strangers = [m for m in members if not m[0].endswith(f"-{mastery.pid}")]
+            if strangers:
+                say(f"  ! other members in {GROUP_ID} at the end: {strangers}")
     finally:
         if fastapi is not None:
             stop_process(fastapi)

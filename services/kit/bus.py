@@ -49,7 +49,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
+import socket
 import threading
 import time
 import uuid
@@ -94,6 +96,11 @@ def dlq_topic(topic: str) -> str:
 
 
 ALL_TOPICS = (*TOPICS, *(dlq_topic(t) for t in TOPICS))
+
+# Partitions per topic. progress.events carries the bulk of the traffic and is what
+# mastery replicas share: up to 6 consumer processes. Others keep the default.
+DEFAULT_PARTITIONS = 3
+TOPIC_PARTITIONS = {PROGRESS_EVENTS: 6}
 
 # ce_type -> message class, for every payload in learnflow.events.v1.
 EVENT_TYPES: dict[str, type[Message]] = {
@@ -784,22 +791,39 @@ class KafkaBus:
             errors, self._delivery_errors = self._delivery_errors, []
             raise RuntimeError(f"event delivery failed: {errors[0]}")
 
-    def ensure_topics(self, topics: Iterable[str], partitions: int = 3) -> None:
+    def ensure_topics(self, topics: Iterable[str], partitions: int | None = None) -> None:
+        """Create missing topics with `partitions` (default: TOPIC_PARTITIONS, else
+        DEFAULT_PARTITIONS), and grow existing ones that have fewer. Growing moves keys
+        to other partitions from then on; every consumer here is order-independent per
+        key or keyed by event id, so that costs nothing but a rebalance."""
         from confluent_kafka.admin import AdminClient
-        from confluent_kafka.cimpl import NewTopic
+        from confluent_kafka.cimpl import NewPartitions, NewTopic
+
+        def wanted_count(topic: str) -> int:
+            return partitions or TOPIC_PARTITIONS.get(topic, DEFAULT_PARTITIONS)
 
         admin = AdminClient({"bootstrap.servers": self._bootstrap})
-        existing = set(admin.list_topics(timeout=10).topics)
-        wanted = [NewTopic(t, num_partitions=partitions) for t in topics if t not in existing]
-        if not wanted:
-            return
-        for topic, done in admin.create_topics(wanted).items():
+        existing = admin.list_topics(timeout=10).topics
+        create = [NewTopic(t, num_partitions=wanted_count(t)) for t in topics if t not in existing]
+        grow = [
+            NewPartitions(t, wanted_count(t))
+            for t in topics
+            if t in existing and len(existing[t].partitions) < wanted_count(t)
+        ]
+        for topic, done in (admin.create_topics(create) if create else {}).items():
             try:
                 done.result()
             except Exception as exc:
                 if "TOPIC_ALREADY_EXISTS" not in str(exc):
                     raise
             log.info("topic created", extra={"topic": topic})
+        for topic, done in (admin.create_partitions(grow) if grow else {}).items():
+            try:
+                done.result()
+            except Exception as exc:  # another process grew it first
+                if "INVALID_PARTITIONS" not in str(exc):
+                    raise
+            log.info("topic partitions added", extra={"topic": topic})
 
     def check(self) -> None:
         self._producer.list_topics(timeout=2.0)
@@ -839,6 +863,8 @@ class _KafkaConsumer:
             {
                 "bootstrap.servers": bootstrap,
                 "group.id": group_id,
+                # Which process a group member is, for operators (and the benchmark).
+                "client.id": f"{socket.gethostname()}-{os.getpid()}",
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "session.timeout.ms": 10_000,

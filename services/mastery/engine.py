@@ -49,13 +49,17 @@ class MasteryEngine:
         *,
         clock: Clock = utc_now,
         encode_wheel_spins: WheelSpinEncoder | None = None,
+        announce: Callable[[], object] | None = None,
     ) -> None:
+        """`announce` is called after every commit that wrote to the outbox: a relay's
+        wake-up (the service's), or by default a drain on the committing thread."""
         self._store = store
         self.cache = cache
         self._encode = encode
         self._encode_wheel_spins = encode_wheel_spins
         self._send = send
         self._clock = clock
+        self._announce = announce or self.drain_outbox
 
     # -- writes ---------------------------------------------------------------------
 
@@ -68,7 +72,7 @@ class MasteryEngine:
             events, self._clock(), self._encode, self._encode_wheel_spins
         )
         self.forget({e.student_id for e in events})
-        self.drain_outbox()
+        self._announce()
         return changes
 
     def forget(self, student_ids: Iterable[str]) -> None:
@@ -91,7 +95,7 @@ class MasteryEngine:
         their cached mastery and announce what changed; returns how many changed."""
         changed = self._store.recalculate(student_ids, self._clock(), self._encode)
         self.forget(student_ids)
-        self.drain_outbox()
+        self._announce()
         return changed
 
     def rebuild_history(self, limit: int = 200) -> int:

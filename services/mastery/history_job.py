@@ -5,18 +5,29 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from services.mastery.engine import MasteryEngine
 
 log = logging.getLogger("learnflow.mastery.history")
 
 IDLE_SECONDS = 1.0
+# While a backfill keeps the queue full, the job works at most this share of the time:
+# it shares the process (and its GIL) with ingestion, which must keep up with live
+# events. The queue only grows by students, so a backfill's history is late, never lost.
+BUSY_SHARE = 0.25
 
 
 class HistoryJob:
-    def __init__(self, engine: MasteryEngine, idle_seconds: float = IDLE_SECONDS) -> None:
+    def __init__(
+        self,
+        engine: MasteryEngine,
+        idle_seconds: float = IDLE_SECONDS,
+        busy_share: float = BUSY_SHARE,
+    ) -> None:
         self._engine = engine
         self._idle = idle_seconds
+        self._rest_per_second = (1.0 - busy_share) / busy_share
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -31,10 +42,13 @@ class HistoryJob:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            started = time.monotonic()
             try:
                 rebuilt = self._engine.rebuild_history()
             except Exception:  # the queue stays; the next round takes it again
                 log.warning("history rebuild failed", exc_info=True)
                 rebuilt = 0
-            if not rebuilt:
+            if rebuilt:
+                self._stop.wait((time.monotonic() - started) * self._rest_per_second)
+            else:
                 self._stop.wait(self._idle)

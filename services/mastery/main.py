@@ -10,8 +10,9 @@ import grpc
 from google.longrunning import operations_pb2_grpc
 from learnflow.mastery.v1 import mastery_pb2_grpc
 
-from services.kit.bus import PROGRESS_EVENTS
+from services.kit.bus import PROGRESS_EVENTS, KafkaBus
 from services.kit.cache import TieredCache
+from services.kit.health import ComponentCheck
 from services.kit.runtime import Runtime
 from services.kit.server import ServiceParts
 from services.mastery.consumer import progress_consumer
@@ -19,6 +20,7 @@ from services.mastery.engine import MasteryEngine
 from services.mastery.history_job import HistoryJob
 from services.mastery.publisher import OutboxSender, encode_changes, encode_wheel_spins
 from services.mastery.recalculation import Recalculations
+from services.mastery.relay import OutboxRelay
 from services.mastery.servicer import MasteryServicer, OperationsServicer
 from services.mastery.store import MasteryStore
 
@@ -43,24 +45,41 @@ def build(
     # Mastery reads are hot: a 2 s in-process layer in front of Redis (invalidated
     # locally on every update; other replicas' copies expire within 2 s).
     cache = TieredCache(runtime.cache, local_ttl_seconds=2.0)
+
+    def drain_outbox() -> int:  # the engine, built next, wakes the relay after commits
+        return engine.drain_outbox()
+
+    relay = OutboxRelay(drain_outbox)
     engine = MasteryEngine(
         MasteryStore(db),
         cache,
         encode_changes,
         OutboxSender(bus),
         encode_wheel_spins=encode_wheel_spins,
+        announce=relay.wake,
     )
     recalculations = Recalculations(engine)
     history_job = HistoryJob(engine)
-    consumer = progress_consumer(
-        bus,
-        engine,
-        group_id=group_id or runtime.settings.mastery_consumer_group,
-        topic=topic,
-        stall_seconds=consumer_stall_seconds or runtime.settings.consumer_stall_seconds,
-        horizon=timedelta(days=runtime.settings.mastery_history_horizon_days),
-        batch_size=runtime.settings.mastery_batch_size,
-    )
+    # Lanes: consumers in one group, each a thread with its own partitions (ADR 0005).
+    # The in-process bus has one partition per topic and no assignment: a second lane
+    # would read the same records again.
+    lane_count = runtime.settings.mastery_consumer_lanes if isinstance(bus, KafkaBus) else 1
+    lanes = [
+        progress_consumer(
+            bus,
+            engine,
+            group_id=group_id or runtime.settings.mastery_consumer_group,
+            topic=topic,
+            stall_seconds=consumer_stall_seconds or runtime.settings.consumer_stall_seconds,
+            horizon=timedelta(days=runtime.settings.mastery_history_horizon_days),
+            batch_size=runtime.settings.mastery_batch_size,
+        )
+        for _ in range(lane_count)
+    ]
+
+    def check_lanes() -> None:
+        for lane in lanes:
+            lane.check_progress()
 
     def register(server: grpc.Server) -> None:
         # RPCs not implemented here fall through to the generated base (UNIMPLEMENTED);
@@ -72,8 +91,9 @@ def build(
         operations_pb2_grpc.add_OperationsServicer_to_server(OperationsServicer(engine), server)
 
     def start() -> None:
-        engine.drain_outbox()  # announcements committed before a crash
-        consumer.start()
+        relay.start()  # its first round sends announcements committed before a crash
+        for lane in lanes:
+            lane.start()
         history_job.start()
 
     return ServiceParts(
@@ -82,9 +102,14 @@ def build(
             "postgres": db.check,
             "bus": bus.check,
             "cache": runtime.cache.check,
-            "consumer": consumer.health_check(CONSUMER_HEALTH),
+            "consumer": ComponentCheck(CONSUMER_HEALTH, check_lanes),
         },
         roster=runtime.roster,
         start_background=[start],
-        on_stop=[consumer.stop, history_job.stop, lambda: recalculations.wait(5.0)],
+        on_stop=[
+            *(lane.stop for lane in lanes),
+            history_job.stop,
+            lambda: recalculations.wait(5.0),
+            relay.stop,
+        ],
     )

@@ -1,8 +1,9 @@
 """The mastery engine's Postgres store (schema `mastery`).
 
-Ingestion applies a batch of events in one transaction: claim the (source, id) pairs
-(duplicates drop out here), record the evidence, merge the order-independent aggregates,
-recompute the affected students, write snapshots and the outbox. Student rows are locked
+Ingestion applies a batch of events in one transaction: record the evidence (each
+event's row is its claim: duplicates drop out here), merge the order-independent
+aggregates, recompute the affected students (only the topics with new evidence, for a
+student already recomputed today), write snapshots and the outbox. Student rows are locked
 in sorted order first, so concurrent batches and recalculations serialise per student
 without deadlocks.
 """
@@ -10,7 +11,7 @@ without deadlocks.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -30,7 +31,7 @@ from services.mastery.domain.model import (
     StudentMastery,
     changed,
     evidence_count,
-    mastery_from,
+    mastery_of,
     window_start,
 )
 from services.mastery.domain.records import (
@@ -46,6 +47,8 @@ from services.mastery.domain.records import (
 )
 
 LATEST_PER_COMPONENT = 5
+# The evidence columns' types, in order (binary COPY needs them).
+EVIDENCE_TYPES = ["text", "text", "text", "text", "int2", "int2", "text", "float8", "timestamptz"]
 # A student's queued history rebuild waits this long for more late events to join it.
 HISTORY_SETTLE = timedelta(seconds=2)
 
@@ -72,6 +75,34 @@ ORDERINGS = {
     "update_time": "m.updated_at ASC NULLS FIRST, s.student_id",
     "update_time desc": "m.updated_at DESC NULLS LAST, s.student_id",
 }
+
+
+# Per student, the topics to read (overall always); a student not in it: every topic.
+# None: every topic of everyone.
+TopicFilter = Mapping[str, set[int]] | None
+
+
+def _topic_filter(ids: Sequence[str], only: TopicFilter) -> tuple[list[str], list[int]]:
+    """The parameters `_kept` adds: each student, and a bit per topic to keep (all set:
+    every topic)."""
+    every = -1
+    if only is None:
+        return list(ids), [every] * len(ids)
+    masks = []
+    for sid in ids:
+        topics = only.get(sid)
+        masks.append(every if topics is None else sum(1 << topic for topic in topics))
+    return list(ids), masks
+
+
+def _kept(query: str) -> sql.Composed:
+    """`query` (rows of student_id, topic, ...; topic NULL or 0 for overall) cut to the
+    rows `_topic_filter`'s parameters keep."""
+    return sql.SQL(
+        "SELECT q.* FROM ({}) AS q "
+        "JOIN unnest(%b::text[], %b::int[]) AS k (student_id, topics) USING (student_id) "
+        "WHERE q.topic IS NULL OR q.topic = 0 OR (k.topics >> q.topic) & 1 = 1"
+    ).format(sql.SQL(query))  # a constant, never user input
 
 
 def _mastery_from_row(topic: int, row: Sequence[Any]) -> Mastery:
@@ -116,9 +147,9 @@ def _evidence_of(
     evidence: dict[str, list[ProgressEvent]] = defaultdict(list)
     for sid, source, event_id, event_type, component, topic, subject, value, occur in cur.execute(
         "SELECT student_id, source, event_id, event_type, component, topic, subject, value, "
-        "  occur_time FROM evidence WHERE student_id = ANY(%s)",
+        "  occur_time FROM evidence WHERE student_id = ANY(%b)",
         (list(ids),),
-    ):
+    ).fetchall():
         student = students[sid]
         evidence[sid].append(
             ProgressEvent(
@@ -155,16 +186,22 @@ class MasteryStore:
             fresh = self._claim(cur, events)
             if not fresh:
                 return []
-            students = self._upsert_students(cur, fresh)
-            self._record_evidence(cur, fresh)
-            attempts_before = self._merge_aggregates(
+            students, moved = self._upsert_students(cur, fresh)
+            attempts_before, topics = self._merge_aggregates(
                 cur, fresh, {s: st.time_zone for s, st in students.items()}
             )
             if encode_wheel_spins is not None:
                 spins = self._wheel_spins(cur, attempts_before, students)
                 self._enqueue(cur, encode_wheel_spins(spins))
+            # Most students of a batch were recomputed earlier today: only the topics
+            # with new evidence (and overall) can have changed for them.
+            up_to_date = self._up_to_date_today(cur, students, now, moved)
             changes = self._recompute(
-                cur, students, now, cause={e.student_id: e.event_id for e in fresh}
+                cur,
+                students,
+                now,
+                cause={e.student_id: e.event_id for e in fresh},
+                only={sid: topics[sid] for sid in up_to_date},
             )
             self._write_history(cur, fresh, students, changes, now)
             self._enqueue(cur, encode(changes))
@@ -197,7 +234,7 @@ class MasteryStore:
             ids = sorted(first_day)
             cur.execute(
                 "INSERT INTO history_pending AS h (student_id, from_day) "
-                "SELECT * FROM unnest(%s::text[], %s::date[]) "
+                "SELECT * FROM unnest(%b::text[], %b::date[]) "
                 "ON CONFLICT (student_id) DO UPDATE SET "
                 "  from_day = least(h.from_day, EXCLUDED.from_day)",
                 (ids, [first_day[i] for i in ids]),
@@ -227,16 +264,16 @@ class MasteryStore:
             with conn.transaction(), conn.cursor() as cur:
                 cur.execute(
                     "SELECT pg_advisory_xact_lock(hashtext('mastery.history:' || id)) "
-                    "FROM unnest(%s::text[]) AS id",
+                    "FROM unnest(%b::text[]) AS id",
                     (ids,),
                 )
                 students = {
                     row[0]: Student(*row)
                     for row in cur.execute(
                         "SELECT student_id, cohort, time_zone, created_at, updated_at "
-                        "FROM students WHERE student_id = ANY(%s)",
+                        "FROM students WHERE student_id = ANY(%b)",
                         (ids,),
-                    )
+                    ).fetchall()
                 }
                 self._rebuild_days(cur, first_day, students, now)
             return len(ids)
@@ -267,26 +304,54 @@ class MasteryStore:
             cur.execute(
                 "INSERT INTO mastery_daily (student_id, topic, day, score, completion, quiz, "
                 "  quality, consistency, event_count) "
-                "SELECT * FROM unnest(%s::text[], %s::smallint[], %s::date[], %s::float8[], "
-                "  %s::float8[], %s::float8[], %s::float8[], %s::float8[], %s::int[])",
+                "SELECT * FROM unnest(%b::text[], %b::smallint[], %b::date[], %b::float8[], "
+                "  %b::float8[], %b::float8[], %b::float8[], %b::float8[], %b::int[])",
                 [list(c) for c in columns],
             )
 
     @staticmethod
     def _claim(cur: Cursor[Any], events: Sequence[ProgressEvent]) -> list[ProgressEvent]:
+        """Record the batch's evidence and return the events not applied before: the
+        evidence row is the inbox (a redelivered event's row exists, so it drops out).
+        Binary COPY into a scratch table, then one insert: the cheapest way in."""
         unique: dict[tuple[str, str], ProgressEvent] = {}
         for event in events:
             unique.setdefault(event.key, event)
+        cur.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS incoming_evidence (student_id text, "
+            "  source text, event_id text, event_type text, component smallint, "
+            "  topic smallint, subject text, value float8, occur_time timestamptz) "
+            "ON COMMIT DELETE ROWS"
+        )
+        with cur.copy("COPY incoming_evidence FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(EVIDENCE_TYPES)
+            for e in unique.values():
+                copy.write_row(
+                    (
+                        e.student_id,
+                        e.source,
+                        e.event_id,
+                        e.event_type,
+                        int(e.component or 0),
+                        e.topic,
+                        e.subject,
+                        e.value,
+                        e.occur_time,
+                    )
+                )
         rows = cur.execute(
-            "INSERT INTO processed_events (source, event_id) "
-            "SELECT * FROM unnest(%s::text[], %s::text[]) "
-            "ON CONFLICT DO NOTHING RETURNING source, event_id",
-            ([k[0] for k in unique], [k[1] for k in unique]),
+            "INSERT INTO evidence (student_id, source, event_id, event_type, component, "
+            "  topic, subject, value, occur_time) SELECT * FROM incoming_evidence "
+            "ON CONFLICT DO NOTHING RETURNING source, event_id"
         ).fetchall()
         return [unique[(source, event_id)] for source, event_id in rows]
 
     @staticmethod
-    def _upsert_students(cur: Cursor[Any], events: Sequence[ProgressEvent]) -> dict[str, Student]:
+    def _upsert_students(
+        cur: Cursor[Any], events: Sequence[ProgressEvent]
+    ) -> tuple[dict[str, Student], set[str]]:
+        """Create or update the batch's students; returns them, and those whose time
+        zone changed (their days, and so their consistency window, moved)."""
         # Per student, the most recent cohort and time zone the batch says anything about
         # (an event without them leaves the stored values as they are).
         cohort: dict[str, tuple[datetime, str]] = {}
@@ -301,9 +366,9 @@ class MasteryStore:
             row[0]: (row[1], row[2])
             for row in cur.execute(
                 "SELECT student_id, cohort, time_zone FROM students "
-                "WHERE student_id = ANY(%s) ORDER BY student_id FOR UPDATE",
+                "WHERE student_id = ANY(%b) ORDER BY student_id FOR UPDATE",
                 (ids,),
-            )
+            ).fetchall()
         }
         final_cohort = [cohort[i][1] if i in cohort else stored.get(i, ("", ""))[0] for i in ids]
         final_zone = [
@@ -311,55 +376,54 @@ class MasteryStore:
         ]
         rows = cur.execute(
             "INSERT INTO students AS s (student_id, cohort, time_zone) "
-            "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]) "
+            "SELECT * FROM unnest(%b::text[], %b::text[], %b::text[]) "
             "ON CONFLICT (student_id) DO UPDATE SET cohort = EXCLUDED.cohort, "
             "  time_zone = EXCLUDED.time_zone, updated_at = now() "
             "RETURNING student_id, cohort, time_zone, created_at, updated_at",
             (ids, final_cohort, final_zone),
         ).fetchall()
-        return {row[0]: Student(*row) for row in rows}
-
-    @staticmethod
-    def _record_evidence(cur: Cursor[Any], events: Sequence[ProgressEvent]) -> None:
-        with cur.copy(
-            "COPY evidence (student_id, source, event_id, event_type, component, topic, "
-            "subject, value, occur_time) FROM STDIN"
-        ) as copy:
-            for e in events:
-                copy.write_row(
-                    (
-                        e.student_id,
-                        e.source,
-                        e.event_id,
-                        e.event_type,
-                        int(e.component or 0),
-                        e.topic,
-                        e.subject,
-                        e.value,
-                        e.occur_time,
-                    )
-                )
+        moved = {
+            i
+            for i, zone in zip(ids, final_zone, strict=True)
+            if i in stored and stored[i][1] != zone
+        }
+        return {row[0]: Student(*row) for row in rows}, moved
 
     @staticmethod
     def _merge_aggregates(
         cur: Cursor[Any], events: Sequence[ProgressEvent], time_zone_of: dict[str, str]
-    ) -> dict[tuple[str, str], int]:
-        """Merge the batch into the aggregates; per exercise touched, the attempts this
-        batch added."""
+    ) -> tuple[dict[tuple[str, str], int], dict[str, set[int]]]:
+        """Merge the batch into the aggregates. Returns, per exercise touched, the
+        attempts this batch added, and per student the topics whose aggregates changed:
+        those of the batch's events, and the stored topic of an exercise whose events
+        name another (it stays under the lower of the two, and leaves the higher)."""
         batch = aggregate_batch(events, time_zone_of)
+        topics: dict[str, set[int]] = defaultdict(set)
+        for student, topic, _ in batch.active_days:  # every event marks its topic active
+            topics[student].add(topic)
         batch_attempts: dict[tuple[str, str], int] = {}
         if batch.exercises:
             keys = sorted(batch.exercises)
             attempts = [batch.exercises[k] for k in keys]
             batch_attempts = {k: a.attempts for k, a in zip(keys, attempts, strict=True)}
-            cur.execute(
-                "INSERT INTO exercise_best AS b (student_id, exercise_id, topic, best, attempts) "
-                "SELECT * FROM unnest(%s::text[], %s::text[], %s::smallint[], "
-                "                     %s::float8[], %s::int[]) "
-                "ON CONFLICT (student_id, exercise_id) DO UPDATE SET "
-                "  best = greatest(b.best, EXCLUDED.best), "
-                "  topic = least(b.topic, EXCLUDED.topic), "
-                "  attempts = b.attempts + EXCLUDED.attempts",
+            # Every part of the statement sees the table as it was before it: `elsewhere`
+            # reads the topics the upsert is about to merge into.
+            for student, topic in cur.execute(
+                "WITH incoming AS ("
+                "  SELECT * FROM unnest(%b::text[], %b::text[], %b::smallint[], "
+                "                       %b::float8[], %b::int[]) "
+                "    AS i (student_id, exercise_id, topic, best, attempts)), "
+                "elsewhere AS ("
+                "  SELECT b.student_id, b.topic FROM exercise_best b "
+                "  JOIN incoming i USING (student_id, exercise_id) WHERE b.topic <> i.topic), "
+                "merged AS ("
+                "  INSERT INTO exercise_best AS b (student_id, exercise_id, topic, best, attempts) "
+                "  SELECT * FROM incoming "
+                "  ON CONFLICT (student_id, exercise_id) DO UPDATE SET "
+                "    best = greatest(b.best, EXCLUDED.best), "
+                "    topic = least(b.topic, EXCLUDED.topic), "
+                "    attempts = b.attempts + EXCLUDED.attempts) "
+                "SELECT student_id, topic FROM elsewhere",
                 (
                     [k[0] for k in keys],
                     [k[1] for k in keys],
@@ -367,15 +431,16 @@ class MasteryStore:
                     [a.best for a in attempts],
                     [a.attempts for a in attempts],
                 ),
-            )
+            ).fetchall():
+                topics[student].add(topic)
         if batch.totals:
             keys_t = sorted(batch.totals)
             totals = [batch.totals[k] for k in keys_t]
             cur.execute(
                 "INSERT INTO topic_totals AS t "
                 "  (student_id, topic, quiz_sum, quiz_count, quality_sum, quality_count) "
-                "SELECT * FROM unnest(%s::text[], %s::smallint[], %s::float8[], %s::int[], "
-                "                     %s::float8[], %s::int[]) "
+                "SELECT * FROM unnest(%b::text[], %b::smallint[], %b::float8[], %b::int[], "
+                "                     %b::float8[], %b::int[]) "
                 "ON CONFLICT (student_id, topic) DO UPDATE SET "
                 "  quiz_sum = t.quiz_sum + EXCLUDED.quiz_sum, "
                 "  quiz_count = t.quiz_count + EXCLUDED.quiz_count, "
@@ -393,10 +458,10 @@ class MasteryStore:
         days = sorted(batch.active_days)
         cur.execute(
             "INSERT INTO active_days (student_id, topic, day) "
-            "SELECT * FROM unnest(%s::text[], %s::smallint[], %s::date[]) ON CONFLICT DO NOTHING",
+            "SELECT * FROM unnest(%b::text[], %b::smallint[], %b::date[]) ON CONFLICT DO NOTHING",
             ([d[0] for d in days], [d[1] for d in days], [d[2] for d in days]),
         )
-        return batch_attempts
+        return batch_attempts, topics
 
     @staticmethod
     def _wheel_spins(
@@ -411,7 +476,7 @@ class MasteryStore:
         for student, exercise, topic, best, attempts in cur.execute(
             "SELECT student_id, exercise_id, topic, best, attempts FROM exercise_best "
             "WHERE (student_id, exercise_id) IN "
-            "  (SELECT * FROM unnest(%s::text[], %s::text[])) "
+            "  (SELECT * FROM unnest(%b::text[], %b::text[])) "
             "AND best < 1.0 AND attempts >= %s",
             ([k[0] for k in keys], [k[1] for k in keys], WHEEL_SPIN_ATTEMPTS),
         ).fetchall():
@@ -426,52 +491,113 @@ class MasteryStore:
 
     @staticmethod
     def _aggregates(
-        cur: Cursor[Any], students: dict[str, Student], now: datetime
+        cur: Cursor[Any], students: dict[str, Student], now: datetime, only: TopicFilter = None
     ) -> dict[str, tuple[StudentMastery, dict[int, Aggregates], int]]:
         """Per student: mastery now (the end of today in their time zone) from the
-        aggregate tables, the aggregates per topic behind it, and the active days in the
-        consistency window."""
+        aggregate tables, the aggregates behind it per topic (OVERALL: every topic's
+        evidence pooled), and the active days in the consistency window. With `only`,
+        just the topics it names (per student; overall always)."""
         ids = sorted(students)
+        keep = _topic_filter(ids, only)
         exercises: dict[str, dict[int, tuple[float, int]]] = defaultdict(dict)
-        for sid, topic, total, count in cur.execute(
-            "SELECT student_id, topic, sum(best), count(*) FROM exercise_best "
-            "WHERE student_id = ANY(%s) GROUP BY 1, 2",
-            (ids,),
-        ):
-            exercises[sid][topic] = (total, count)
         totals: dict[str, dict[int, tuple[float, int, float, int]]] = defaultdict(dict)
-        for sid, topic, qs, qc, ls, lc in cur.execute(
-            "SELECT student_id, topic, quiz_sum, quiz_count, quality_sum, quality_count "
-            "FROM topic_totals WHERE student_id = ANY(%s)",
-            (ids,),
-        ):
-            totals[sid][topic] = (qs, qc, ls, lc)
-        # The earliest window start any time zone can have today (UTC-12 vs UTC+14).
-        earliest = window_start(now.date()) - timedelta(days=2)
-        days: dict[str, list[tuple[int, date]]] = defaultdict(list)
-        for sid, topic, day in cur.execute(
-            "SELECT student_id, topic, day FROM active_days "
-            "WHERE student_id = ANY(%s) AND day >= %s",
-            (ids, earliest),
-        ):
-            days[sid].append((topic, day))
-        return {
-            sid: mastery_from(
-                exercises[sid], totals[sid], days[sid], local_day(now, student.time_zone)
+        pooled: dict[str, list[Any]] = {sid: [0.0, 0, 0.0, 0, 0.0, 0] for sid in ids}
+        for sid, topic, total, count in cur.execute(
+            _kept(
+                "SELECT student_id, topic, sum(best), count(*) FROM exercise_best "
+                "WHERE student_id = ANY(%b) GROUP BY GROUPING SETS ((1, 2), (1))"
+            ),
+            (ids, *keep),
+        ).fetchall():
+            if topic is None:
+                pooled[sid][0:2] = total, count
+            else:
+                exercises[sid][topic] = (total, count)
+        for sid, topic, *sums in cur.execute(
+            _kept(
+                "SELECT student_id, topic, sum(quiz_sum), sum(quiz_count)::int, "
+                "  sum(quality_sum), sum(quality_count)::int FROM topic_totals "
+                "WHERE student_id = ANY(%b) GROUP BY GROUPING SETS ((1, 2), (1))"
+            ),
+            (ids, *keep),
+        ).fetchall():
+            if topic is None:
+                pooled[sid][2:6] = sums
+            else:
+                totals[sid][topic] = tuple(sums)
+        # The consistency window of each student (their time zone's today) is the
+        # domain's; the days in it are counted here, where they are kept: a student
+        # active every day sends 14 counts, not 30 days x 13 topics.
+        today = {sid: local_day(now, student.time_zone) for sid, student in students.items()}
+        window_days: dict[str, dict[int, int]] = defaultdict(dict)
+        overall_days: dict[str, int] = defaultdict(int)
+        for sid, topic, count in cur.execute(
+            _kept(
+                "SELECT a.student_id, a.topic, count(DISTINCT a.day) FROM active_days a "
+                "JOIN unnest(%b::text[], %b::date[], %b::date[]) AS w (student_id, first, last) "
+                "  ON a.student_id = w.student_id AND a.day BETWEEN w.first AND w.last "
+                "GROUP BY GROUPING SETS ((a.student_id, a.topic), (a.student_id))"
+            ),
+            (ids, [window_start(today[i]) for i in ids], [today[i] for i in ids], *keep),
+        ).fetchall():
+            if topic is None:
+                overall_days[sid] = count
+            else:
+                window_days[sid][topic] = count
+        result = {}
+        for sid in ids:
+            ex_sum, ex_count, quiz_sum, quiz_count, quality_sum, quality_count = pooled[sid]
+            every_topic = Aggregates(
+                ex_sum,
+                ex_count,
+                quiz_sum,
+                quiz_count,
+                quality_sum,
+                quality_count,
+                overall_days[sid],
             )
-            for sid, student in students.items()
-        }
+            mastery, per_topic, days = mastery_of(
+                exercises[sid], totals[sid], window_days[sid], overall_days[sid], every_topic
+            )
+            per_topic[OVERALL] = every_topic
+            result[sid] = (mastery, per_topic, days)
+        return result
 
     @staticmethod
-    def _current(cur: Cursor[Any], ids: Sequence[str]) -> dict[str, dict[int, Mastery]]:
+    def _current(
+        cur: Cursor[Any], ids: Sequence[str], only: TopicFilter = None
+    ) -> dict[str, dict[int, Mastery]]:
+        """The stored mastery of these students (with `only`: overall and the topics it
+        names)."""
+        ids = sorted(ids)
         current: dict[str, dict[int, Mastery]] = defaultdict(dict)
         for sid, topic, *values in cur.execute(
-            "SELECT student_id, topic, score, band, completion, quiz, quality, consistency "
-            "FROM mastery_current WHERE student_id = ANY(%s)",
-            (list(ids),),
-        ):
+            _kept(
+                "SELECT student_id, topic, score, band, completion, quiz, quality, consistency "
+                "FROM mastery_current WHERE student_id = ANY(%b)"
+            ),
+            (ids, *_topic_filter(ids, only)),
+        ).fetchall():
             current[sid][topic] = _mastery_from_row(topic, values)
         return current
+
+    @staticmethod
+    def _up_to_date_today(
+        cur: Cursor[Any], students: dict[str, Student], now: datetime, moved: set[str]
+    ) -> set[str]:
+        """Students whose stored mastery was computed earlier today (their time zone,
+        unchanged since): every topic of theirs holds today's consistency window, so a
+        topic without new evidence cannot have changed."""
+        fresh = set()
+        for sid, updated_at in cur.execute(
+            "SELECT student_id, updated_at FROM mastery_current "
+            "WHERE student_id = ANY(%b) AND topic = 0",
+            (sorted(students),),
+        ).fetchall():
+            zone = students[sid].time_zone
+            if sid not in moved and local_day(updated_at, zone) == local_day(now, zone):
+                fresh.add(sid)
+        return fresh
 
     def _recompute(
         self,
@@ -479,9 +605,14 @@ class MasteryStore:
         students: dict[str, Student],
         now: datetime,
         cause: dict[str, str],
+        only: TopicFilter = None,
     ) -> list[Change]:
-        aggregates = self._aggregates(cur, students, now)
-        before = self._current(cur, sorted(students))
+        """Recompute these students' mastery, store what changed and return the changes.
+        With `only` (per student, the topics whose evidence changed), a student whose
+        mastery is from today recomputes overall and those topics alone; the others,
+        and everyone without `only`, every topic."""
+        aggregates = self._aggregates(cur, students, now, only)
+        before = self._current(cur, sorted(students), only)
         changes: list[Change] = []
         rows: list[tuple[Any, ...]] = []
         for sid in sorted(students):
@@ -492,7 +623,6 @@ class MasteryStore:
                 continue
             student = students[sid]
             evidence = {t: evidence_count(a) for t, a in per_topic.items()}
-            evidence[OVERALL] = sum(evidence.values())
             changes.append(
                 Change(
                     sid,
@@ -525,8 +655,8 @@ class MasteryStore:
             cur.execute(
                 "INSERT INTO mastery_current AS m (student_id, topic, score, band, completion, "
                 "  quiz, quality, consistency, updated_at) "
-                "SELECT *, %s FROM unnest(%s::text[], %s::smallint[], %s::float8[], "
-                "  %s::smallint[], %s::float8[], %s::float8[], %s::float8[], %s::float8[]) "
+                "SELECT *, %s FROM unnest(%b::text[], %b::smallint[], %b::float8[], "
+                "  %b::smallint[], %b::float8[], %b::float8[], %b::float8[], %b::float8[]) "
                 "ON CONFLICT (student_id, topic) DO UPDATE SET score = EXCLUDED.score, "
                 "  band = EXCLUDED.band, completion = EXCLUDED.completion, quiz = EXCLUDED.quiz, "
                 "  quality = EXCLUDED.quality, consistency = EXCLUDED.consistency, "
@@ -553,8 +683,8 @@ class MasteryStore:
         cur.execute(
             "INSERT INTO mastery_daily AS d (student_id, topic, day, score, completion, quiz, "
             "  quality, consistency, event_count) "
-            "SELECT * FROM unnest(%s::text[], %s::smallint[], %s::date[], %s::float8[], "
-            "  %s::float8[], %s::float8[], %s::float8[], %s::float8[], %s::int[]) "
+            "SELECT * FROM unnest(%b::text[], %b::smallint[], %b::date[], %b::float8[], "
+            "  %b::float8[], %b::float8[], %b::float8[], %b::float8[], %b::int[]) "
             "ON CONFLICT (student_id, topic, day) DO UPDATE SET score = EXCLUDED.score, "
             "  completion = EXCLUDED.completion, quiz = EXCLUDED.quiz, "
             "  quality = EXCLUDED.quality, consistency = EXCLUDED.consistency, "
@@ -568,7 +698,7 @@ class MasteryStore:
         if batch:
             cur.execute(
                 "INSERT INTO outbox (topic, key, payload) "
-                "SELECT * FROM unnest(%s::text[], %s::text[], %s::bytea[])",
+                "SELECT * FROM unnest(%b::text[], %b::text[], %b::bytea[])",
                 ([m.topic for m in batch], [m.key for m in batch], [m.payload for m in batch]),
             )
 
@@ -593,7 +723,7 @@ class MasteryStore:
                     for id_, topic, key, payload, event_id in rows
                 ]
             )
-            conn.execute("DELETE FROM outbox WHERE id = ANY(%s)", ([r[0] for r in rows],))
+            conn.execute("DELETE FROM outbox WHERE id = ANY(%b)", ([r[0] for r in rows],))
             return len(rows)
 
     # -- reads ------------------------------------------------------------------
@@ -618,14 +748,14 @@ class MasteryStore:
                 for row in cur.execute(
                     "SELECT DISTINCT day FROM active_days WHERE student_id = %s ORDER BY day",
                     (student.student_id,),
-                )
+                ).fetchall()
             ]
             evidence: dict[tuple[int, int], EvidenceCounts] = defaultdict(EvidenceCounts)
             for topic, component, count in cur.execute(
                 "SELECT topic, component, count(*) FROM evidence "
                 "WHERE student_id = %s AND component > 0 GROUP BY 1, 2",
                 (student.student_id,),
-            ):
+            ).fetchall():
                 evidence[(topic, component)].count = count
                 evidence[(OVERALL, component)].count += count
             for row in cur.execute(
@@ -635,7 +765,7 @@ class MasteryStore:
                 "      FROM evidence WHERE student_id = %s AND component > 0) ranked "
                 "WHERE rank <= %s ORDER BY occur_time DESC, event_id",
                 (student.student_id, LATEST_PER_COMPONENT),
-            ):
+            ).fetchall():
                 item = EvidenceRow(*row)
                 evidence[(item.topic, item.component)].latest.append(item)
                 overall = evidence[(OVERALL, item.component)].latest
@@ -739,14 +869,14 @@ class MasteryStore:
         with self.db.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
             rows = cur.execute(
                 "SELECT student_id, cohort, time_zone, created_at, updated_at FROM students "
-                "WHERE student_id = ANY(%s) ORDER BY student_id FOR UPDATE",
+                "WHERE student_id = ANY(%b) ORDER BY student_id FOR UPDATE",
                 (list(ids),),
             ).fetchall()
             students = {r[0]: Student(*r) for r in rows}
             locked = sorted(students)
             for table in ("exercise_best", "topic_totals", "active_days"):
                 cur.execute(
-                    sql.SQL("DELETE FROM {} WHERE student_id = ANY(%s)").format(
+                    sql.SQL("DELETE FROM {} WHERE student_id = ANY(%b)").format(
                         sql.Identifier(table)
                     ),
                     (locked,),
@@ -812,7 +942,7 @@ class MasteryStore:
         with self.db.pool.connection() as conn:
             rows = conn.execute(
                 "SELECT name, created_by, done, cancel_requested, metadata, response, error_code, "
-                "  error_message FROM operations WHERE (%s::text IS NULL OR created_by = %s) "
+                "  error_message FROM operations WHERE (%b::text IS NULL OR created_by = %s) "
                 "ORDER BY created_at DESC, name LIMIT %s OFFSET %s",
                 (created_by, created_by, limit, offset),
             ).fetchall()

@@ -140,6 +140,52 @@ def test_incremental_equals_rebuild_and_history_equals_the_replay(
     assert stored(store, "mastery_current", ids) == current
 
 
+@pytest.mark.parametrize("seed", [4, 5])
+def test_incremental_across_days_equals_rebuild(store: MasteryStore, seed: int) -> None:
+    """Batches applied as the clock moves over days: a batch recomputes only the topics
+    it touches for a student already recomputed that day, and every topic otherwise. A
+    topic no event touched still has its consistency window moved on a new day; the
+    rebuild finds nothing to correct."""
+    rng = random.Random(seed)
+    run = uuid.uuid4().hex[:8]
+    ids = [f"days-{run}-{n}" for n in range(6)]
+    events = [
+        # Over more than the 30-day window, so days leave it as the clock moves.
+        dataclasses.replace(event, occur_time=NOW - timedelta(hours=rng.uniform(0, 24 * 40)))
+        for n, sid in enumerate(ids)
+        for event in random_events(rng, sid, ZONES[n % len(ZONES)], rng.randint(10, 30))
+    ]
+    events.sort(key=lambda e: e.occur_time)
+    clock = NOW - timedelta(days=40)
+    while events:
+        size = rng.randint(1, 8)
+        batch, events = events[:size], events[size:]
+        clock = max(clock, *(e.occur_time for e in batch))
+        store.apply_batch(batch, clock, no_messages)
+    # Last, one event per student on a single topic, a day later.
+    clock += timedelta(days=1)
+    last = [
+        ProgressEvent(
+            source="//test/rules",
+            event_id=f"{sid}-last",
+            event_type="test",
+            student_id=sid,
+            cohort="c-rules",
+            time_zone="",
+            topic=1,
+            component=None,
+            subject="",
+            value=0.0,
+            occur_time=clock,
+        )
+        for sid in ids
+    ]
+    store.apply_batch(last, clock, no_messages)
+    current = stored(store, "mastery_current", ids)
+    assert store.recalculate(ids, clock, no_messages) == 0
+    assert stored(store, "mastery_current", ids) == current
+
+
 def test_a_late_event_corrects_its_own_day_and_the_days_after(store: MasteryStore) -> None:
     sid = f"late-{uuid.uuid4().hex[:8]}"
 

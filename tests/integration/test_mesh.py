@@ -71,7 +71,8 @@ def test_mastery_migrated_its_schema_in_the_real_postgres(
         tables = conn.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'mastery'"
         ).fetchall()
-    assert ("processed_events",) in tables
+    assert {("evidence",), ("mastery_current",), ("outbox",)} <= set(tables)
+    assert ("processed_events",) not in tables  # the evidence is the inbox (0005)
 
 
 def test_run_command_serves_the_mesh_and_gateway(mint_token: MintToken, settings: Settings) -> None:

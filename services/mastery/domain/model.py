@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from enum import IntEnum
 
@@ -96,17 +96,6 @@ class Aggregates:
             consistency=min(1.0, self.active_days_last_30 / CONSISTENCY_WINDOW_DAYS),
         )
 
-    def __add__(self, other: Aggregates) -> Aggregates:
-        """Combine topics into overall (active days are not additive: set them after)."""
-        return Aggregates(
-            exercise_best_sum=self.exercise_best_sum + other.exercise_best_sum,
-            exercise_count=self.exercise_count + other.exercise_count,
-            quiz_sum=self.quiz_sum + other.quiz_sum,
-            quiz_count=self.quiz_count + other.quiz_count,
-            quality_sum=self.quality_sum + other.quality_sum,
-            quality_count=self.quality_count + other.quality_count,
-        )
-
 
 def evidence_count(aggregates: Aggregates) -> int:
     """Pieces of evidence behind a score: exercises attempted (each once, by its best
@@ -142,28 +131,33 @@ class StudentMastery:
 
 
 def student_mastery(
-    per_topic: Mapping[int, Aggregates], overall_active_days_last_30: int
+    per_topic: Mapping[int, Aggregates],
+    overall_active_days_last_30: int,
+    every_topic: Aggregates | None = None,
 ) -> StudentMastery:
     """Per-topic mastery and overall. Overall pools the evidence of every topic (a mean
     over all exercises, all quizzes, all reviews), not a mean of topic scores, so a
-    topic with one exercise weighs as much as one exercise."""
-    total = Aggregates()
-    for aggregates in per_topic.values():
-        total = total + aggregates
-    total = Aggregates(
-        exercise_best_sum=total.exercise_best_sum,
-        exercise_count=total.exercise_count,
-        quiz_sum=total.quiz_sum,
-        quiz_count=total.quiz_count,
-        quality_sum=total.quality_sum,
-        quality_count=total.quality_count,
-        active_days_last_30=overall_active_days_last_30,
-    )
+    topic with one exercise weighs as much as one exercise. `every_topic`: that pool,
+    summed by the caller when `per_topic` holds only some topics (the others are known
+    not to have changed); by default it is summed from `per_topic`."""
     topics = {
-        topic: Mastery.of(topic, aggregates)
-        for topic, aggregates in per_topic.items()
-        if aggregates.has_evidence or aggregates.active_days_last_30
+        topic: Mastery.of(topic, a)
+        for topic, a in per_topic.items()
+        if a.has_evidence or a.active_days_last_30
     }
+    if every_topic is None:
+        # Plain sums (this runs for every student of every batch).
+        ex_sum = quiz_sum = quality_sum = 0.0
+        ex_count = quiz_count = quality_count = 0
+        for a in per_topic.values():
+            ex_sum += a.exercise_best_sum
+            ex_count += a.exercise_count
+            quiz_sum += a.quiz_sum
+            quiz_count += a.quiz_count
+            quality_sum += a.quality_sum
+            quality_count += a.quality_count
+        every_topic = Aggregates(ex_sum, ex_count, quiz_sum, quiz_count, quality_sum, quality_count)
+    total = replace(every_topic, active_days_last_30=overall_active_days_last_30)
     return StudentMastery(overall=Mastery.of(OVERALL, total), topics=topics)
 
 
@@ -184,20 +178,39 @@ def mastery_from(
         if start <= day <= today:
             per_topic_days.setdefault(topic, set()).add(day)
             overall_days.add(day)
+    days = {topic: len(found) for topic, found in per_topic_days.items()}
+    return mastery_of(exercises, totals, days, len(overall_days))
+
+
+def mastery_of(
+    exercises: Mapping[int, tuple[float, int]],
+    totals: Mapping[int, tuple[float, int, float, int]],
+    window_days: Mapping[int, int],
+    overall_window_days: int,
+    every_topic: Aggregates | None = None,
+) -> tuple[StudentMastery, dict[int, Aggregates], int]:
+    """`mastery_from` with the active days already counted: per topic the days with
+    activity in the consistency window (`window_start(today)` to today), and the days
+    with any activity in it. A store may count them where the days are kept, and may
+    pass only some topics with `every_topic`, the evidence of all pooled
+    (`student_mastery`)."""
+    no_exercises = (0.0, 0)
+    no_totals = (0.0, 0, 0.0, 0)
     per_topic = {}
-    for topic in set(exercises) | set(totals) | set(per_topic_days):
-        ex_sum, ex_count = exercises.get(topic, (0.0, 0))
-        quiz_sum, quiz_count, quality_sum, quality_count = totals.get(topic, (0.0, 0, 0.0, 0))
+    for topic in exercises.keys() | totals.keys() | window_days.keys():
+        ex_sum, ex_count = exercises.get(topic, no_exercises)
+        quiz_sum, quiz_count, quality_sum, quality_count = totals.get(topic, no_totals)
         per_topic[topic] = Aggregates(
-            exercise_best_sum=ex_sum,
-            exercise_count=ex_count,
-            quiz_sum=quiz_sum,
-            quiz_count=quiz_count,
-            quality_sum=quality_sum,
-            quality_count=quality_count,
-            active_days_last_30=len(per_topic_days.get(topic, ())),
+            ex_sum,
+            ex_count,
+            quiz_sum,
+            quiz_count,
+            quality_sum,
+            quality_count,
+            window_days.get(topic, 0),
         )
-    return student_mastery(per_topic, len(overall_days)), per_topic, len(overall_days)
+    mastery = student_mastery(per_topic, overall_window_days, every_topic)
+    return mastery, per_topic, overall_window_days
 
 
 def changed(before: Mastery | None, after: Mastery, tolerance: float = 1e-9) -> bool:
