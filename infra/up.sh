@@ -112,18 +112,37 @@ pg_init() {
     printf "\ninclude_if_exists = 'learnflow.conf'\n" >>"$PG_DATA/postgresql.conf"
 }
 
-pg_start() {
-    [[ -f "$PG_DATA/PG_VERSION" ]] || pg_init
-    mkdir -p "$PG_SOCK"
-    chmod 700 "$PG_SOCK"
-    # Defaults otherwise (fsync and synchronous_commit stay on: tests run against a real server).
-    cat >"$PG_DATA/learnflow.conf" <<EOF
-# written by infra/up.sh on every start
+# Writes learnflow.conf; succeeds when its content changed (a running server needs a
+# restart to take it: shared_buffers is read at start only).
+pg_write_conf() {
+    local conf="$PG_DATA/learnflow.conf" new
+    # fsync and synchronous_commit stay on: tests run against a real server. Memory and
+    # WAL are sized for mastery ingestion's write rate (10,000 events/s), as a server
+    # of its own would be: initdb's 128 MB of shared buffers made backends write out
+    # dirty pages themselves, and its 4 MB of WAL buffers filled on every batch.
+    new="$(
+        cat <<EOF
+# written by infra/up.sh
 listen_addresses = '127.0.0.1'
 port = $PG_PORT
 unix_socket_directories = '$PG_SOCK'
 max_connections = 200
+shared_buffers = 1GB
+wal_buffers = 64MB
+max_wal_size = 4GB
+checkpoint_timeout = 15min
 EOF
+    )"
+    if [[ -f "$conf" && "$(cat "$conf")" == "$new" ]]; then return 1; fi
+    printf '%s\n' "$new" >"$conf"
+    if [[ $EUID -eq 0 ]]; then chown postgres:postgres "$conf"; fi
+}
+
+pg_start() {
+    [[ -f "$PG_DATA/PG_VERSION" ]] || pg_init
+    mkdir -p "$PG_SOCK"
+    chmod 700 "$PG_SOCK"
+    pg_write_conf || true
     touch "$PG_LOG"
     if [[ $EUID -eq 0 ]]; then chown postgres:postgres "$PG_DATA/learnflow.conf" "$PG_SOCK" "$PG_LOG"; fi
     log "postgres: starting on 127.0.0.1:$PG_PORT (log $PG_LOG)"
@@ -182,7 +201,13 @@ ensure_postgres() {
 
     if "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -t 2; then
         if pg_ours_running; then
-            log "postgres: already running from $PG_DATA, reusing"
+            if pg_write_conf; then
+                log "postgres: settings changed, restarting $PG_DATA"
+                "${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -m fast -w -t "$WAIT_SECS" restart >/dev/null
+                pg_wait_ready
+            else
+                log "postgres: already running from $PG_DATA, reusing"
+            fi
             pg_ensure_role_db
         else
             log "postgres: a server already answers on 127.0.0.1:$PG_PORT, reusing it"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 from learnflow.events.v1 import events_pb2
@@ -26,9 +26,11 @@ from services.mastery.domain.model import Component
 from services.mastery.engine import MasteryEngine
 
 
-def to_domain(envelope: Envelope, horizon: timedelta = HISTORY_HORIZON) -> ProgressEvent:
+def to_domain(
+    envelope: Envelope, horizon: timedelta = HISTORY_HORIZON, now: datetime | None = None
+) -> ProgressEvent:
     """The domain event for a decoded CloudEvent; PoisonEventError if it can never apply
-    (malformed, or older than `horizon`)."""
+    (malformed, or older than `horizon` before `now`)."""
     message = envelope.message
     record = envelope.record
     if isinstance(message, events_pb2.ExerciseGraded):
@@ -65,7 +67,8 @@ def to_domain(envelope: Envelope, horizon: timedelta = HISTORY_HORIZON) -> Progr
                 value=value,
                 occur_time=message.occur_time.ToDatetime(tzinfo=UTC),
             ),
-            horizon=horizon,
+            now,
+            horizon,
         )
     except InvalidEventError as exc:
         raise PoisonEventError(str(exc)) from None
@@ -85,7 +88,8 @@ def progress_consumer(
     tests). Its health: `ConsumerLoop.health_check`, stalled after `stall_seconds`."""
 
     def handle(batch: Sequence[Envelope]) -> None:
-        engine.ingest([to_domain(envelope, horizon) for envelope in batch])
+        now = datetime.now(UTC)  # one clock reading per batch, not per event
+        engine.ingest([to_domain(envelope, horizon, now) for envelope in batch])
 
     return ConsumerLoop(
         bus,

@@ -15,7 +15,7 @@ IDLE_SECONDS = 1.0
 # While a backfill keeps the queue full, the job works at most this share of the time:
 # it shares the process (and its GIL) with ingestion, which must keep up with live
 # events. The queue only grows by students, so a backfill's history is late, never lost.
-BUSY_SHARE = 0.25
+BUSY_SHARE = 0.1
 
 
 class HistoryJob:
