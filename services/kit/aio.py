@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import inspect
 import threading
 import time
@@ -41,18 +40,6 @@ from services.kit.roster import Roster
 
 T = TypeVar("T")
 STOP_SECONDS = 10.0
-# Collections of the youngest generation every 20,000 allocations (not 700), and of the
-# oldest rarely: thousands of open streams are thousands of long-lived objects, and a
-# full collection over them paused every thread for hundreds of ms (fan-out p99 447 ms
-# against 282 ms with these, bench/bench_notify.py).
-GC_THRESHOLDS = (20_000, 50, 1000)
-
-
-def tune_gc_for_many_streams() -> None:
-    """Called once the server has started: what exists by then lives as long as the
-    process, so it leaves the collector's generations (gc.freeze)."""
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
 
 
 class EventLoopThread:

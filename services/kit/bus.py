@@ -896,7 +896,7 @@ class _KafkaConsumer:
         messages = self._consumer.consume(num_messages=1, timeout=timeout)
         if messages and max_records > 1:
             messages += self._consumer.consume(num_messages=max_records - 1, timeout=0)
-        records = []
+        records: list[Record] = []
         append = records.append  # per message: this loop runs 10,000 times a second
         for msg in messages:
             if msg.error() is not None:
