@@ -23,6 +23,7 @@ from services.kit.topics import Band
 from services.mastery.domain.events import ProgressEvent, aggregate_batch, history, local_day
 from services.mastery.domain.history import DailySnapshot
 from services.mastery.domain.model import (
+    DAY_BITS,
     OVERALL,
     Aggregates,
     Component,
@@ -30,9 +31,10 @@ from services.mastery.domain.model import (
     Mastery,
     StudentMastery,
     changed,
+    day_bits,
+    days_in_window,
     evidence_count,
     mastery_of,
-    window_start,
 )
 from services.mastery.domain.records import (
     WHEEL_SPIN_ATTEMPTS,
@@ -47,6 +49,7 @@ from services.mastery.domain.records import (
 )
 
 LATEST_PER_COMPONENT = 5
+DAY_MASK = (1 << DAY_BITS) - 1  # a day mask's bits, clear of the sign bit
 # The evidence columns' types, in order (binary COPY needs them).
 EVIDENCE_TYPES = ["text", "text", "text", "text", "int2", "int2", "text", "float8", "timestamptz"]
 # A student's queued history rebuild waits this long for more late events to join it.
@@ -187,11 +190,11 @@ class MasteryStore:
             if not fresh:
                 return []
             students, moved = self._upsert_students(cur, fresh)
-            attempts_before, topics = self._merge_aggregates(
+            crossings, topics = self._merge_aggregates(
                 cur, fresh, {s: st.time_zone for s, st in students.items()}
             )
             if encode_wheel_spins is not None:
-                spins = self._wheel_spins(cur, attempts_before, students)
+                spins = self._wheel_spins(crossings, students)
                 self._enqueue(cur, encode_wheel_spins(spins))
             # Most students of a batch were recomputed earlier today: only the topics
             # with new evidence (and overall) can have changed for them.
@@ -392,38 +395,53 @@ class MasteryStore:
     @staticmethod
     def _merge_aggregates(
         cur: Cursor[Any], events: Sequence[ProgressEvent], time_zone_of: dict[str, str]
-    ) -> tuple[dict[tuple[str, str], int], dict[str, set[int]]]:
-        """Merge the batch into the aggregates. Returns, per exercise touched, the
-        attempts this batch added, and per student the topics whose aggregates changed:
-        those of the batch's events, and the stored topic of an exercise whose events
-        name another (it stays under the lower of the two, and leaves the higher)."""
+    ) -> tuple[list[tuple[str, str, int, int, float]], dict[str, set[int]]]:
+        """Merge the batch into the aggregates: the best score per exercise, each
+        (student, topic)'s state in topic_totals and the student's overall (topic 0),
+        the active days. Returns the exercises whose attempts crossed
+        WHEEL_SPIN_ATTEMPTS without a pass, as (student, exercise, topic, attempts,
+        best), and per student the topics whose state changed: those of the batch's
+        events, and the stored topic of an exercise whose events name another (it stays
+        under the lower of the two, and leaves the higher)."""
         batch = aggregate_batch(events, time_zone_of)
         topics: dict[str, set[int]] = defaultdict(set)
-        for student, topic, _ in batch.active_days:  # every event marks its topic active
+        # (student, topic): [exercise sum, exercise count, quiz sum, quiz count,
+        #  quality sum, quality count] to add; topic OVERALL: the student's.
+        deltas: dict[tuple[str, int], list[Any]] = defaultdict(lambda: [0.0, 0, 0.0, 0, 0.0, 0])
+        days: dict[tuple[str, int], set[date]] = defaultdict(set)
+        for student, topic, day in batch.active_days:  # every event marks its topic active
             topics[student].add(topic)
-        batch_attempts: dict[tuple[str, str], int] = {}
+            days[(student, topic)].add(day)
+            days[(student, OVERALL)].add(day)
+        for (student, topic), sums in batch.totals.items():
+            for key in ((student, topic), (student, OVERALL)):
+                delta = deltas[key]
+                for i in range(4):
+                    delta[2 + i] += sums[i]
+        crossings = []
         if batch.exercises:
             keys = sorted(batch.exercises)
             attempts = [batch.exercises[k] for k in keys]
-            batch_attempts = {k: a.attempts for k, a in zip(keys, attempts, strict=True)}
-            # Every part of the statement sees the table as it was before it: `elsewhere`
-            # reads the topics the upsert is about to merge into.
-            for student, topic in cur.execute(
+            # Every part of the statement sees the table as it was before it: `before`
+            # holds each exercise's row as the upsert found it.
+            rows = cur.execute(
                 "WITH incoming AS ("
                 "  SELECT * FROM unnest(%b::text[], %b::text[], %b::smallint[], "
                 "                       %b::float8[], %b::int[]) "
                 "    AS i (student_id, exercise_id, topic, best, attempts)), "
-                "elsewhere AS ("
-                "  SELECT b.student_id, b.topic FROM exercise_best b "
-                "  JOIN incoming i USING (student_id, exercise_id) WHERE b.topic <> i.topic), "
+                "before AS ("
+                "  SELECT b.student_id, b.exercise_id, b.topic, b.best, b.attempts "
+                "  FROM exercise_best b JOIN incoming i USING (student_id, exercise_id)), "
                 "merged AS ("
                 "  INSERT INTO exercise_best AS b (student_id, exercise_id, topic, best, attempts) "
                 "  SELECT * FROM incoming "
                 "  ON CONFLICT (student_id, exercise_id) DO UPDATE SET "
                 "    best = greatest(b.best, EXCLUDED.best), "
                 "    topic = least(b.topic, EXCLUDED.topic), "
-                "    attempts = b.attempts + EXCLUDED.attempts) "
-                "SELECT student_id, topic FROM elsewhere",
+                "    attempts = b.attempts + EXCLUDED.attempts "
+                "  RETURNING student_id, exercise_id, topic, best, attempts) "
+                "SELECT m.*, o.topic, o.best, o.attempts "
+                "FROM merged m LEFT JOIN before o USING (student_id, exercise_id)",
                 (
                     [k[0] for k in keys],
                     [k[1] for k in keys],
@@ -431,60 +449,85 @@ class MasteryStore:
                     [a.best for a in attempts],
                     [a.attempts for a in attempts],
                 ),
-            ).fetchall():
-                topics[student].add(topic)
-        if batch.totals:
-            keys_t = sorted(batch.totals)
-            totals = [batch.totals[k] for k in keys_t]
-            cur.execute(
-                "INSERT INTO topic_totals AS t "
-                "  (student_id, topic, quiz_sum, quiz_count, quality_sum, quality_count) "
-                "SELECT * FROM unnest(%b::text[], %b::smallint[], %b::float8[], %b::int[], "
-                "                     %b::float8[], %b::int[]) "
-                "ON CONFLICT (student_id, topic) DO UPDATE SET "
-                "  quiz_sum = t.quiz_sum + EXCLUDED.quiz_sum, "
-                "  quiz_count = t.quiz_count + EXCLUDED.quiz_count, "
-                "  quality_sum = t.quality_sum + EXCLUDED.quality_sum, "
-                "  quality_count = t.quality_count + EXCLUDED.quality_count",
-                (
-                    [k[0] for k in keys_t],
-                    [k[1] for k in keys_t],
-                    [t[0] for t in totals],
-                    [int(t[1]) for t in totals],
-                    [t[2] for t in totals],
-                    [int(t[3]) for t in totals],
-                ),
-            )
-        days = sorted(batch.active_days)
+            ).fetchall()
+            for student, exercise, topic, best, tries, old_topic, old_best, old_tries in rows:
+                overall = deltas[(student, OVERALL)]
+                topics[student].add(topic)  # its topic may be a lower one than its events'
+                if old_topic is None:  # a new exercise
+                    delta = deltas[(student, topic)]
+                    delta[0] += best
+                    delta[1] += 1
+                    overall[0] += best
+                    overall[1] += 1
+                elif old_topic == topic:
+                    deltas[(student, topic)][0] += best - old_best
+                    overall[0] += best - old_best
+                else:  # moved to a lower topic: it leaves the old one
+                    left, joined = deltas[(student, old_topic)], deltas[(student, topic)]
+                    left[0] -= old_best
+                    left[1] -= 1
+                    joined[0] += best
+                    joined[1] += 1
+                    overall[0] += best - old_best
+                    topics[student].add(old_topic)
+                if best < 1.0 and tries >= WHEEL_SPIN_ATTEMPTS > (old_tries or 0):
+                    crossings.append((student, exercise, topic, tries, best))
+        state_keys = sorted(deltas.keys() | days.keys())
+        if not state_keys:  # students without evidence (a recalculation of them)
+            return crossings, topics
+        bits = [day_bits(days[k]) if k in days else (None, 0) for k in state_keys]
+        columns = list(zip(*(deltas[k] for k in state_keys), strict=True))
+        cur.execute(
+            "INSERT INTO topic_totals AS t (student_id, topic, exercise_sum, exercise_count, "
+            "  quiz_sum, quiz_count, quality_sum, quality_count, days_last, days) "
+            "SELECT * FROM unnest(%b::text[], %b::smallint[], %b::float8[], %b::int[], "
+            "  %b::float8[], %b::int[], %b::float8[], %b::int[], %b::date[], %b::int8[]) "
+            "ON CONFLICT (student_id, topic) DO UPDATE SET "
+            "  exercise_sum = t.exercise_sum + EXCLUDED.exercise_sum, "
+            "  exercise_count = t.exercise_count + EXCLUDED.exercise_count, "
+            "  quiz_sum = t.quiz_sum + EXCLUDED.quiz_sum, "
+            "  quiz_count = t.quiz_count + EXCLUDED.quiz_count, "
+            "  quality_sum = t.quality_sum + EXCLUDED.quality_sum, "
+            "  quality_count = t.quality_count + EXCLUDED.quality_count, "
+            # The union of two day sets: both masks aligned on the later last day.
+            "  days_last = greatest(t.days_last, EXCLUDED.days_last), "
+            "  days = coalesce((t.days << least(%s, greatest(t.days_last, EXCLUDED.days_last) "
+            "                   - t.days_last)) & %s, 0) "
+            "       | coalesce((EXCLUDED.days << least(%s, greatest(t.days_last, "
+            "                   EXCLUDED.days_last) - EXCLUDED.days_last)) & %s, 0)",
+            (
+                [k[0] for k in state_keys],
+                [k[1] for k in state_keys],
+                *[list(c) for c in columns],
+                [b[0] for b in bits],
+                [b[1] for b in bits],
+                DAY_BITS,
+                DAY_MASK,
+                DAY_BITS,
+                DAY_MASK,
+            ),
+        )
+        active = sorted(batch.active_days)
         cur.execute(
             "INSERT INTO active_days (student_id, topic, day) "
             "SELECT * FROM unnest(%b::text[], %b::smallint[], %b::date[]) ON CONFLICT DO NOTHING",
-            ([d[0] for d in days], [d[1] for d in days], [d[2] for d in days]),
+            ([d[0] for d in active], [d[1] for d in active], [d[2] for d in active]),
         )
-        return batch_attempts, topics
+        return crossings, topics
 
     @staticmethod
     def _wheel_spins(
-        cur: Cursor[Any], batch_attempts: dict[tuple[str, str], int], students: dict[str, Student]
+        crossings: Sequence[tuple[str, str, int, int, float]], students: dict[str, Student]
     ) -> list[WheelSpin]:
-        """Exercises whose attempts crossed WHEEL_SPIN_ATTEMPTS in this batch with no pass
-        yet (a pass is every test passed). Crossing happens once, so one report each."""
-        if not batch_attempts:
-            return []
-        keys = sorted(batch_attempts)
+        """Wheel-spinning reports for exercises whose attempts crossed
+        WHEEL_SPIN_ATTEMPTS in this batch with no pass yet (a pass is every test
+        passed). Crossing happens once, so one report each."""
         spins = []
-        for student, exercise, topic, best, attempts in cur.execute(
-            "SELECT student_id, exercise_id, topic, best, attempts FROM exercise_best "
-            "WHERE (student_id, exercise_id) IN "
-            "  (SELECT * FROM unnest(%b::text[], %b::text[])) "
-            "AND best < 1.0 AND attempts >= %s",
-            ([k[0] for k in keys], [k[1] for k in keys], WHEEL_SPIN_ATTEMPTS),
-        ).fetchall():
-            if attempts - batch_attempts[(student, exercise)] < WHEEL_SPIN_ATTEMPTS:
-                info = students[student]
-                spins.append(
-                    WheelSpin(student, info.cohort, info.time_zone, exercise, topic, attempts, best)
-                )
+        for student, exercise, topic, attempts, best in crossings:
+            info = students[student]
+            spins.append(
+                WheelSpin(student, info.cohort, info.time_zone, exercise, topic, attempts, best)
+            )
         return spins
 
     # -- computing mastery from the aggregates -----------------------------------
@@ -498,68 +541,40 @@ class MasteryStore:
         evidence pooled), and the active days in the consistency window. With `only`,
         just the topics it names (per student; overall always)."""
         ids = sorted(students)
-        keep = _topic_filter(ids, only)
+        today = {sid: local_day(now, student.time_zone) for sid, student in students.items()}
         exercises: dict[str, dict[int, tuple[float, int]]] = defaultdict(dict)
         totals: dict[str, dict[int, tuple[float, int, float, int]]] = defaultdict(dict)
-        pooled: dict[str, list[Any]] = {sid: [0.0, 0, 0.0, 0, 0.0, 0] for sid in ids}
-        for sid, topic, total, count in cur.execute(
-            _kept(
-                "SELECT student_id, topic, sum(best), count(*) FROM exercise_best "
-                "WHERE student_id = ANY(%b) GROUP BY GROUPING SETS ((1, 2), (1))"
-            ),
-            (ids, *keep),
-        ).fetchall():
-            if topic is None:
-                pooled[sid][0:2] = total, count
-            else:
-                exercises[sid][topic] = (total, count)
-        for sid, topic, *sums in cur.execute(
-            _kept(
-                "SELECT student_id, topic, sum(quiz_sum), sum(quiz_count)::int, "
-                "  sum(quality_sum), sum(quality_count)::int FROM topic_totals "
-                "WHERE student_id = ANY(%b) GROUP BY GROUPING SETS ((1, 2), (1))"
-            ),
-            (ids, *keep),
-        ).fetchall():
-            if topic is None:
-                pooled[sid][2:6] = sums
-            else:
-                totals[sid][topic] = tuple(sums)
-        # The consistency window of each student (their time zone's today) is the
-        # domain's; the days in it are counted here, where they are kept: a student
-        # active every day sends 14 counts, not 30 days x 13 topics.
-        today = {sid: local_day(now, student.time_zone) for sid, student in students.items()}
         window_days: dict[str, dict[int, int]] = defaultdict(dict)
-        overall_days: dict[str, int] = defaultdict(int)
-        for sid, topic, count in cur.execute(
+        every_topic = {sid: Aggregates() for sid in ids}
+        for sid, topic, ex_sum, ex_count, q_sum, q_count, l_sum, l_count, last, bits in cur.execute(
             _kept(
-                "SELECT a.student_id, a.topic, count(DISTINCT a.day) FROM active_days a "
-                "JOIN unnest(%b::text[], %b::date[], %b::date[]) AS w (student_id, first, last) "
-                "  ON a.student_id = w.student_id AND a.day BETWEEN w.first AND w.last "
-                "GROUP BY GROUPING SETS ((a.student_id, a.topic), (a.student_id))"
+                "SELECT student_id, topic, exercise_sum, exercise_count, quiz_sum, quiz_count, "
+                "  quality_sum, quality_count, days_last, days "
+                "FROM topic_totals WHERE student_id = ANY(%b)"
             ),
-            (ids, [window_start(today[i]) for i in ids], [today[i] for i in ids], *keep),
+            (ids, *_topic_filter(ids, only)),
         ).fetchall():
-            if topic is None:
-                overall_days[sid] = count
+            # The consistency window is the domain's (their time zone's today).
+            in_window = days_in_window(last, bits, today[sid])
+            if topic == OVERALL:
+                every_topic[sid] = Aggregates(
+                    ex_sum, ex_count, q_sum, q_count, l_sum, l_count, in_window
+                )
             else:
-                window_days[sid][topic] = count
+                exercises[sid][topic] = (ex_sum, ex_count)
+                totals[sid][topic] = (q_sum, q_count, l_sum, l_count)
+                window_days[sid][topic] = in_window
         result = {}
         for sid in ids:
-            ex_sum, ex_count, quiz_sum, quiz_count, quality_sum, quality_count = pooled[sid]
-            every_topic = Aggregates(
-                ex_sum,
-                ex_count,
-                quiz_sum,
-                quiz_count,
-                quality_sum,
-                quality_count,
-                overall_days[sid],
-            )
+            pooled = every_topic[sid]
             mastery, per_topic, days = mastery_of(
-                exercises[sid], totals[sid], window_days[sid], overall_days[sid], every_topic
+                exercises[sid],
+                totals[sid],
+                window_days[sid],
+                pooled.active_days_last_30,
+                pooled,
             )
-            per_topic[OVERALL] = every_topic
+            per_topic[OVERALL] = pooled
             result[sid] = (mastery, per_topic, days)
         return result
 

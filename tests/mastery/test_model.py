@@ -26,13 +26,17 @@ from services.mastery.domain.history import (
     summarise,
 )
 from services.mastery.domain.model import (
+    DAY_BITS,
     Aggregates,
     Component,
     Components,
     band_of,
+    day_bits,
+    days_in_window,
     streak,
     student_mastery,
     weighted_score,
+    window_start,
 )
 from services.mastery.domain.records import COHORT_ORDERS
 from services.mastery.store import ORDERINGS
@@ -274,3 +278,20 @@ def test_random_event_orders_give_the_same_components() -> None:
 
 def test_every_cohort_order_the_api_offers_has_its_sql() -> None:
     assert set(ORDERINGS) == set(COHORT_ORDERS)
+
+
+def test_a_day_mask_counts_the_window_as_the_day_list_does() -> None:
+    """Active days kept as (last day, bitmask) count the consistency window exactly as
+    the days themselves do, for any set of days: late, future (clock skew), or far older
+    than the mask holds."""
+    rng = random.Random(11)
+    today = date(2026, 12, 3)
+    for _ in range(2000):
+        days = {today - timedelta(days=rng.randint(-1, 90)) for _ in range(rng.randint(1, 25))}
+        last, bits = day_bits(days)
+        in_window = {d for d in days if window_start(today) <= d <= today}
+        assert days_in_window(last, bits, today) == len(in_window)
+    assert days_in_window(None, 0, today) == 0
+    # Older than the mask holds: dropped, never counted as a recent day.
+    last, bits = day_bits([today, today - timedelta(days=DAY_BITS + 5)])
+    assert bits == 1 and days_in_window(last, bits, today) == 1

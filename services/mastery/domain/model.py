@@ -255,6 +255,38 @@ def window_start(today: date) -> date:
     return today - timedelta(days=CONSISTENCY_WINDOW_DAYS - 1)
 
 
+# Active days as a bitmask: bit i is the day `i` days before the mask's last day. The
+# store keeps one per student and topic (and overall), so consistency needs no scan of
+# the days; DAY_BITS days cover the window (with the time zones' spread) and stay
+# clear of a signed 64-bit integer's sign bit.
+DAY_BITS = 62
+assert CONSISTENCY_WINDOW_DAYS + 2 < DAY_BITS
+
+
+def day_bits(days: Iterable[date]) -> tuple[date, int]:
+    """These days as (last day, bitmask); days older than DAY_BITS before the last are
+    no use to any window and are left out."""
+    ordered = sorted(set(days))
+    last = ordered[-1]
+    bits = 0
+    for day in ordered:
+        age = (last - day).days
+        if age < DAY_BITS:
+            bits |= 1 << age
+    return last, bits
+
+
+def days_in_window(last: date | None, bits: int, today: date) -> int:
+    """How many of a bitmask's days fall in the consistency window ending `today`."""
+    if last is None:
+        return 0
+    newest = max(0, (last - today).days)  # bit of today (or of the newest day before it)
+    oldest = min(DAY_BITS - 1, (last - window_start(today)).days)
+    if oldest < newest:
+        return 0
+    return (bits >> newest & ((1 << (oldest - newest + 1)) - 1)).bit_count()
+
+
 @dataclass
 class ExerciseAttempt:
     """The best score of one exercise, merged across attempts."""
