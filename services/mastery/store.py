@@ -108,6 +108,56 @@ def _kept(query: str) -> sql.Composed:
     ).format(sql.SQL(query))  # a constant, never user input
 
 
+# A student's state per topic (OVERALL: every topic pooled), and their stored mastery.
+STATE_QUERY = _kept(
+    "SELECT student_id, topic, exercise_sum, exercise_count, quiz_sum, quiz_count, "
+    "  quality_sum, quality_count, days_last, days "
+    "FROM topic_totals WHERE student_id = ANY(%b)"
+)
+CURRENT_QUERY = _kept(
+    "SELECT student_id, topic, score, band, completion, quiz, quality, consistency "
+    "FROM mastery_current WHERE student_id = ANY(%b)"
+)
+
+
+def _masteries(
+    rows: Sequence[Sequence[Any]], students: dict[str, Student], now: datetime
+) -> dict[str, tuple[StudentMastery, dict[int, Aggregates], int]]:
+    """What `MasteryStore._aggregates` returns, from STATE_QUERY's rows."""
+    today = {sid: local_day(now, student.time_zone) for sid, student in students.items()}
+    exercises: dict[str, dict[int, tuple[float, int]]] = defaultdict(dict)
+    totals: dict[str, dict[int, tuple[float, int, float, int]]] = defaultdict(dict)
+    window_days: dict[str, dict[int, int]] = defaultdict(dict)
+    every_topic = {sid: Aggregates() for sid in students}
+    for sid, topic, ex_sum, ex_count, q_sum, q_count, l_sum, l_count, last, bits in rows:
+        # The consistency window is the domain's (their time zone's today).
+        in_window = days_in_window(last, bits, today[sid])
+        if topic == OVERALL:
+            every_topic[sid] = Aggregates(
+                ex_sum, ex_count, q_sum, q_count, l_sum, l_count, in_window
+            )
+        else:
+            exercises[sid][topic] = (ex_sum, ex_count)
+            totals[sid][topic] = (q_sum, q_count, l_sum, l_count)
+            window_days[sid][topic] = in_window
+    result = {}
+    for sid in sorted(students):
+        pooled = every_topic[sid]
+        mastery, per_topic, days = mastery_of(
+            exercises[sid], totals[sid], window_days[sid], pooled.active_days_last_30, pooled
+        )
+        per_topic[OVERALL] = pooled
+        result[sid] = (mastery, per_topic, days)
+    return result
+
+
+def _current_from(rows: Sequence[Sequence[Any]]) -> dict[str, dict[int, Mastery]]:
+    current: dict[str, dict[int, Mastery]] = defaultdict(dict)
+    for sid, topic, *values in rows:
+        current[sid][topic] = _mastery_from_row(topic, values)
+    return current
+
+
 def _mastery_from_row(topic: int, row: Sequence[Any]) -> Mastery:
     score, band, completion, quiz, quality, consistency = row
     return Mastery(topic, score, Band(band), Components(completion, quiz, quality, consistency))
@@ -189,26 +239,38 @@ class MasteryStore:
             fresh = self._claim(cur, events)
             if not fresh:
                 return []
-            students, moved = self._upsert_students(cur, fresh)
-            crossings, topics = self._merge_aggregates(
-                cur, fresh, {s: st.time_zone for s, st in students.items()}
-            )
-            if encode_wheel_spins is not None:
-                spins = self._wheel_spins(crossings, students)
-                self._enqueue(cur, encode_wheel_spins(spins))
-            # Most students of a batch were recomputed earlier today: only the topics
-            # with new evidence (and overall) can have changed for them.
-            up_to_date = self._up_to_date_today(cur, students, now, moved)
-            changes = self._recompute(
-                cur,
-                students,
-                now,
-                cause={e.student_id: e.event_id for e in fresh},
-                only={sid: topics[sid] for sid in up_to_date},
-            )
-            self._write_history(cur, fresh, students, changes, now)
-            self._enqueue(cur, encode(changes))
-            return changes
+            # Pipeline mode (COPY, in the claim, cannot run in it): statements whose
+            # results nobody waits for go out together, a round trip each saved.
+            with conn.pipeline():
+                return self._apply_fresh(cur, fresh, now, encode, encode_wheel_spins)
+
+    def _apply_fresh(
+        self,
+        cur: Cursor[Any],
+        fresh: Sequence[ProgressEvent],
+        now: datetime,
+        encode: Callable[[Sequence[Change]], Iterable[OutboxMessage]],
+        encode_wheel_spins: WheelSpinEncoder | None,
+    ) -> list[Change]:
+        students, up_to_date = self._upsert_students(cur, fresh, now)
+        crossings, topics = self._merge_aggregates(
+            cur, fresh, {s: st.time_zone for s, st in students.items()}
+        )
+        if encode_wheel_spins is not None:
+            spins = self._wheel_spins(crossings, students)
+            self._enqueue(cur, encode_wheel_spins(spins))
+        # Most students of a batch were recomputed earlier today: only the topics
+        # with new evidence (and overall) can have changed for them.
+        changes = self._recompute(
+            cur,
+            students,
+            now,
+            cause={e.student_id: e.event_id for e in fresh},
+            only={sid: topics[sid] for sid in up_to_date},
+        )
+        self._write_history(cur, fresh, students, changes, now)
+        self._enqueue(cur, encode(changes))
+        return changes
 
     def _write_history(
         self,
@@ -351,10 +413,12 @@ class MasteryStore:
 
     @staticmethod
     def _upsert_students(
-        cur: Cursor[Any], events: Sequence[ProgressEvent]
+        cur: Cursor[Any], events: Sequence[ProgressEvent], now: datetime
     ) -> tuple[dict[str, Student], set[str]]:
-        """Create or update the batch's students; returns them, and those whose time
-        zone changed (their days, and so their consistency window, moved)."""
+        """Create or update the batch's students (locked, in a fixed order: no
+        deadlocks); returns them, and those whose stored mastery was computed earlier
+        today in the time zone they still have: every topic of theirs holds today's
+        consistency window, so a topic without new evidence cannot have changed."""
         # Per student, the most recent cohort and time zone the batch says anything about
         # (an event without them leaves the stored values as they are).
         cohort: dict[str, tuple[datetime, str]] = {}
@@ -364,18 +428,21 @@ class MasteryStore:
                 seen = latest.get(event.student_id)
                 if value and (seen is None or event.occur_time >= seen[0]):
                     latest[event.student_id] = (event.occur_time, value)
-        ids = sorted({e.student_id for e in events})  # a fixed lock order: no deadlocks
+        ids = sorted({e.student_id for e in events})
         stored = {
-            row[0]: (row[1], row[2])
+            row[0]: (row[1], row[2], row[3])
             for row in cur.execute(
-                "SELECT student_id, cohort, time_zone FROM students "
-                "WHERE student_id = ANY(%b) ORDER BY student_id FOR UPDATE",
+                "SELECT s.student_id, s.cohort, s.time_zone, m.updated_at FROM students s "
+                "LEFT JOIN mastery_current m ON m.student_id = s.student_id AND m.topic = 0 "
+                "WHERE s.student_id = ANY(%b) ORDER BY s.student_id FOR UPDATE OF s",
                 (ids,),
             ).fetchall()
         }
-        final_cohort = [cohort[i][1] if i in cohort else stored.get(i, ("", ""))[0] for i in ids]
+        final_cohort = [
+            cohort[i][1] if i in cohort else stored.get(i, ("", "", None))[0] for i in ids
+        ]
         final_zone = [
-            time_zone[i][1] if i in time_zone else stored.get(i, ("", "UTC"))[1] for i in ids
+            time_zone[i][1] if i in time_zone else stored.get(i, ("", "UTC", None))[1] for i in ids
         ]
         rows = cur.execute(
             "INSERT INTO students AS s (student_id, cohort, time_zone) "
@@ -385,12 +452,16 @@ class MasteryStore:
             "RETURNING student_id, cohort, time_zone, created_at, updated_at",
             (ids, final_cohort, final_zone),
         ).fetchall()
-        moved = {
-            i
-            for i, zone in zip(ids, final_zone, strict=True)
-            if i in stored and stored[i][1] != zone
-        }
-        return {row[0]: Student(*row) for row in rows}, moved
+        up_to_date = set()
+        for sid, zone in zip(ids, final_zone, strict=True):
+            _, stored_zone, computed_at = stored.get(sid, ("", "", None))
+            if (
+                computed_at is not None
+                and stored_zone == zone
+                and local_day(computed_at, zone) == local_day(now, zone)
+            ):
+                up_to_date.add(sid)
+        return {row[0]: Student(*row) for row in rows}, up_to_date
 
     @staticmethod
     def _merge_aggregates(
@@ -541,42 +612,8 @@ class MasteryStore:
         evidence pooled), and the active days in the consistency window. With `only`,
         just the topics it names (per student; overall always)."""
         ids = sorted(students)
-        today = {sid: local_day(now, student.time_zone) for sid, student in students.items()}
-        exercises: dict[str, dict[int, tuple[float, int]]] = defaultdict(dict)
-        totals: dict[str, dict[int, tuple[float, int, float, int]]] = defaultdict(dict)
-        window_days: dict[str, dict[int, int]] = defaultdict(dict)
-        every_topic = {sid: Aggregates() for sid in ids}
-        for sid, topic, ex_sum, ex_count, q_sum, q_count, l_sum, l_count, last, bits in cur.execute(
-            _kept(
-                "SELECT student_id, topic, exercise_sum, exercise_count, quiz_sum, quiz_count, "
-                "  quality_sum, quality_count, days_last, days "
-                "FROM topic_totals WHERE student_id = ANY(%b)"
-            ),
-            (ids, *_topic_filter(ids, only)),
-        ).fetchall():
-            # The consistency window is the domain's (their time zone's today).
-            in_window = days_in_window(last, bits, today[sid])
-            if topic == OVERALL:
-                every_topic[sid] = Aggregates(
-                    ex_sum, ex_count, q_sum, q_count, l_sum, l_count, in_window
-                )
-            else:
-                exercises[sid][topic] = (ex_sum, ex_count)
-                totals[sid][topic] = (q_sum, q_count, l_sum, l_count)
-                window_days[sid][topic] = in_window
-        result = {}
-        for sid in ids:
-            pooled = every_topic[sid]
-            mastery, per_topic, days = mastery_of(
-                exercises[sid],
-                totals[sid],
-                window_days[sid],
-                pooled.active_days_last_30,
-                pooled,
-            )
-            per_topic[OVERALL] = pooled
-            result[sid] = (mastery, per_topic, days)
-        return result
+        rows = cur.execute(STATE_QUERY, (ids, *_topic_filter(ids, only))).fetchall()
+        return _masteries(rows, students, now)
 
     @staticmethod
     def _current(
@@ -585,34 +622,8 @@ class MasteryStore:
         """The stored mastery of these students (with `only`: overall and the topics it
         names)."""
         ids = sorted(ids)
-        current: dict[str, dict[int, Mastery]] = defaultdict(dict)
-        for sid, topic, *values in cur.execute(
-            _kept(
-                "SELECT student_id, topic, score, band, completion, quiz, quality, consistency "
-                "FROM mastery_current WHERE student_id = ANY(%b)"
-            ),
-            (ids, *_topic_filter(ids, only)),
-        ).fetchall():
-            current[sid][topic] = _mastery_from_row(topic, values)
-        return current
-
-    @staticmethod
-    def _up_to_date_today(
-        cur: Cursor[Any], students: dict[str, Student], now: datetime, moved: set[str]
-    ) -> set[str]:
-        """Students whose stored mastery was computed earlier today (their time zone,
-        unchanged since): every topic of theirs holds today's consistency window, so a
-        topic without new evidence cannot have changed."""
-        fresh = set()
-        for sid, updated_at in cur.execute(
-            "SELECT student_id, updated_at FROM mastery_current "
-            "WHERE student_id = ANY(%b) AND topic = 0",
-            (sorted(students),),
-        ).fetchall():
-            zone = students[sid].time_zone
-            if sid not in moved and local_day(updated_at, zone) == local_day(now, zone):
-                fresh.add(sid)
-        return fresh
+        rows = cur.execute(CURRENT_QUERY, (ids, *_topic_filter(ids, only))).fetchall()
+        return _current_from(rows)
 
     def _recompute(
         self,
@@ -626,8 +637,14 @@ class MasteryStore:
         With `only` (per student, the topics whose evidence changed), a student whose
         mastery is from today recomputes overall and those topics alone; the others,
         and everyone without `only`, every topic."""
-        aggregates = self._aggregates(cur, students, now, only)
-        before = self._current(cur, sorted(students), only)
+        ids = sorted(students)
+        params = (ids, *_topic_filter(ids, only))
+        # Both reads go out before either is read: one round trip in pipeline mode.
+        with cur.connection.cursor() as state:
+            state.execute(STATE_QUERY, params)
+            cur.execute(CURRENT_QUERY, params)
+            aggregates = _masteries(state.fetchall(), students, now)
+        before = _current_from(cur.fetchall())
         changes: list[Change] = []
         rows: list[tuple[Any, ...]] = []
         for sid in sorted(students):
