@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     mastery_history_horizon_days: int = Field(default=90, ge=1, le=3650)
     # Progress events applied per transaction: larger batches amortise each batch's
     # statements over more events when there is a backlog.
-    mastery_batch_size: int = Field(default=10_000, ge=1, le=50_000)
+    mastery_batch_size: int = Field(default=8_000, ge=1, le=50_000)
     # Consumers of progress.events in one mastery process, each a thread with its own
     # share of the partitions: while one waits on Postgres, another computes (ADR 0005).
     mastery_consumer_lanes: int = Field(default=2, ge=1, le=6)

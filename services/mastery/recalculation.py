@@ -1,15 +1,18 @@
 """Batch recalculation as a long-running operation (AIP-151), in a background thread.
 
 Students are processed in chunks, each in its own transaction (rebuilt from their
-evidence); progress goes to the operation's metadata after every chunk, and a
-cancellation request is honoured between chunks.
+evidence), two at a time; progress goes to the operation's metadata after every chunk,
+and a cancellation request is honoured between chunks.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import uuid
+from collections import deque
+from concurrent import futures
 from datetime import UTC, datetime
 
 from google.protobuf import any_pb2
@@ -21,6 +24,7 @@ from services.mastery.engine import MasteryEngine
 log = logging.getLogger("learnflow.mastery.recalculation")
 
 CHUNK = 1000
+WORKERS = 2
 
 
 def _pack(
@@ -56,20 +60,35 @@ class Recalculations:
         self, name: str, ids: list[str], metadata: mastery_pb2.RecalculateMasteryMetadata
     ) -> None:
         engine = self._engine
-        changed = 0
+        chunks = [ids[offset : offset + self._chunk] for offset in range(0, len(ids), self._chunk)]
+        changed = processed = 0
         try:
-            for offset in range(0, len(ids), self._chunk):
-                chunk = ids[offset : offset + self._chunk]
-                changed += engine.recalculate(chunk)
-                metadata.processed_students = offset + len(chunk)
-                metadata.update_time.CopyFrom(timestamp(datetime.now(UTC)))
-                if engine.update_operation(name, metadata=_pack(metadata)):
-                    metadata.cancel_requested = True
-                    engine.update_operation(
-                        name, metadata=_pack(metadata), done=True, error=(1, "cancelled")
-                    )
-                    log.info("recalculation cancelled", extra={"operation": name})
-                    return
+            # WORKERS chunks at a time: while one waits on Postgres another computes.
+            # Progress is reported as chunks finish, in order; after a cancellation only
+            # the chunks already running finish.
+            with futures.ThreadPoolExecutor(WORKERS, thread_name_prefix="recalc") as pool:
+                running: deque[tuple[list[str], futures.Future[int]]] = deque()
+                waiting = iter(chunks)
+                for chunk in itertools.islice(waiting, WORKERS):
+                    running.append((chunk, pool.submit(engine.recalculate, chunk)))
+                cancelled = False
+                while running:
+                    chunk, done = running.popleft()
+                    changed += done.result()
+                    processed += len(chunk)
+                    metadata.processed_students = processed
+                    metadata.update_time.CopyFrom(timestamp(datetime.now(UTC)))
+                    if not cancelled and engine.update_operation(name, metadata=_pack(metadata)):
+                        cancelled = metadata.cancel_requested = True
+                    following = None if cancelled else next(waiting, None)
+                    if following is not None:
+                        running.append((following, pool.submit(engine.recalculate, following)))
+            if cancelled:
+                engine.update_operation(
+                    name, metadata=_pack(metadata), done=True, error=(1, "cancelled")
+                )
+                log.info("recalculation cancelled", extra={"operation": name})
+                return
             response = mastery_pb2.RecalculateMasteryResponse(
                 processed_students=len(ids),
                 changed_students=changed,
