@@ -62,10 +62,11 @@ lint: $(STAMP)
 breaking: $(STAMP)
 	bash tools/buf_breaking.sh $(ref)
 
-## Every benchmark in bench/, each printing its figures (bench_mastery takes ~8 minutes;
+## Every benchmark in bench/ on the real infrastructure (brought up or reused), each
+## printing its figures (bench_mastery takes ~8 minutes;
 ## BENCH_ARGS=--quick for a smaller run of the scripts that accept it).
 bench: $(STAMP)
-	@bash infra/tools.sh >/dev/null; bash bench/tools.sh >/dev/null
+	@bash infra/up.sh >/dev/null; bash infra/tools.sh >/dev/null; bash bench/tools.sh >/dev/null
 	@set -e; for script in bench/bench_*.py; do echo "== $$script"; $(PY) $$script $(BENCH_ARGS); done
 
 ## make token role=<student|teacher|admin> sub=<user id> [cohorts=a,b]

@@ -184,11 +184,17 @@ def cloudevent_headers(
     event_id: str | None = None,
     traceparent: str | None = None,
 ) -> dict[str, str]:
+    return _headers(message.DESCRIPTOR.full_name, source, subject, event_id, traceparent)
+
+
+def _headers(
+    event_type: str, source: str, subject: str, event_id: str | None, traceparent: str | None
+) -> dict[str, str]:
     return {
         "ce_specversion": SPEC_VERSION,
         "ce_id": event_id or uuid.uuid4().hex,
         "ce_source": source,
-        "ce_type": message.DESCRIPTOR.full_name,
+        "ce_type": event_type,
         "ce_time": datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
         "ce_subject": subject,
         "content-type": CONTENT_TYPE,
@@ -264,15 +270,23 @@ class Publisher:
     def publish(
         self, topic: str, message: Message, *, key: str, event_id: str | None = None
     ) -> str:
-        call = maybe_current_call()
-        headers = cloudevent_headers(
-            message,
-            source=self.source,
-            subject=key,
+        return self.publish_serialized(
+            topic,
+            message.DESCRIPTOR.full_name,
+            message.SerializeToString(),
+            key=key,
             event_id=event_id,
-            traceparent=call.traceparent if call is not None else None,
         )
-        self._bus.publish_raw(topic, key, message.SerializeToString(), headers)
+
+    def publish_serialized(
+        self, topic: str, event_type: str, payload: bytes, *, key: str, event_id: str | None = None
+    ) -> str:
+        """`publish` for a payload already serialized (an outbox row) of `event_type`
+        (a message's full name)."""
+        call = maybe_current_call()
+        traceparent = call.traceparent if call is not None else None
+        headers = _headers(event_type, self.source, key, event_id, traceparent)
+        self._bus.publish_raw(topic, key, payload, headers)
         return headers["ce_id"]
 
 

@@ -92,9 +92,12 @@ class OutboxSender:
 
     def __call__(self, messages: Sequence[OutboxMessage]) -> None:
         for message in messages:
-            event = OUTBOX_TYPES[message.topic].FromString(message.payload)
             # A stable id: a resend after a crash is recognisably the same event.
-            self._publisher.publish(
-                message.topic, event, key=message.key, event_id=f"mastery-{message.event_id}"
+            self._publisher.publish_serialized(
+                message.topic,
+                OUTBOX_TYPES[message.topic].DESCRIPTOR.full_name,
+                message.payload,
+                key=message.key,
+                event_id=f"mastery-{message.event_id}",
             )
         self._bus.flush()
