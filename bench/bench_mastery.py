@@ -1887,26 +1887,13 @@ def main() -> int:
 
 def summary(args: argparse.Namespace, figures: dict[str, Any]) -> None:
     rows: list[tuple[str, str, str, bool | None]] = []
-    if "backlog" in figures:
-        backlog = figures["backlog"]
-        rows.append(
-            (
-                "ingestion, events/s draining a backlog",
-                f"{backlog['rate']:,.0f}",
-                ">= 10,000",
-                backlog["rate"] >= 10_000,
-            )
-        )
-    if "ingest" in figures:
-        ingest = figures["ingest"]
-        rows.append(
-            (
-                "  the same with the producer running",
-                f"{ingest['rate']:,.0f}",
-                ">= 10,000",
-                ingest["rate"] >= 10_000,
-            )
-        )
+    for key, name in (
+        ("backlog", "ingestion, events/s draining a backlog"),
+        ("ingest", "  the same with the producer running"),
+    ):
+        if key in figures:
+            rate = figures[key]["rate"]
+            rows.append((name, f"{rate:,.0f}", ">= 10,000", rate >= 10_000))
     for run in figures.get("processes", []):
         n = run["processes"]
         rows.append(

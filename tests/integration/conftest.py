@@ -4,12 +4,19 @@ started in-process on free ports against them, and Envoy in front of it."""
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from services.gateway.runner import Gateway
+from services.kit.bus import (
+    LEARNING_RESPONSES,
+    MASTERY_UPDATED,
+    PROGRESS_EVENTS,
+    STRUGGLE_DETECTED,
+)
 from services.kit.catalogue import SERVICES
 from services.kit.config import Settings
 from services.kit.runtime import Runtime
@@ -52,10 +59,59 @@ def mesh(settings: Settings, runtime: Runtime, mint_token: MintToken) -> Iterato
     ]
     for server in servers:
         server.start()
+    _wait_until_consumers_caught_up(settings)
     yield ports
     for server in servers:
         server.stop(grace=1.0)
     patch.undo()
+
+
+def _wait_until_consumers_caught_up(settings: Settings, timeout: float = 600.0) -> None:
+    """Until the mesh's consumer groups have read what their topics held when it started.
+    A benchmark run before the tests leaves hundreds of thousands of events behind; a
+    test waiting 30 s for its own event would wait behind them instead."""
+    from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    assert settings.kafka_bootstrap_servers
+    groups = {
+        settings.mastery_consumer_group: [PROGRESS_EVENTS],
+        settings.notify_consumer_group: [STRUGGLE_DETECTED, MASTERY_UPDATED],
+        settings.notify_updates_consumer_group: [LEARNING_RESPONSES, MASTERY_UPDATED],
+    }
+    config: dict[str, str | int | float | bool] = {
+        "bootstrap.servers": settings.kafka_bootstrap_servers
+    }
+    admin = AdminClient(config)
+    probe = Consumer({**config, "group.id": "tests-probe"})
+    try:
+        metadata = admin.list_topics(timeout=10).topics
+        ends = {
+            TopicPartition(topic, p): probe.get_watermark_offsets(
+                TopicPartition(topic, p), timeout=10
+            )[1]
+            for topics in groups.values()
+            for topic in topics
+            for p in metadata[topic].partitions
+        }
+        deadline = time.monotonic() + timeout
+        for group, topics in groups.items():
+            wanted = [tp for tp in ends if tp.topic in topics and ends[tp] > 0]
+            while wanted:
+                request = ConsumerGroupTopicPartitions(group, wanted)
+                done = admin.list_consumer_group_offsets([request])[group].result()
+                behind = [
+                    tp
+                    for tp in done.topic_partitions
+                    if tp.offset < ends[TopicPartition(tp.topic, tp.partition)]
+                ]
+                if not behind:
+                    break
+                if time.monotonic() > deadline:
+                    pytest.fail(f"consumer group {group} still behind on {behind}")
+                time.sleep(0.5)
+    finally:
+        probe.close()
 
 
 @pytest.fixture(scope="session")

@@ -38,24 +38,47 @@ def no_messages(_changes: Any) -> list[OutboxMessage]:
     return []
 
 
+def rules_event(
+    student: str,
+    event_id: str,
+    time_zone: str,
+    *,
+    topic: int,
+    component: Component | None,
+    value: float,
+    when: datetime,
+    subject: str = "",
+) -> ProgressEvent:
+    return ProgressEvent(
+        source="//test/rules",
+        event_id=event_id,
+        event_type="test",
+        student_id=student,
+        cohort="c-rules",
+        time_zone=time_zone,
+        topic=topic,
+        component=component,
+        subject=subject,
+        value=value,
+        occur_time=when,
+    )
+
+
 def random_events(rng: random.Random, student: str, time_zone: str, n: int) -> list[ProgressEvent]:
     events = []
     for i in range(n):
         component = rng.choice([Component.COMPLETION, Component.QUIZ, Component.QUALITY, None])
         events.append(
-            ProgressEvent(
-                source="//test/rules",
-                event_id=f"{student}-{i}",
-                event_type="test",
-                student_id=student,
-                cohort="c-rules",
-                time_zone=time_zone,
+            rules_event(
+                student,
+                f"{student}-{i}",
+                time_zone,
                 topic=rng.randint(1, 4),
                 component=component,
                 # Few exercises, so retries (best score) and two topics per exercise occur.
                 subject=f"ex{rng.randint(1, 5)}" if component else "",
                 value=round(rng.random(), 3),
-                occur_time=NOW - timedelta(hours=rng.uniform(0, 24 * 12)),
+                when=NOW - timedelta(hours=rng.uniform(0, 24 * 12)),
             )
         )
     return events
@@ -165,19 +188,7 @@ def test_incremental_across_days_equals_rebuild(store: MasteryStore, seed: int) 
     # Last, one event per student on a single topic, a day later.
     clock += timedelta(days=1)
     last = [
-        ProgressEvent(
-            source="//test/rules",
-            event_id=f"{sid}-last",
-            event_type="test",
-            student_id=sid,
-            cohort="c-rules",
-            time_zone="",
-            topic=1,
-            component=None,
-            subject="",
-            value=0.0,
-            occur_time=clock,
-        )
+        rules_event(sid, f"{sid}-last", "", topic=1, component=None, value=0.0, when=clock)
         for sid in ids
     ]
     store.apply_batch(last, clock, no_messages)
@@ -190,18 +201,15 @@ def test_a_late_event_corrects_its_own_day_and_the_days_after(store: MasteryStor
     sid = f"late-{uuid.uuid4().hex[:8]}"
 
     def quiz(n: int, score: float, days_ago: int) -> ProgressEvent:
-        return ProgressEvent(
-            source="//test/rules",
-            event_id=f"{sid}-{n}",
-            event_type="test",
-            student_id=sid,
-            cohort="c-rules",
-            time_zone="UTC",
+        return rules_event(
+            sid,
+            f"{sid}-{n}",
+            "UTC",
             topic=2,
             component=Component.QUIZ,
-            subject=f"quiz{n}",
             value=score,
-            occur_time=NOW - timedelta(days=days_ago),
+            when=NOW - timedelta(days=days_ago),
+            subject=f"quiz{n}",
         )
 
     store.apply_batch([quiz(1, 1.0, 5)], NOW, no_messages)
