@@ -98,20 +98,24 @@ class ServiceParts:
     max_streams: int | None = None
 
 
-# Collections of the youngest generation every 20,000 allocations (not 700), and of the
-# oldest rarely. Thousands of open streams are thousands of long-lived objects: a full
-# collection over them paused every thread for hundreds of ms (notify's fan-out p99 447
-# ms against 282 ms with these, bench/bench_notify.py). A mastery batch allocates
-# millions of short-lived objects: the default thresholds spent 0.8 s of every 10,000
-# events' 1.5 s collecting, these 0.17 s.
-GC_THRESHOLDS = (20_000, 50, 1000)
+# Collections of the youngest generation every 20,000 allocations (not 700): a mastery
+# batch allocates millions of short-lived objects, and the default thresholds spent 0.8
+# s of every 10,000 events' 1.5 s collecting (0.17 s with these). The oldest generation
+# is still collected every 100 younger ones: cycles made per batch are freed (rarer
+# full collections let a mastery process grow from 230 MB to 278 MB).
+GC_THRESHOLDS = (20_000, 10, 10)
+# The asyncio server holds thousands of open streams, thousands of long-lived objects:
+# a full collection over them paused every thread for hundreds of ms (notify's fan-out
+# p99 447 ms against 282 ms with these, bench/bench_notify.py). It collects the oldest
+# generation rarely.
+GC_THRESHOLDS_MANY_STREAMS = (20_000, 50, 1000)
 
 
-def tune_gc() -> None:
+def tune_gc(many_streams: bool) -> None:
     """Called once the server has started: what exists by then lives as long as the
     process, so it leaves the collector's generations (gc.freeze)."""
     gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
+    gc.set_threshold(*(GC_THRESHOLDS_MANY_STREAMS if many_streams else GC_THRESHOLDS))
 
 
 class LearnFlowServer:
@@ -201,7 +205,7 @@ class LearnFlowServer:
             self._loop.run(self.server.start())
         else:
             self.server.start()
-        tune_gc()
+        tune_gc(many_streams=self._loop is not None)
         self._monitor.start()
         for start in self._parts.start_background:
             start()
