@@ -7,17 +7,12 @@ streams get heartbeats."""
 from __future__ import annotations
 
 import json
-import os
 import queue
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -34,7 +29,8 @@ from services.notify.convert import decode_update
 from services.notify.hub import Hub
 from services.notify.main import MIGRATIONS
 from services.notify.updates import UpdateLog
-from tests.conftest import MintToken, free_port
+from tests.conftest import MintToken
+from tests.integration.processes import start_service, stop_service
 from tests.integration.test_alerts import (
     INDEX_ERROR_CODE,
     INDEX_ERROR_TRACEBACK,
@@ -51,7 +47,6 @@ pytestmark = pytest.mark.integration
 Alert = notify_pb2.Alert
 Update = notify_pb2.Update
 WAIT = 45.0
-LEARNFLOW = str(Path(sys.executable).with_name("learnflow"))
 
 
 class GrpcStream:
@@ -367,58 +362,16 @@ def replicas(
     """Two more notify replicas, each a `learnflow serve notify` process of its own, on
     the same database and broker as the mesh (so three replicas share the consumer
     groups and the log); their idle streams beat every half second."""
-    ports = (free_port(), free_port())
-    processes = []
-    for n, port in enumerate(ports):
-        env = {
-            **os.environ,
-            "GRPC_PORT": str(port),
-            "GRPC_HOST": "127.0.0.1",
-            "JWKS_PATH": str(settings.jwks_path),
-            "DATABASE_URL": settings.database_url or "",
-            "REDIS_URL": settings.redis_url or "",
-            "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
-            "NOTIFY_HEARTBEAT_SECONDS": "0.5",
-            "LOG_LEVEL": "WARNING",
-        }
-        env.pop("METRICS_PORT", None)
-        log = tmp_path_factory.mktemp(f"replica{n}") / "notify.log"
-        processes.append(
-            (
-                subprocess.Popen(
-                    [LEARNFLOW, "serve", "notify"],
-                    env=env,
-                    stdout=log.open("w"),
-                    stderr=subprocess.STDOUT,
-                ),
-                log,
-            )
-        )
+    started = []
     try:
-        for (process, log), port in zip(processes, ports, strict=True):
-            _wait_serving(process, log, port)
-        yield ports
+        for n in range(2):
+            log = tmp_path_factory.mktemp(f"replica{n}") / "notify.log"
+            process, port = start_service("notify", settings, log, NOTIFY_HEARTBEAT_SECONDS="0.5")
+            started.append((process, log, port))
+        yield started[0][2], started[1][2]
     finally:
-        for process, _ in processes:
-            process.send_signal(signal.SIGTERM)
-        for process, log in processes:
-            try:
-                assert process.wait(30) == 0, log.read_text()[-3000:]
-            except subprocess.TimeoutExpired:
-                process.kill()
-                raise
-
-
-def _wait_serving(process: subprocess.Popen[bytes], log: Path, port: int) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"notify replica exited: {log.read_text()[-3000:]}")
-        probe = subprocess.run([LEARNFLOW, "probe", str(port)], capture_output=True, check=False)
-        if probe.returncode == 0:
-            return
-        time.sleep(0.3)
-    pytest.fail(f"notify replica on {port} not serving: {log.read_text()[-3000:]}")
+        for process, log, _ in started:
+            stop_service(process, log)
 
 
 def test_two_replicas_share_one_log_and_its_cursors(

@@ -5,11 +5,8 @@ a rebuild from the evidence counts it."""
 
 from __future__ import annotations
 
-import os
 import random
-import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,53 +22,13 @@ from services.kit.config import Settings
 from services.kit.runtime import Runtime
 from services.mastery.main import MIGRATIONS
 from services.mastery.store import MasteryStore
-from tests.conftest import free_port
+from tests.integration.processes import start_service, stop_service
 from tests.integration.test_mastery import Events, exercise, quiz, review
 
 pytestmark = pytest.mark.integration
 
-LEARNFLOW = str(Path(sys.executable).with_name("learnflow"))
 STUDENTS = 40
 EVENTS = 2000
-
-
-def start_replica(settings: Settings, log: Path) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "GRPC_PORT": str(port),
-        "GRPC_HOST": "127.0.0.1",
-        "JWKS_PATH": str(settings.jwks_path),
-        "DATABASE_URL": settings.database_url or "",
-        "REDIS_URL": settings.redis_url or "",
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
-        "MASTERY_CONSUMER_GROUP": settings.mastery_consumer_group,  # the mesh's engine's
-        "LOG_LEVEL": "WARNING",
-        # Small batches: the rebalance lands in the middle of the work.
-        "MASTERY_BATCH_SIZE": "50",
-    }
-    env.pop("METRICS_PORT", None)
-    process = subprocess.Popen(
-        [LEARNFLOW, "serve", "mastery"], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"mastery replica exited: {log.read_text()[-3000:]}")
-        probe = subprocess.run([LEARNFLOW, "probe", str(port)], capture_output=True, check=False)
-        if probe.returncode == 0:
-            return process, port
-        time.sleep(0.3)
-    pytest.fail(f"mastery replica on {port} not serving: {log.read_text()[-3000:]}")
-
-
-def stop(process: subprocess.Popen[bytes], log: Path) -> None:
-    process.send_signal(signal.SIGTERM)
-    try:
-        assert process.wait(30) == 0, log.read_text()[-3000:]
-    except subprocess.TimeoutExpired:
-        process.kill()
-        raise
 
 
 @pytest.fixture
@@ -82,13 +39,19 @@ def replicas(
     try:
         for n in range(2):
             log = tmp_path / f"mastery{n}.log"
-            process, _ = start_replica(settings, log)
+            process, _ = start_service(
+                "mastery",
+                settings,
+                log,
+                MASTERY_CONSUMER_GROUP=settings.mastery_consumer_group,  # the mesh engine's
+                MASTERY_BATCH_SIZE="50",  # small batches: the kill lands mid-work
+            )
             started.append((process, log))
         yield started
     finally:
         for process, log in started:
             if process.poll() is None:
-                stop(process, log)
+                stop_service(process, log)
 
 
 def counts(url: str, students: list[str]) -> dict[str, tuple[int, int]]:
