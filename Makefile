@@ -63,7 +63,7 @@ breaking: $(STAMP)
 	bash tools/buf_breaking.sh $(ref)
 
 ## Every benchmark in bench/ on the real infrastructure (brought up or reused), each
-## printing its figures (bench_mastery takes ~8 minutes;
+## printing its figures (bench_mastery takes ~10 minutes;
 ## BENCH_ARGS=--quick for a smaller run of the scripts that accept it).
 bench: $(STAMP)
 	@bash infra/up.sh >/dev/null; bash infra/tools.sh >/dev/null; bash bench/tools.sh >/dev/null
