@@ -27,16 +27,13 @@ import grpc
 from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer as AsyncHealthServicer
 
-from services.kit.admission import StreamGate
-from services.kit.auth import TokenVerifier
 from services.kit.interceptors import (
     EXEMPT_PREFIXES,
     CallOutcome,
     CallSteps,
-    rewrap,
+    WrappedHandlers,
     use_call,
 )
-from services.kit.roster import Roster
 
 T = TypeVar("T")
 STOP_SECONDS = 10.0
@@ -91,15 +88,9 @@ class LoopHealth:
 
 
 class AsyncServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(
-        self,
-        verifier: TokenVerifier | None,
-        gate: StreamGate | None = None,
-        roster: Roster | None = None,
-    ) -> None:
-        self._steps = CallSteps(verifier, gate, roster)
-        # Only methods the server really has are cached (see ServerInterceptor).
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+    def __init__(self, steps: CallSteps) -> None:
+        self._steps = steps
+        self._handlers = WrappedHandlers(self._unary, self._streaming)
 
     async def intercept_service(
         self,
@@ -107,18 +98,9 @@ class AsyncServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
         method: str = handler_call_details.method
-        wrapped = self._wrapped.get(method)
-        if wrapped is not None:
-            return wrapped
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        wrapped = rewrap(
-            handler,
-            lambda: self._unary(method, handler),
-            lambda: self._streaming(method, handler),
-        )
-        self._wrapped[method] = wrapped
+        wrapped = self._handlers.get(method)
+        if wrapped is None:
+            wrapped = self._handlers.wrap(method, await continuation(handler_call_details))
         return wrapped
 
     async def _enter(

@@ -221,16 +221,9 @@ class CallSteps:
 class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     """The call steps on the thread-pool server: each call runs on its own thread."""
 
-    def __init__(
-        self,
-        verifier: TokenVerifier | None,
-        gate: StreamGate | None = None,
-        roster: Roster | None = None,
-    ) -> None:
-        self._steps = CallSteps(verifier, gate, roster)
-        # Only methods the server really has are cached: caching every unknown path a
-        # caller makes up would grow memory without bound.
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+    def __init__(self, steps: CallSteps) -> None:
+        self._steps = steps
+        self._handlers = WrappedHandlers(self._unary, self._streaming)
 
     def intercept_service(
         self,
@@ -238,18 +231,9 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
         method: str = handler_call_details.method
-        wrapped = self._wrapped.get(method)
-        if wrapped is not None:
-            return wrapped
-        handler = continuation(handler_call_details)
-        if handler is None:
-            return None
-        wrapped = rewrap(
-            handler,
-            lambda: self._unary(method, handler),
-            lambda: self._streaming(method, handler),
-        )
-        self._wrapped[method] = wrapped
+        wrapped = self._handlers.get(method)
+        if wrapped is None:
+            wrapped = self._handlers.wrap(method, continuation(handler_call_details))
         return wrapped
 
     def _unary(self, method: str, handler: grpc.RpcMethodHandler) -> Callable[..., Any]:
@@ -305,6 +289,40 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 _current.set(None)
 
         return handle
+
+
+HandlerMaker = Callable[[str, grpc.RpcMethodHandler], Callable[..., Any]]
+
+
+class WrappedHandlers:
+    """Each method's handler wrapped once, with the behaviour `unary` or `streaming`
+    makes for it. Only methods the server really has are kept: caching every unknown
+    path a caller makes up would grow memory without bound."""
+
+    def __init__(self, unary: HandlerMaker, streaming: HandlerMaker) -> None:
+        self._unary = unary
+        self._streaming = streaming
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+
+    def get(self, method: str) -> grpc.RpcMethodHandler | None:
+        return self._wrapped.get(method)
+
+    def __len__(self) -> int:
+        return len(self._wrapped)
+
+    def wrap(
+        self, method: str, handler: grpc.RpcMethodHandler | None
+    ) -> grpc.RpcMethodHandler | None:
+        """The wrapped handler (kept for next time); None for a method the server lacks."""
+        if handler is None:
+            return None
+        wrapped = rewrap(
+            handler,
+            lambda: self._unary(method, handler),
+            lambda: self._streaming(method, handler),
+        )
+        self._wrapped[method] = wrapped
+        return wrapped
 
 
 def rewrap(

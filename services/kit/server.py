@@ -40,7 +40,7 @@ from services.kit.auth import TokenVerifier
 from services.kit.catalogue import MAX_MESSAGE_BYTES, ServiceSpec
 from services.kit.config import Settings
 from services.kit.health import DependencyCheck, HealthMonitor
-from services.kit.interceptors import ServerInterceptor
+from services.kit.interceptors import CallSteps, ServerInterceptor
 from services.kit.limits import Limiter
 from services.kit.roster import Roster
 
@@ -154,10 +154,11 @@ class LearnFlowServer:
         max_rpcs = settings.grpc_max_concurrent_rpcs + max_streams
         self._loop: EventLoopThread | None = None
         self.health: LoopHealth | health.HealthServicer
+        steps = CallSteps(verifier, gate, parts.roster)  # one set, whichever server model
         if parts.asynchronous:
             self._loop = EventLoopThread(spec.name, settings.grpc_max_workers)
             self.health = LoopHealth(self._loop)
-            interceptor = AsyncServerInterceptor(verifier, gate, parts.roster)
+            interceptor = AsyncServerInterceptor(steps)
             self.server = self._loop.run(self._async_server(interceptor, max_rpcs, options))
         else:
             self.health = health.HealthServicer(
@@ -171,7 +172,7 @@ class LearnFlowServer:
                     max_workers=settings.grpc_max_workers + max_streams,
                     thread_name_prefix=f"{spec.name}-rpc",
                 ),
-                interceptors=[ServerInterceptor(verifier, gate, parts.roster)],
+                interceptors=[ServerInterceptor(steps)],
                 maximum_concurrent_rpcs=max_rpcs,
                 options=options,
             )

@@ -40,7 +40,7 @@ from services.kit.auth import TokenVerifier
 from services.kit.catalogue import SERVICES
 from services.kit.config import Settings
 from services.kit.errors import ResourceExhausted
-from services.kit.interceptors import ServerInterceptor
+from services.kit.interceptors import CallSteps, ServerInterceptor
 from tests.conftest import MintToken, free_port
 
 pytestmark = pytest.mark.integration
@@ -110,7 +110,9 @@ def probe_port(settings: Settings, mint_token: MintToken) -> Iterator[int]:
         futures.ThreadPoolExecutor(max_workers=4),
         interceptors=[
             ServerInterceptor(
-                TokenVerifier(settings.jwks_path, settings.jwt_issuer, settings.jwt_audience)
+                CallSteps(
+                    TokenVerifier(settings.jwks_path, settings.jwt_issuer, settings.jwt_audience)
+                )
             )
         ],
         options=[("grpc.so_reuseport", 0)],

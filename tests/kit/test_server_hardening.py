@@ -171,13 +171,13 @@ def test_unknown_methods_are_not_remembered(
         for i in concepts_server.server._state.interceptor_pipeline.interceptors
         if isinstance(i, ServerInterceptor)
     )
-    before = len(interceptor._wrapped)
+    before = len(interceptor._handlers)
     for i in range(500):
         call = channel.unary_unary(f"/learnflow.concepts.v1.ConceptsService/Made{i}Up")
         with pytest.raises(grpc.RpcError) as caught:
             call(b"", timeout=2)
         assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert len(interceptor._wrapped) == before
+    assert len(interceptor._handlers) == before
 
 
 def test_undecodable_bytes_are_invalid_argument(

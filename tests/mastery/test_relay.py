@@ -47,10 +47,8 @@ def test_a_wake_drains_at_once_not_at_the_next_interval() -> None:
     try:
         assert wait_for(lambda: outbox.calls >= 1)  # the first round: a crash's leftovers
         outbox.pending = 3
-        started = time.monotonic()
         relay.wake()
-        assert outbox.drained.wait(5)
-        assert time.monotonic() - started < 5  # far below the 60 s interval
+        assert outbox.drained.wait(5)  # the next unwoken round is a minute away
         assert outbox.sent == 3
     finally:
         relay.stop()
