@@ -1129,12 +1129,17 @@ def bench_backlog(
     mastery = start_mastery(args.work, env, "mastery-after-backlog")
     args.meter.watch(mastery.pid)
     cpu_before = args.meter.snapshot()
+    spy = Spy(mastery.pid, args.work / "backlog.txt") if args.profile else None
     try:
         counter.start()
         done = wall_clock(counter.wait_for(total, stall_seconds=120))
         spent = args.meter.spent(cpu_before)
     finally:
         counter.close()
+    if spy:
+        samples = spy.stop()
+        spy_report(samples, "consumer-", "draining, consumer threads")
+        spy_functions(samples["gil"], "", "draining, every thread")
     first = first_recorded(bench_url, factory.source, "bl")
     rate = total / (done - first)
     batches = batch_profile(bench_url, factory.source, "bl")
