@@ -69,9 +69,9 @@ bench: $(STAMP)
 	@bash infra/up.sh >/dev/null; bash infra/tools.sh >/dev/null; bash bench/tools.sh >/dev/null
 	@set -e; for script in bench/bench_*.py; do echo "== $$script"; $(PY) $$script $(BENCH_ARGS); done
 
-## make token role=<student|teacher|admin> sub=<user id> [cohorts=a,b]
+## make token role=<student|teacher|admin|operator> sub=<user id> [tenant=dev] [cohorts=a,b]
 token: $(STAMP)
-	@$(VENV)/bin/learnflow token --role "$(role)" --sub "$(sub)" --cohorts "$(cohorts)"
+	@$(VENV)/bin/learnflow token --role "$(role)" --sub "$(sub)" --tenant "$(tenant)" --cohorts "$(cohorts)"
 
 clean:
 	rm -rf .run build *.egg-info

@@ -229,7 +229,9 @@ def _graded() -> Any:
     now = Timestamp()
     now.FromDatetime(datetime.now(UTC))
     return events_pb2.ExerciseGraded(
-        student=events_pb2.StudentRef(student_id=STUDENT, cohort="c1", time_zone="UTC"),
+        student=events_pb2.StudentRef(
+            student_id=STUDENT, cohort="c1", time_zone="UTC", tenant="dev"
+        ),
         topic=common_pb2.TOPIC_FUNCTIONS,
         exercise_id="functions-001",
         score=0.8,

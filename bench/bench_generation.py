@@ -158,6 +158,7 @@ def main() -> None:
 
     def generate() -> Any:
         return engine.generate(
+            "dev",
             "bench",
             cohort="",
             topic=Topic.COLLECTIONS,

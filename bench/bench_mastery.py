@@ -9,7 +9,7 @@ One run, five figures, each printed next to its target:
        get-envoy   the same through Envoy, native gRPC
        get-json    GET /v1/students/{id}/mastery through Envoy's transcoder (JSON)
        fastapi     a minimal FastAPI + uvicorn endpoint (own process, one worker) that
-                   reads the same Redis key `mastery:v1:<student>`, parses it as
+                   reads the same Redis key `mastery:v1:<tenant>:<student>`, parses it as
                    learnflow.mastery.v1.Mastery and answers MessageToDict as JSON
      Load comes from Go generators (`bench/tools.sh` builds ghz and hey into
      .infra/bin): a Python client cannot keep 32 calls in flight on 2 cores. Rows are
@@ -38,7 +38,7 @@ One run, five figures, each printed next to its target:
 
 The mastery service runs as `learnflow serve mastery` in its own process against a
 dedicated database `learnflow_bench` (dropped and recreated at start, left in place
-afterwards for inspection) and Redis database 15 (only `mastery:v1:bench-*` keys are
+afterwards for inspection) and Redis database 15 (only `mastery:v1:dev:bench-*` keys are
 touched). The Kafka topics are the real ones; the consumer group `mastery-engine` is
 first allowed to catch up with whatever is already on progress.events. The script
 warns when another process is a member of that group (its results would be wrong).
@@ -178,6 +178,10 @@ def recreate_database(admin_url: str) -> str:
     return with_path(admin_url, f"/{BENCH_DB}")
 
 
+# Every event and token of the benchmark is the development tenant's; its own
+# connections to the bench database see that tenant's rows (row-level security).
+TENANT = "dev"
+TENANT_OPTION = f"-c learnflow.tenant={TENANT}"
 MASTERY_TABLES = (
     "students",
     "evidence",
@@ -332,6 +336,7 @@ class EventFactory:
             student_id=sid,
             cohort=f"bench-c{student % 50:02d}",
             time_zone=TIME_ZONES[student % len(TIME_ZONES)],
+            tenant=TENANT,
         )
         seconds = int(occur)
         when = Timestamp(seconds=seconds, nanos=int((occur - seconds) * 1e9))
@@ -985,7 +990,7 @@ class ProcessedCounter:
     def __init__(self, url: str, source: str, period: float = 0.2, pid: int | None = None) -> None:
         import psycopg
 
-        self._conn = psycopg.connect(url, autocommit=True)
+        self._conn = psycopg.connect(url, autocommit=True, options=TENANT_OPTION)
         self._source = source
         self._base = 0
         self._base = self.count()  # counts only what arrives from now on
@@ -1036,7 +1041,7 @@ def batch_profile(url: str, source: str, prefix: str) -> dict[str, float]:
     """Consumer batches of one phase, from the transaction timestamps of evidence (recorded_at)."""
     import psycopg
 
-    with psycopg.connect(url, autocommit=True) as conn:
+    with psycopg.connect(url, autocommit=True, options=TENANT_OPTION) as conn:
         rows = conn.execute(
             "SELECT recorded_at, count(*) FROM mastery.evidence "
             "WHERE source = %s AND event_id LIKE %s GROUP BY 1 ORDER BY 1",
@@ -1094,7 +1099,7 @@ def first_recorded(url: str, source: str, prefix: str) -> float:
     """When the first of these events was recorded (its batch's transaction start)."""
     import psycopg
 
-    with psycopg.connect(url, autocommit=True) as conn:
+    with psycopg.connect(url, autocommit=True, options=TENANT_OPTION) as conn:
         row = conn.execute(
             "SELECT min(recorded_at) FROM mastery.evidence WHERE source = %s AND event_id LIKE %s",
             (source, prefix + "-%"),
@@ -1191,7 +1196,7 @@ def counts_agree(url: str) -> list[str]:
         ),
     }
     problems = []
-    with psycopg.connect(url, autocommit=True) as conn:
+    with psycopg.connect(url, autocommit=True, options=TENANT_OPTION) as conn:
         for name, (events_sql, counted_sql) in checks.items():
             events = conn.execute(events_sql).fetchone()
             counted = conn.execute(counted_sql).fetchone()
@@ -1443,7 +1448,7 @@ def bench_latency(
     to_encode = stats([r[1] - sent[c] for c, r in received.items()])
     to_consumer = stats([r[0] - r[1] for r in received.values()])
     # Every event of a batch carries its transaction's start time (recorded_at = now()).
-    with psycopg.connect(bench_url, autocommit=True) as conn:
+    with psycopg.connect(bench_url, autocommit=True, options=TENANT_OPTION) as conn:
         tx_start = {
             event_id: at.timestamp()
             for event_id, at in conn.execute(
@@ -1522,7 +1527,7 @@ def bench_recalculation(
     from learnflow.mastery.v1 import mastery_pb2, mastery_pb2_grpc
 
     n = args.recalc_students
-    with psycopg.connect(bench_url, autocommit=True) as conn:
+    with psycopg.connect(bench_url, autocommit=True, options=TENANT_OPTION) as conn:
         conn.execute("TRUNCATE " + ", ".join(f"mastery.{t}" for t in MASTERY_TABLES))
         seeded = time.monotonic()
         conn.execute(SEED_SQL.replace("%(n)s", str(int(n))))
@@ -1591,7 +1596,7 @@ def serve_fastapi(port: int) -> None:
 
     @app.get("/v1/students/{student_id}/mastery")
     async def get_mastery(student_id: str) -> JSONResponse:
-        raw = await client.get(f"mastery:v1:{student_id}")
+        raw = await client.get(f"mastery:v1:{TENANT}:{student_id}")
         if raw is None:
             raise HTTPException(status_code=404, detail="not cached")
         assert isinstance(raw, bytes)
@@ -1702,7 +1707,7 @@ def main() -> int:
     bench_url = recreate_database(os.environ["DATABASE_URL"])
     redis_url = with_path(os.environ["REDIS_URL"], f"/{BENCH_REDIS_DB}")
     redis_client = redis.Redis.from_url(redis_url)
-    stale = list(redis_client.scan_iter("mastery:v1:bench-*", count=1000))
+    stale = list(redis_client.scan_iter(f"mastery:v1:{TENANT}:bench-*", count=1000))
     if stale:
         redis_client.delete(*stale)
     env = {
@@ -1817,7 +1822,7 @@ def main() -> int:
                     timeout=10,
                 )
                 channel.close()
-                cached = redis_client.get(f"mastery:v1:{student}")
+                cached = redis_client.get(f"mastery:v1:{TENANT}:{student}")
                 if cached is None:
                     raise RuntimeError("GetMastery did not fill the cache")
                 evidence = sum(

@@ -161,7 +161,7 @@ def band_change(student: str, cohort: str, n: int, event_id: str) -> events_pb2.
     now.GetCurrentTime()
     red, yellow = common_pb2.MASTERY_BAND_RED, common_pb2.MASTERY_BAND_YELLOW
     return events_pb2.MasteryUpdated(
-        student=events_pb2.StudentRef(student_id=student, cohort=cohort),
+        student=events_pb2.StudentRef(student_id=student, cohort=cohort, tenant="dev"),
         previous_score=0.3,
         score=0.5,
         previous_band=red if n % 2 else yellow,

@@ -52,7 +52,9 @@ def graded(student: str) -> events_pb2.ExerciseGraded:
     now = Timestamp()
     now.GetCurrentTime()
     return events_pb2.ExerciseGraded(
-        student=events_pb2.StudentRef(student_id=student, cohort="c1", time_zone="UTC"),
+        student=events_pb2.StudentRef(
+            student_id=student, cohort="c1", time_zone="UTC", tenant="dev"
+        ),
         topic=common_pb2.TOPIC_FUNCTIONS,
         exercise_id="functions-001",
         score=0.8,

@@ -171,9 +171,12 @@ pg_ensure_role_db() {
     pg_admin <<'SQL'
 DO $$ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'learnflow') THEN
-    CREATE ROLE learnflow LOGIN SUPERUSER PASSWORD 'learnflow';
+    CREATE ROLE learnflow LOGIN PASSWORD 'learnflow';
   END IF;
 END $$;
+-- Not a superuser: row-level security keeps tenants apart, and superusers bypass it
+-- (the services refuse to run as one). CREATEDB: the benchmarks make their own.
+ALTER ROLE learnflow NOSUPERUSER NOBYPASSRLS CREATEDB;
 SQL
     if [[ -z "$(pg_admin -Atc "SELECT 1 FROM pg_database WHERE datname = 'learnflow'")" ]]; then
         pg_admin -c 'CREATE DATABASE learnflow OWNER learnflow'

@@ -5,7 +5,7 @@
     .venv/bin/python k8s/generate.py --check   # exit 1 if a committed file is stale
 
 The output is plain YAML that `kubectl apply -k k8s/` takes as is; the generator only
-saves writing the same Deployment + Service eight times. `gateway.yaml` and
+saves writing the same Deployment + Service for every service. `gateway.yaml` and
 `secrets.example.yaml` are written by hand. tests/test_deploy.py checks that the files
 are current and agree with the catalogue and the settings.
 """
@@ -69,6 +69,8 @@ PROFILES: dict[str, Profile] = {
     # Live-update streams: ~33 KB each on top of ~95 MB (bench/bench_notify.py), so 5,000
     # open streams come to ~255 MB; the limit leaves room over that.
     "notify": Profile("store", memory_limit="384Mi"),
+    # The audit trail: a consumer writing batches and an admins' list; no model client.
+    "audit": Profile("store"),
 }
 
 

@@ -2,7 +2,7 @@
 
 learnflow run                     every service + Envoy, embedded defaults
 learnflow serve <service>         one service alone (the production shape)
-learnflow token --role student --sub alice [--cohorts c1,c2]
+learnflow token --role student --sub alice [--tenant school-a] [--cohorts c1,c2]
 learnflow probe <port>            exit 0 only if grpc.health.v1 says SERVING
 """
 
@@ -156,18 +156,25 @@ def _banner(
 
 def cmd_token(args: argparse.Namespace) -> int:
     from services.kit import devtokens
+    from services.kit.auth import DEV_TENANT
 
     settings = _settings()
     cohorts = [c for c in (args.cohorts or "").split(",") if c]
     try:
         token = devtokens.mint_token(
-            args.sub, args.role, cohorts, ttl_seconds=args.ttl, settings=settings
+            args.sub,
+            args.role,
+            cohorts,
+            ttl_seconds=args.ttl,
+            tenant=args.tenant or DEV_TENANT,
+            settings=settings,
         )
     except ValueError as exc:
         print(f"learnflow token: {exc}", file=sys.stderr)
         return 2
     print(
-        f"# {args.role} {args.sub!r} cohorts={cohorts}; JWKS at {settings.jwks_path}",
+        f"# {args.role} {args.sub!r} of tenant {args.tenant or DEV_TENANT!r} "
+        f"cohorts={cohorts}; JWKS at {settings.jwks_path}",
         file=sys.stderr,
     )
     print(token)
@@ -217,8 +224,9 @@ def parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     token = sub.add_parser("token", help="mint a dev JWT (and write the JWKS)")
-    token.add_argument("--role", required=True, choices=["student", "teacher", "admin"])
+    token.add_argument("--role", required=True, choices=["student", "teacher", "admin", "operator"])
     token.add_argument("--sub", required=True, help="user id")
+    token.add_argument("--tenant", default="", help="school or organisation (default: dev)")
     token.add_argument("--cohorts", default="", help="comma-separated cohort ids")
     token.add_argument("--ttl", type=int, default=12 * 3600, help="seconds (default 12 h)")
     token.set_defaults(func=cmd_token)

@@ -12,6 +12,7 @@ from typing import TypeVar
 import pytest
 
 from services.kit import devtokens
+from services.kit.auth import DEV_TENANT
 from services.kit.config import Settings
 from services.kit.llm import LLM
 from tests.support.openai_server import ScriptedOpenAI, start
@@ -66,8 +67,12 @@ def settings(dev_key_dir: Path) -> Settings:
 def mint_token(dev_key_dir: Path, settings: Settings) -> MintToken:
     devtokens.ensure_keys(key_dir=dev_key_dir, settings=settings)
 
-    def mint(sub: str, role: str = "student", cohorts: Sequence[str] = ()) -> str:
-        return devtokens.mint_token(sub, role, cohorts, key_dir=dev_key_dir, settings=settings)
+    def mint(
+        sub: str, role: str = "student", cohorts: Sequence[str] = (), tenant: str = DEV_TENANT
+    ) -> str:
+        return devtokens.mint_token(
+            sub, role, cohorts, tenant=tenant, key_dir=dev_key_dir, settings=settings
+        )
 
     return mint
 

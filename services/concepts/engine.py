@@ -39,15 +39,18 @@ log = logging.getLogger("learnflow.concepts")
 
 MasteryLevel = Callable[[str, Topic], Level | None]
 """The level a student is at on a topic (from the mastery engine), or None if unknown."""
-StudentCohort = Callable[[str], str | None]
-"""The cohort a student belongs to (from the mastery engine), or None if unknown."""
+StudentCohort = Callable[[str, str], str | None]
+"""The cohort a student of a tenant belongs to, `cohort_of(tenant, student_id)` (from the
+mastery engine), or None if unknown there."""
 
 
 def authorise(principal: Principal, student_id: str, cohort_of: StudentCohort) -> None:
-    """Student: themselves only, refused before any lookup; admin: anyone; teacher: a
-    student of one of their cohorts (an unknown cohort is refused)."""
+    """Student: themselves only, refused before any lookup; admin and operator: anyone of
+    the tenant the call acts in; teacher: a student of one of their cohorts in that
+    tenant (an unknown cohort is refused: a same-named cohort of another school is not
+    theirs)."""
     if principal.role is Role.TEACHER:
-        principal.require_student(student_id, cohort_of(student_id))
+        principal.require_student(student_id, cohort_of(principal.tenant, student_id))
     else:
         principal.require_student(student_id)
 

@@ -15,6 +15,7 @@ from services.concepts.mermaid_validator import MermaidValidator
 from services.concepts.servicer import ConceptsServicer
 from services.concepts.writer import ModelWriter
 from services.kit.bus import Publisher
+from services.kit.interceptors import maybe_current_call
 from services.kit.peers import MasteryClient, SandboxClient
 from services.kit.responses import LearningResponses
 from services.kit.runtime import Runtime
@@ -44,12 +45,20 @@ class SandboxExecute:
 
 class MasteryCohort:
     """The student's cohort id from the mastery engine; None when it does not know the
-    student or refuses the caller (the caller's token travels with the call)."""
+    student or refuses the caller (the caller's token travels with the call).
+
+    The mastery engine answers in the tenant the current call acts in (the kit's clients
+    carry the token, and an operator's tenant): it is asked only about that tenant's
+    students, and None answers for a student of any other."""
 
     def __init__(self, mastery: MasteryClient) -> None:
         self._mastery = mastery
 
-    def __call__(self, student_id: str) -> str | None:
+    def __call__(self, tenant: str, student_id: str) -> str | None:
+        call = maybe_current_call()
+        acting_in = call.principal.tenant if call is not None and call.principal else None
+        if tenant != acting_in:
+            return None
         found = self._mastery.get(student_id)
         cohort = found.cohort.removeprefix("cohorts/") if found is not None else ""
         return cohort or None

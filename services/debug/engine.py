@@ -4,6 +4,10 @@ diagnosis and hint goes to the student's other screens too (learning.responses).
 
 A diagnosis works out all three hint levels at once (so every level is checked before
 anything is shown) and stores them; the API shows only the levels revealed so far.
+
+Everything happens in the tenant the request acts in (`Request.tenant`, the caller's
+`Principal.tenant`): the rows stored, the struggle windows, and the tenant named on every
+event published.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ RunProgram = Callable[[str], ProgramRun]
 
 @dataclass(frozen=True, slots=True)
 class Request:
+    tenant: str
     student_id: str
     cohort: str
     code: str
@@ -144,6 +149,7 @@ class DebugEngine:
             ladder.hints[0].reveal_time.CopyFrom(_stamp(now))
         revealed = 0 if parsed is None else 1
         occurrence = self._store.add_diagnosis(
+            request.tenant,
             student_id=request.student_id,
             diagnosis_id=diagnosis_id,
             cohort=request.cohort,
@@ -251,8 +257,8 @@ class DebugEngine:
 
     # -- the ladder ------------------------------------------------------------------
 
-    def reveal_next(self, student_id: str, diagnosis_id: str) -> debug_pb2.Diagnosis:
-        stored = self._store.diagnosis(student_id, diagnosis_id)
+    def reveal_next(self, tenant: str, student_id: str, diagnosis_id: str) -> debug_pb2.Diagnosis:
+        stored = self._store.diagnosis(tenant, student_id, diagnosis_id)
         name = f"students/{student_id}/diagnoses/{diagnosis_id}"
         if stored is None:
             raise NotFound(f"{name} does not exist", metadata={"resource": name})
@@ -261,7 +267,7 @@ class DebugEngine:
             raise FailedPrecondition(f"{name} found no error: there is nothing to hint at")
         now = self._clock()
         revealed = self._store.reveal_next(
-            student_id, diagnosis_id, len(ladder.hints), stamp=_stamp_level(now)
+            tenant, student_id, diagnosis_id, len(ladder.hints), stamp=_stamp_level(now)
         )
         if revealed is None:
             raise NotFound(f"{name} does not exist", metadata={"resource": name})
@@ -269,8 +275,15 @@ class DebugEngine:
             raise FailedPrecondition(
                 f"every hint of {name} has been shown (the last was the solution)"
             )
-        diagnosis = self.render(self._store.diagnosis(student_id, diagnosis_id) or stored)
-        request = Request(student_id, stored.cohort, diagnosis.code, "", diagnosis.exercise)
+        diagnosis = self.render(self._store.diagnosis(tenant, student_id, diagnosis_id) or stored)
+        request = Request(
+            tenant=tenant,
+            student_id=student_id,
+            cohort=stored.cohort,
+            code=diagnosis.code,
+            traceback="",
+            exercise=diagnosis.exercise,
+        )
         self._hint_revealed(request, diagnosis, level=revealed, at=now)
         self._responses.answer(
             student_id,
@@ -291,7 +304,9 @@ class DebugEngine:
     # -- events ----------------------------------------------------------------------
 
     def _student(self, request: Request) -> events_pb2.StudentRef:
-        return events_pb2.StudentRef(student_id=request.student_id, cohort=request.cohort)
+        return events_pb2.StudentRef(
+            student_id=request.student_id, cohort=request.cohort, tenant=request.tenant
+        )
 
     def _hint_revealed(
         self, request: Request, diagnosis: debug_pb2.Diagnosis, *, level: int, at: datetime
@@ -316,7 +331,7 @@ class DebugEngine:
         error_type = diagnosis.error.error_type
         try:
             seen = self._detector.observe(
-                request.student_id, error_type, str(occurrence), now.timestamp()
+                request.tenant, request.student_id, error_type, str(occurrence), now.timestamp()
             )
         except Exception:
             # The window lives in Redis; without it detection pauses, history does not.
@@ -325,10 +340,15 @@ class DebugEngine:
         if seen.new_episode is None:
             return seen.struggling
         evidence = self._store.occurrences_since(
-            request.student_id, error_type, now.timestamp() - WINDOW_SECONDS
+            request.tenant, request.student_id, error_type, now.timestamp() - WINDOW_SECONDS
         )
         self._store.record_episode(
-            seen.new_episode, request.student_id, error_type, diagnosis.topic, seen.count
+            request.tenant,
+            episode_id=seen.new_episode,
+            student_id=request.student_id,
+            error_type=error_type,
+            topic=diagnosis.topic,
+            count=seen.count,
         )
         self._publisher.publish(
             STRUGGLE_DETECTED,
@@ -350,7 +370,12 @@ class DebugEngine:
         )
         log.info(
             "struggle detected",
-            extra={"student": request.student_id, "error_type": error_type, "count": seen.count},
+            extra={
+                "tenant": request.tenant,
+                "student": request.student_id,
+                "error_type": error_type,
+                "count": seen.count,
+            },
         )
         return True
 

@@ -1,4 +1,7 @@
-"""DebugService: decode and authorise on the message, call the debug engine, encode."""
+"""DebugService: decode and authorise on the message, call the debug engine, encode.
+
+Every call acts in the caller's tenant (`Principal.tenant`): a diagnosis of another
+tenant's student of the same id does not exist here (NOT_FOUND; an empty list)."""
 
 from __future__ import annotations
 
@@ -47,6 +50,7 @@ class DebugServicer(debug_pb2_grpc.DebugServiceServicer):
         principal.require_acting_as(student_id)
         return self._engine.diagnose(
             Request(
+                tenant=principal.tenant,
                 student_id=student_id,
                 cohort=self._roster.cohort_for_work(principal, student_id),
                 code=given.code,
@@ -59,9 +63,10 @@ class DebugServicer(debug_pb2_grpc.DebugServiceServicer):
         self, request: debug_pb2.GetDiagnosisRequest, context: grpc.ServicerContext
     ) -> debug_pb2.Diagnosis:
         student_id, diagnosis_id = parse_name(request.name, "students/*/diagnoses/*", "name")
+        principal = current_principal()
         # Before any lookup (no existence probing), and exactly as ListDiagnoses does.
-        self._roster.require_readable(current_principal(), student_id)
-        stored = self._store.diagnosis(student_id, diagnosis_id)
+        self._roster.require_readable(principal, student_id)
+        stored = self._store.diagnosis(principal.tenant, student_id, diagnosis_id)
         if stored is None:
             raise NotFound(f"{request.name} does not exist", metadata={"name": request.name})
         return self._engine.render(stored)
@@ -71,8 +76,11 @@ class DebugServicer(debug_pb2_grpc.DebugServiceServicer):
     ) -> debug_pb2.ListDiagnosesResponse:
         (student_id,) = parse_name(request.parent, "students/*", "parent")
         page = parse_page(request.page_size, request.page_token, default=20, maximum=100)
-        self._roster.require_readable(current_principal(), student_id)
-        found, total = self._store.list_diagnoses(student_id, page.offset, page.size)
+        principal = current_principal()
+        self._roster.require_readable(principal, student_id)
+        found, total = self._store.list_diagnoses(
+            principal.tenant, student_id, page.offset, page.size
+        )
         diagnoses = []
         for stored in found:
             item = self._engine.render(stored)
@@ -87,5 +95,6 @@ class DebugServicer(debug_pb2_grpc.DebugServiceServicer):
         self, request: debug_pb2.RevealNextHintRequest, context: grpc.ServicerContext
     ) -> debug_pb2.Diagnosis:
         student_id, diagnosis_id = parse_name(request.name, "students/*/diagnoses/*", "name")
-        current_principal().require_acting_as(student_id)
-        return self._engine.reveal_next(student_id, diagnosis_id)
+        principal = current_principal()
+        principal.require_acting_as(student_id)
+        return self._engine.reveal_next(principal.tenant, student_id, diagnosis_id)

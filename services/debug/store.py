@@ -1,4 +1,8 @@
-"""The debug service's Postgres store (schema `debug`)."""
+"""The debug service's Postgres store (schema `debug`).
+
+Every method acts in one tenant (its first argument): it runs in a transaction scoped to
+it (`Database.scoped`), where row-level security shows and accepts that tenant's rows
+only, and the rows it writes take that tenant."""
 
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ class DebugStore:
 
     def add_diagnosis(
         self,
+        tenant: str,
         *,
         student_id: str,
         diagnosis_id: str,
@@ -34,7 +39,7 @@ class DebugStore:
     ) -> int:
         """Store a diagnosis and, when it found an error, the occurrence (one
         transaction); the occurrence's id, or 0 when there was no error."""
-        with self.db.pool.connection() as conn, conn.transaction():
+        with self.db.scoped(tenant) as conn:
             conn.execute(
                 "INSERT INTO diagnoses (student_id, diagnosis_id, cohort, error_type, topic, "
                 "  message, ladder, revealed) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
@@ -50,8 +55,8 @@ class DebugStore:
         assert row is not None
         return int(row[0])
 
-    def diagnosis(self, student_id: str, diagnosis_id: str) -> StoredDiagnosis | None:
-        with self.db.pool.connection() as conn:
+    def diagnosis(self, tenant: str, student_id: str, diagnosis_id: str) -> StoredDiagnosis | None:
+        with self.db.scoped(tenant) as conn:
             row = conn.execute(
                 "SELECT cohort, message, ladder, revealed FROM diagnoses "
                 "WHERE student_id = %s AND diagnosis_id = %s",
@@ -63,6 +68,7 @@ class DebugStore:
 
     def reveal_next(
         self,
+        tenant: str,
         student_id: str,
         diagnosis_id: str,
         available: int,
@@ -72,7 +78,7 @@ class DebugStore:
         `stamp(ladder, level)` record when; the revealed count after, or None when the
         diagnosis does not exist. Unchanged when everything was already revealed:
         concurrent requests each get their own level, never the same one twice."""
-        with self.db.pool.connection() as conn, conn.transaction():
+        with self.db.scoped(tenant) as conn:
             row = conn.execute(
                 "SELECT ladder, revealed FROM diagnoses "
                 "WHERE student_id = %s AND diagnosis_id = %s FOR UPDATE",
@@ -90,9 +96,11 @@ class DebugStore:
             )
         return revealed + 1
 
-    def occurrences_since(self, student_id: str, error_type: str, since: float) -> list[str]:
+    def occurrences_since(
+        self, tenant: str, student_id: str, error_type: str, since: float
+    ) -> list[str]:
         """Ids of the diagnoses that met `error_type` since `since` (epoch seconds)."""
-        with self.db.pool.connection() as conn:
+        with self.db.scoped(tenant) as conn:
             rows = conn.execute(
                 "SELECT diagnosis_id FROM error_occurrences WHERE student_id = %s "
                 "AND error_type = %s AND occurred_at >= to_timestamp(%s) ORDER BY id",
@@ -101,10 +109,10 @@ class DebugStore:
         return [r[0] for r in rows]
 
     def list_diagnoses(
-        self, student_id: str, offset: int, limit: int
+        self, tenant: str, student_id: str, offset: int, limit: int
     ) -> tuple[list[StoredDiagnosis], int]:
         """Newest first, and how many there are in all (0 past the end)."""
-        with self.db.pool.connection() as conn:
+        with self.db.scoped(tenant) as conn:
             rows = conn.execute(
                 "SELECT cohort, message, ladder, revealed, count(*) OVER () FROM diagnoses "
                 "WHERE student_id = %(student)s "
@@ -115,11 +123,19 @@ class DebugStore:
         return [StoredDiagnosis(r[0], bytes(r[1]), bytes(r[2]), int(r[3])) for r in rows], total
 
     def record_episode(
-        self, episode_id: str, student_id: str, error_type: str, topic: int, count: int
+        self,
+        tenant: str,
+        *,
+        episode_id: str,
+        student_id: str,
+        error_type: str,
+        topic: int,
+        count: int,
     ) -> None:
-        with self.db.pool.connection() as conn:
+        with self.db.scoped(tenant) as conn:
             conn.execute(
                 "INSERT INTO struggle_episodes (episode_id, student_id, error_type, topic, "
-                "  occurrence_count) VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                "  occurrence_count) VALUES (%s, %s, %s, %s, %s) "
+                "ON CONFLICT (tenant, episode_id) DO NOTHING",
                 (episode_id, student_id, error_type, topic, count),
             )

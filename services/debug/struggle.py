@@ -1,7 +1,10 @@
 """Struggle detection (the seed's rule): the same error type more than 3 times
 in 10 minutes. One episode per burst: the first occurrence past the threshold starts
 it (and is announced); later ones while it lasts extend it silently; ten quiet minutes
-end it, and the next burst is a new episode."""
+end it, and the next burst is a new episode.
+
+Windows and episodes are per tenant, student and error type: the same student id in two
+schools is two students, whose errors never add up."""
 
 from __future__ import annotations
 
@@ -36,8 +39,13 @@ class StruggleDetector:
         self._repeats_allowed = repeats_allowed
         self._window_seconds = window_seconds
 
-    def observe(self, student_id: str, error_type: str, occurrence: str, at: float) -> Observation:
-        subject = f"{student_id}:{error_type}"
+    def observe(
+        self, tenant: str, student_id: str, error_type: str, occurrence: str, at: float
+    ) -> Observation:
+        if not tenant:
+            raise ValueError("a tenant is required")
+        # A tenant id has no ":" (auth.TENANT_ID), so the key's parts cannot run together.
+        subject = f"{tenant}:{student_id}:{error_type}"
         count = self._windows.record(
             f"debug:struggle:window:{subject}", occurrence, at, self._window_seconds
         )

@@ -1,6 +1,8 @@
 """What the exercise agent's answers look like on the student's other screens
 (learning.responses): a generated exercise or quiz, a graded submission or quiz, each
-as a short Markdown summary naming the resource that holds all of it."""
+as a short Markdown summary naming the resource that holds all of it. Each is sent
+while the call that made it is served, so the kit puts that call's tenant in the
+event's `StudentRef.tenant`."""
 
 from __future__ import annotations
 

@@ -4,8 +4,11 @@ in the sandbox, generate and grade quizzes, and publish what was graded to
 
 Generated exercises (the model is on and a draft passed every check, see
 `generator.py`) are stored and found again by id like bank exercises, by any replica.
-Who may see one: the student it was generated for, teachers of that student's (current) cohort
-and admins; only its student submits to it. (Bank exercises are open to everyone.)
+A generated exercise belongs to the tenant of the student it was generated for (it was
+written for them): it is looked up in the tenant the call acts in only, so another
+tenant does not find it. Who may see one: the student it was generated for, teachers of
+that student's (current) cohort and admins (and operators) of the tenant; only its
+student submits to it. (Bank exercises are open to everyone.)
 
 Transport-free: the sandbox, the mastery lookup, the model and storage are passed in."""
 
@@ -40,7 +43,9 @@ from services.kit.roster import Roster
 log = logging.getLogger("learnflow.exercise")
 
 MasteryLevel = Callable[[str, Topic], Level | None]
-"""The level a student is at on a topic (from the mastery engine), or None if unknown."""
+"""The level a student is at on a topic (from the mastery engine), or None if unknown.
+It is asked within the call being served, whose token (and an operator's tenant
+metadata) the kit's clients carry along, so it reads the tenant the call acts in."""
 RECENT_TITLES = 10  # of a student's generated exercises the model is asked not to repeat
 
 
@@ -48,12 +53,14 @@ class GeneratedExercises(Protocol):
     """Where generated exercises are kept (the Postgres store)."""
 
     def add_generated(
-        self, *, exercise: Exercise, student_id: str, cohort: str, focus_error: str
+        self, tenant: str, *, exercise: Exercise, student_id: str, cohort: str, focus_error: str
     ) -> None: ...
 
-    def generated(self, exercise_id: str) -> OwnedExercise | None: ...
+    def generated(self, tenant: str, exercise_id: str) -> OwnedExercise | None: ...
 
-    def generated_titles(self, student_id: str, topic: Topic, limit: int) -> list[str]: ...
+    def generated_titles(
+        self, tenant: str, student_id: str, topic: Topic, limit: int
+    ) -> list[str]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,34 +102,36 @@ class ExerciseEngine:
 
     # -- finding exercises -------------------------------------------------------------
 
-    def _find(self, exercise_id: str) -> tuple[Exercise, OwnedExercise | None]:
+    def _find(self, tenant: str, exercise_id: str) -> tuple[Exercise, OwnedExercise | None]:
+        """A bank exercise (shared by every tenant), or one generated for a student of `tenant`."""
         found = self.bank.exercise(exercise_id)
         if found is not None:
             return found, None
         if is_generated(exercise_id) and self._generated is not None:
-            owned = self._generated.generated(exercise_id)
+            owned = self._generated.generated(tenant, exercise_id)
             if owned is not None:
                 return owned.exercise, owned
         raise NotFound(
             f"exercises/{exercise_id} does not exist", metadata={"exercise": exercise_id}
         )
 
-    def exercise(self, exercise_id: str) -> Exercise:
-        """A bank or generated exercise, whoever asks (internal use)."""
-        return self._find(exercise_id)[0]
+    def exercise(self, tenant: str, exercise_id: str) -> Exercise:
+        """A bank exercise or one generated in `tenant`, whoever asks (internal use)."""
+        return self._find(tenant, exercise_id)[0]
 
     def readable_exercise(self, principal: Principal, exercise_id: str, roster: Roster) -> Exercise:
         """What GetExercise shows: any bank exercise; a generated one to its student,
-        teachers of the student's cohort now and admins."""
-        exercise, owned = self._find(exercise_id)
+        teachers of the student's cohort now and admins, all of the tenant the call acts
+        in (another tenant's generated exercise is not found)."""
+        exercise, owned = self._find(principal.tenant, exercise_id)
         if owned is not None:
             roster.require_readable(principal, owned.student_id)
         return exercise
 
-    def exercise_to_submit(self, student_id: str, exercise_id: str) -> Exercise:
-        """The exercise a submission by `student_id` is for: a generated exercise only
-        takes submissions from the student it was generated for."""
-        exercise, owned = self._find(exercise_id)
+    def exercise_to_submit(self, tenant: str, student_id: str, exercise_id: str) -> Exercise:
+        """The exercise a submission by `student_id` of `tenant` is for: a generated
+        exercise only takes submissions from the student it was generated for."""
+        exercise, owned = self._find(tenant, exercise_id)
         if owned is not None and owned.student_id != student_id:
             raise PermissionDenied(
                 f"exercises/{exercise_id} was generated for another student",
@@ -163,6 +172,7 @@ class ExerciseEngine:
 
     def generate(
         self,
+        tenant: str,
         student_id: str,
         *,
         cohort: str,
@@ -173,7 +183,8 @@ class ExerciseEngine:
     ) -> Exercise:
         """GenerateExercise: with the model on, a generated exercise that passed every
         check (stored for grading); otherwise, or when generation gives up, a bank one.
-        Without a topic, `focus_error` (an exception class name) decides it."""
+        Without a topic, `focus_error` (an exception class name) decides it. A generated
+        exercise is stored in `tenant`, the tenant of the student it is for."""
         if topic is None:
             if not focus_error:
                 raise ValueError("a topic or a focus error is needed")
@@ -185,10 +196,13 @@ class ExerciseEngine:
                 topic=topic,
                 level=level,
                 focus_error=focus_error,
-                avoid_titles=self._generated.generated_titles(student_id, topic, RECENT_TITLES),
+                avoid_titles=self._generated.generated_titles(
+                    tenant, student_id, topic, RECENT_TITLES
+                ),
             )
             if result.exercise is not None:
                 self._generated.add_generated(
+                    tenant,
                     exercise=result.exercise,
                     student_id=student_id,
                     cohort=cohort,

@@ -1,7 +1,10 @@
 """Graded work: a submission graded in the sandbox, a quiz graded against its answers.
 Each is stored and then announced on progress.events (ExerciseGraded, QuizGraded), so
 the mastery engine's completion and quiz components move, and on learning.responses,
-so the student's other screens show the grade."""
+so the student's other screens show the grade.
+
+Everything happens in the tenant the call acts in: the work is stored there, and the
+events name it (`StudentRef.tenant`), so every consumer scopes what it does by it."""
 
 from __future__ import annotations
 
@@ -44,15 +47,22 @@ class GradedWork:
         self._answers = answers
 
     def submit(
-        self, *, student_id: str, cohort: str, exercise_id: str, code: str, request_id: str
+        self,
+        *,
+        tenant: str,
+        student_id: str,
+        cohort: str,
+        exercise_id: str,
+        code: str,
+        request_id: str,
     ) -> exercise_pb2.Submission:
-        """Grade, store and announce a submission; a retried request id gets the first
-        result back (and announces nothing again)."""
+        """Grade, store and announce a submission of `student_id` of `tenant`; a retried
+        request id gets the first result back (and announces nothing again)."""
         if request_id:
-            earlier = self._store.find_by_request(student_id, request_id)
+            earlier = self._store.find_by_request(tenant, student_id, request_id)
             if earlier is not None:
                 return exercise_pb2.Submission.FromString(earlier)
-        exercise = self._engine.exercise_to_submit(student_id, exercise_id)
+        exercise = self._engine.exercise_to_submit(tenant, student_id, exercise_id)
         graded = self._engine.grade(exercise, code)
         submission_id = uuid.uuid4().hex[:16]
         message = exercise_pb2.Submission(
@@ -72,6 +82,7 @@ class GradedWork:
             tests_total, passed = graded.tests_total, graded.tests_passed
         message.tests_total = tests_total
         stored = self._store.add_submission(
+            tenant,
             student_id=student_id,
             submission_id=submission_id,
             exercise_id=exercise_id,
@@ -85,7 +96,7 @@ class GradedWork:
             self._publisher.publish(
                 PROGRESS_EVENTS,
                 events_pb2.ExerciseGraded(
-                    student=_student_ref(cohort, student_id),
+                    student=_student_ref(tenant, cohort, student_id),
                     topic=int(exercise.topic),  # type: ignore[arg-type]
                     exercise_id=exercise_id,
                     submission=message.name,
@@ -103,6 +114,7 @@ class GradedWork:
 
     def grade_quiz(
         self,
+        tenant: str,
         student_id: str,
         quiz: quiz_pb2.Quiz,
         answers: dict[str, Answer],
@@ -111,7 +123,7 @@ class GradedWork:
         generated: Sequence[QuizQuestion],
         given: Sequence[quiz_pb2.Answer],
     ) -> quiz_pb2.Quiz:
-        """Grade an open quiz once, store and announce it."""
+        """Grade an open quiz of `student_id` of `tenant` once, store and announce it."""
         asked = [q.question_id for q in quiz.questions]
         quiz_id = quiz.name.rsplit("/", 1)[-1]
         result = self._engine.grade_quiz(asked, answers, generated)
@@ -128,12 +140,12 @@ class GradedWork:
         )
         quiz.score = result.score
         quiz.grade_time.CopyFrom(now())
-        if not self._store.grade_quiz(student_id, quiz_id, quiz.SerializeToString()):
+        if not self._store.grade_quiz(tenant, student_id, quiz_id, quiz.SerializeToString()):
             raise FailedPrecondition(f"{quiz.name} is already graded")
         self._publisher.publish(
             PROGRESS_EVENTS,
             events_pb2.QuizGraded(
-                student=_student_ref(cohort, student_id),
+                student=_student_ref(tenant, cohort, student_id),
                 topic=quiz.topic,
                 quiz=quiz.name,
                 score=result.score,
@@ -168,5 +180,7 @@ def _results(graded: Grade) -> list[exercise_pb2.TestResult]:
     return results
 
 
-def _student_ref(principal_cohort: str, student_id: str) -> events_pb2.StudentRef:
-    return events_pb2.StudentRef(student_id=student_id, cohort=principal_cohort)
+def _student_ref(tenant: str, cohort: str, student_id: str) -> events_pb2.StudentRef:
+    """Who the graded work is by: the student of `tenant` (consumers scope by it and
+    dead-letter an event without one) and the cohort it counts towards."""
+    return events_pb2.StudentRef(student_id=student_id, cohort=cohort, tenant=tenant)

@@ -1,5 +1,10 @@
 """ExerciseService and QuizService: decode, authorise on the message, call the engine,
-store, publish, encode."""
+store, publish, encode.
+
+Every lookup and write is in the tenant the call acts in (`current_principal().tenant`):
+a student id names a student of that tenant only. Authorisation asks that tenant's
+roster (PERMISSION_DENIED for a student the caller may not read there), and another
+tenant's submission, quiz or generated exercise is then simply not there (NOT_FOUND)."""
 
 from __future__ import annotations
 
@@ -119,13 +124,15 @@ class ExerciseServicer(exercise_pb2_grpc.ExerciseServiceServicer):
         principal = current_principal()
         principal.require_acting_as(student_id)
         cohort = self._roster.cohort_for_work(principal, student_id)
+        tenant = principal.tenant
         chosen = self._engine.generate(
+            tenant,
             student_id,
             cohort=cohort,
             topic=Topic(request.topic) if request.topic else None,
             difficulty=Level(request.difficulty) if request.difficulty else None,
             focus_error=focus,
-            passed=lambda: self._store.passed_exercises(student_id),
+            passed=lambda: self._store.passed_exercises(tenant, student_id),
         )
         message = exercise_message(chosen)
         self._answers.exercise(student_id, cohort, message)
@@ -149,6 +156,7 @@ class ExerciseServicer(exercise_pb2_grpc.ExerciseServiceServicer):
         principal = current_principal()
         principal.require_acting_as(student_id)
         return self._graded.submit(
+            tenant=principal.tenant,
             student_id=student_id,
             cohort=self._roster.cohort_for_work(principal, student_id),
             exercise_id=exercise_id,
@@ -160,9 +168,10 @@ class ExerciseServicer(exercise_pb2_grpc.ExerciseServiceServicer):
         self, request: exercise_pb2.GetSubmissionRequest, context: grpc.ServicerContext
     ) -> exercise_pb2.Submission:
         student_id, submission_id = parse_name(request.name, "students/*/submissions/*", "name")
+        principal = current_principal()
         # Before any lookup, and exactly as ListSubmissions does.
-        self._roster.require_readable(current_principal(), student_id)
-        stored = self._store.submission(student_id, submission_id)
+        self._roster.require_readable(principal, student_id)
+        stored = self._store.submission(principal.tenant, student_id, submission_id)
         if stored is None:
             raise NotFound(f"{request.name} does not exist", metadata={"name": request.name})
         return exercise_pb2.Submission.FromString(stored.message)
@@ -174,12 +183,15 @@ class ExerciseServicer(exercise_pb2_grpc.ExerciseServiceServicer):
         exercise_id = None
         if request.exercise:
             (exercise_id,) = parse_name(request.exercise, "exercises/*", "exercise")
-        self._roster.require_readable(current_principal(), student_id)
+        principal = current_principal()
+        self._roster.require_readable(principal, student_id)
         query = request.exercise
         page = parse_page(
             request.page_size, request.page_token, default=20, maximum=100, query=query
         )
-        messages, total = self._store.submissions(student_id, exercise_id, page.offset, page.size)
+        messages, total = self._store.submissions(
+            principal.tenant, student_id, exercise_id, page.offset, page.size
+        )
         submissions = []
         for raw in messages:
             item = exercise_pb2.Submission.FromString(raw)
@@ -244,7 +256,12 @@ class QuizServicer(quiz_pb2_grpc.QuizServiceServicer):
         )
         cohort = self._roster.cohort_for_work(principal, student_id)
         self._store.add_quiz(
-            student_id, new.quiz_id, cohort, quiz.SerializeToString(), generated=new.generated
+            principal.tenant,
+            student_id,
+            quiz_id=new.quiz_id,
+            cohort=cohort,
+            message=quiz.SerializeToString(),
+            generated=new.generated,
         )
         self._answers.quiz(student_id, cohort, quiz)
         return quiz
@@ -253,8 +270,9 @@ class QuizServicer(quiz_pb2_grpc.QuizServiceServicer):
         self, request: quiz_pb2.GetQuizRequest, context: grpc.ServicerContext
     ) -> quiz_pb2.Quiz:
         student_id, quiz_id = parse_name(request.name, "students/*/quizzes/*", "name")
-        self._roster.require_readable(current_principal(), student_id)
-        stored = self._store.quiz(student_id, quiz_id)
+        principal = current_principal()
+        self._roster.require_readable(principal, student_id)
+        stored = self._store.quiz(principal.tenant, student_id, quiz_id)
         if stored is None:
             raise NotFound(f"{request.name} does not exist", metadata={"name": request.name})
         return quiz_pb2.Quiz.FromString(stored.message)
@@ -265,7 +283,7 @@ class QuizServicer(quiz_pb2_grpc.QuizServiceServicer):
         student_id, quiz_id = parse_name(request.name, "students/*/quizzes/*", "name")
         principal = current_principal()
         principal.require_acting_as(student_id)
-        stored = self._store.quiz(student_id, quiz_id)
+        stored = self._store.quiz(principal.tenant, student_id, quiz_id)
         if stored is None:
             raise NotFound(f"{request.name} does not exist", metadata={"name": request.name})
         if stored.graded:
@@ -286,6 +304,7 @@ class QuizServicer(quiz_pb2_grpc.QuizServiceServicer):
             )
         checks.raise_if_invalid()
         return self._graded.grade_quiz(
+            principal.tenant,
             student_id,
             quiz,
             answers,

@@ -1,4 +1,10 @@
-"""The exercise service's Postgres store (schema `exercise`)."""
+"""The exercise service's Postgres store (schema `exercise`).
+
+Every row belongs to a tenant (migrations/0003_tenants.sql): each method takes the
+tenant the call acts in and runs in `Database.scoped(tenant)`, whose row-level security
+shows and accepts that tenant's rows only. Inserts take the tenant from the
+transaction's setting (the column's default); the queries also name it, as defence in
+depth."""
 
 from __future__ import annotations
 
@@ -38,6 +44,7 @@ class ExerciseStore:
 
     def add_submission(
         self,
+        tenant: str,
         *,
         student_id: str,
         submission_id: str,
@@ -47,76 +54,83 @@ class ExerciseStore:
         request_id: str | None,
         message: bytes,
     ) -> bytes:
-        """Store a graded submission; with a request id seen before, the first one wins
-        and its message is returned."""
-        with self.db.pool.connection() as conn:
+        """Store a graded submission; with a request id the student used before (in
+        this tenant), the first one wins and its message is returned."""
+        with self.db.scoped(tenant) as conn:
             row = conn.execute(
                 "INSERT INTO submissions (student_id, submission_id, exercise_id, cohort, passed, "
                 "  request_id, message) VALUES (%s, %s, %s, %s, %s, %s, %s) "
-                "ON CONFLICT (student_id, request_id) WHERE request_id IS NOT NULL DO NOTHING "
-                "RETURNING message",
+                "ON CONFLICT (tenant, student_id, request_id) WHERE request_id IS NOT NULL "
+                "DO NOTHING RETURNING message",
                 (student_id, submission_id, exercise_id, cohort, passed, request_id, message),
             ).fetchone()
             if row is not None:
                 return bytes(row[0])
             first = conn.execute(
-                "SELECT message FROM submissions WHERE student_id = %s AND request_id = %s",
-                (student_id, request_id),
+                "SELECT message FROM submissions "
+                "WHERE tenant = %s AND student_id = %s AND request_id = %s",
+                (tenant, student_id, request_id),
             ).fetchone()
         assert first is not None
         return bytes(first[0])
 
-    def find_by_request(self, student_id: str, request_id: str) -> bytes | None:
-        with self.db.pool.connection() as conn:
+    def find_by_request(self, tenant: str, student_id: str, request_id: str) -> bytes | None:
+        with self.db.scoped(tenant) as conn:
             row = conn.execute(
-                "SELECT message FROM submissions WHERE student_id = %s AND request_id = %s",
-                (student_id, request_id),
+                "SELECT message FROM submissions "
+                "WHERE tenant = %s AND student_id = %s AND request_id = %s",
+                (tenant, student_id, request_id),
             ).fetchone()
         return bytes(row[0]) if row else None
 
-    def submission(self, student_id: str, submission_id: str) -> StoredSubmission | None:
-        with self.db.pool.connection() as conn:
+    def submission(
+        self, tenant: str, student_id: str, submission_id: str
+    ) -> StoredSubmission | None:
+        with self.db.scoped(tenant) as conn:
             row = conn.execute(
                 "SELECT cohort, message FROM submissions "
-                "WHERE student_id = %s AND submission_id = %s",
-                (student_id, submission_id),
+                "WHERE tenant = %s AND student_id = %s AND submission_id = %s",
+                (tenant, student_id, submission_id),
             ).fetchone()
         return StoredSubmission(row[0], bytes(row[1])) if row else None
 
     def submissions(
-        self, student_id: str, exercise_id: str | None, offset: int, limit: int
+        self, tenant: str, student_id: str, exercise_id: str | None, offset: int, limit: int
     ) -> tuple[list[bytes], int]:
-        with self.db.pool.connection() as conn:
+        with self.db.scoped(tenant) as conn:
             total = conn.execute(
-                "SELECT count(*) FROM submissions WHERE student_id = %s "
+                "SELECT count(*) FROM submissions WHERE tenant = %s AND student_id = %s "
                 "AND (%s::text IS NULL OR exercise_id = %s)",
-                (student_id, exercise_id, exercise_id),
+                (tenant, student_id, exercise_id, exercise_id),
             ).fetchone()
             rows = conn.execute(
-                "SELECT message FROM submissions WHERE student_id = %s "
+                "SELECT message FROM submissions WHERE tenant = %s AND student_id = %s "
                 "AND (%s::text IS NULL OR exercise_id = %s) "
                 "ORDER BY created_at DESC, submission_id LIMIT %s OFFSET %s",
-                (student_id, exercise_id, exercise_id, limit, offset),
+                (tenant, student_id, exercise_id, exercise_id, limit, offset),
             ).fetchall()
         return [bytes(r[0]) for r in rows], int(total[0]) if total else 0
 
-    def passed_exercises(self, student_id: str) -> set[str]:
-        with self.db.pool.connection() as conn:
+    def passed_exercises(self, tenant: str, student_id: str) -> set[str]:
+        with self.db.scoped(tenant) as conn:
             rows = conn.execute(
-                "SELECT DISTINCT exercise_id FROM submissions WHERE student_id = %s AND passed",
-                (student_id,),
+                "SELECT DISTINCT exercise_id FROM submissions "
+                "WHERE tenant = %s AND student_id = %s AND passed",
+                (tenant, student_id),
             ).fetchall()
         return {r[0] for r in rows}
 
     def add_quiz(
         self,
+        tenant: str,
         student_id: str,
+        *,
         quiz_id: str,
         cohort: str,
         message: bytes,
         generated: Sequence[QuizQuestion] = (),
     ) -> None:
-        with self.db.pool.connection() as conn:
+        with self.db.scoped(tenant) as conn:
             conn.execute(
                 "INSERT INTO quizzes (student_id, quiz_id, cohort, message, generated_questions) "
                 "VALUES (%s, %s, %s, %s, %s)",
@@ -129,12 +143,12 @@ class ExerciseStore:
                 ),
             )
 
-    def quiz(self, student_id: str, quiz_id: str) -> StoredQuiz | None:
-        with self.db.pool.connection() as conn:
+    def quiz(self, tenant: str, student_id: str, quiz_id: str) -> StoredQuiz | None:
+        with self.db.scoped(tenant) as conn:
             row = conn.execute(
                 "SELECT cohort, graded, message, generated_questions FROM quizzes "
-                "WHERE student_id = %s AND quiz_id = %s",
-                (student_id, quiz_id),
+                "WHERE tenant = %s AND student_id = %s AND quiz_id = %s",
+                (tenant, student_id, quiz_id),
             ).fetchone()
         if row is None:
             return None
@@ -145,22 +159,25 @@ class ExerciseStore:
             generated=tuple(question_from_json(q) for q in row[3]),
         )
 
-    def grade_quiz(self, student_id: str, quiz_id: str, message: bytes) -> bool:
+    def grade_quiz(self, tenant: str, student_id: str, quiz_id: str, message: bytes) -> bool:
         """Store the graded quiz, once: False if it was already graded."""
-        with self.db.pool.connection() as conn:
+        with self.db.scoped(tenant) as conn:
             row = conn.execute(
                 "UPDATE quizzes SET graded = true, message = %s "
-                "WHERE student_id = %s AND quiz_id = %s AND NOT graded RETURNING quiz_id",
-                (message, student_id, quiz_id),
+                "WHERE tenant = %s AND student_id = %s AND quiz_id = %s AND NOT graded "
+                "RETURNING quiz_id",
+                (message, tenant, student_id, quiz_id),
             ).fetchone()
         return row is not None
 
     # -- generated exercises -------------------------------------------------------------
+    # A generated exercise belongs to the tenant of the student it was generated for
+    # (it was written for their level and their errors): another tenant does not find it.
 
     def add_generated(
-        self, *, exercise: Exercise, student_id: str, cohort: str, focus_error: str
+        self, tenant: str, *, exercise: Exercise, student_id: str, cohort: str, focus_error: str
     ) -> None:
-        with self.db.pool.connection() as conn:
+        with self.db.scoped(tenant) as conn:
             conn.execute(
                 "INSERT INTO generated_exercises (exercise_id, student_id, cohort, topic, "
                 "  difficulty, focus_error, exercise) VALUES (%s, %s, %s, %s, %s, %s, %s)",
@@ -175,24 +192,25 @@ class ExerciseStore:
                 ),
             )
 
-    def generated(self, exercise_id: str) -> OwnedExercise | None:
-        with self.db.pool.connection() as conn:
+    def generated(self, tenant: str, exercise_id: str) -> OwnedExercise | None:
+        with self.db.scoped(tenant) as conn:
             row = conn.execute(
                 "SELECT student_id, cohort, exercise FROM generated_exercises "
-                "WHERE exercise_id = %s",
-                (exercise_id,),
+                "WHERE tenant = %s AND exercise_id = %s",
+                (tenant, exercise_id),
             ).fetchone()
         if row is None:
             return None
         return OwnedExercise(exercise_from_json(row[2]), student_id=row[0], cohort=row[1])
 
-    def generated_titles(self, student_id: str, topic: Topic, limit: int) -> list[str]:
+    def generated_titles(self, tenant: str, student_id: str, topic: Topic, limit: int) -> list[str]:
         """Titles of the student's latest generated exercises on the topic (so the
         model can be asked for something new)."""
-        with self.db.pool.connection() as conn:
+        with self.db.scoped(tenant) as conn:
             rows = conn.execute(
                 "SELECT exercise->>'title' FROM generated_exercises "
-                "WHERE student_id = %s AND topic = %s ORDER BY created_at DESC LIMIT %s",
-                (student_id, int(topic), limit),
+                "WHERE tenant = %s AND student_id = %s AND topic = %s "
+                "ORDER BY created_at DESC LIMIT %s",
+                (tenant, student_id, int(topic), limit),
             ).fetchall()
         return [r[0] for r in rows]

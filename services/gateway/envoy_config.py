@@ -13,9 +13,11 @@ filters, in this order:
 - the transcoder maps every `google.api.http` route of every catalogue service (plus
   google.longrunning.Operations, served by mastery) to its gRPC method, so `jwt_authn`
   after it always sees `/<package>.<Service>/<Method>`, whichever way the caller came;
-- `jwt_authn` requires a valid token (local JWKS, issuer, audience, `exp`) for every
-  call; the token is forwarded, the services verify it again. Health and reflection are
-  not offered through the gateway at all (see `routes`): probes and ops call the
+- `jwt_authn` requires a valid token (issuer, audience, `exp`) for every call; the
+  token is forwarded, the services verify it again. The keys: the identity provider's
+  JWKS URL when JWKS_URL is set (`remote_jwks`: fetched in the background, the listener
+  does not wait; see `_remote_jwks`), else the local JWKS file. Health and reflection
+  are not offered through the gateway at all (see `routes`): probes and ops call the
   service ports, where they need no token;
 - every unary call reaches its service with a deadline (`grpc-timeout`), also when a
   JSON or gRPC-Web caller sent none; streaming calls have no deadline but an idle
@@ -36,6 +38,7 @@ import argparse
 import ipaddress
 import json
 import sys
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -44,6 +47,7 @@ from typing import Any, Final
 import yaml
 from google.protobuf import descriptor_pb2
 
+from services.kit.auth import JWKS_FETCH_TIMEOUT_SECONDS, TENANT_METADATA
 from services.kit.catalogue import (
     GATEWAY_ADMIN_PORT,
     GATEWAY_PORT,
@@ -69,6 +73,13 @@ DEFAULT_AUDIENCE: Final = str(Settings.model_fields["jwt_audience"].default)
 DEFAULT_CORS_ORIGINS: Final = ("http://localhost:3000", "http://localhost:5173")
 JWT_PROVIDER: Final = "learnflow"
 JWT_PAYLOAD_HEADER: Final = "x-jwt-payload"
+JWKS_CLUSTER: Final = "learnflow-jwks"
+"""The cluster Envoy fetches a remote JWKS through (not a service: no route leads there)."""
+JWKS_FAILED_REFETCH_SECONDS: Final = 5.0
+"""After a failed background fetch of the JWKS, Envoy tries again this much later; it
+keeps verifying with the keys it has meanwhile."""
+SYSTEM_CA_BUNDLE: Final = Path("/etc/ssl/certs/ca-certificates.crt")
+"""The CAs an https JWKS URL's certificate is checked against (Debian and Envoy's images)."""
 OPS_PREFIXES: Final = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 """gRPC paths of health and reflection: open on the service ports, refused by the gateway."""
 OPS_REFUSAL: Final = (
@@ -150,7 +161,7 @@ class GatewayParams:
     descriptor_path: Path
     """The descriptor set as Envoy sees it (path on Envoy's filesystem)."""
     jwks_path: Path
-    """The JWKS as Envoy sees it; read once at start."""
+    """The JWKS as Envoy sees it; read once at start (unused when `jwks_url` is set)."""
     upstreams: Mapping[str, Upstream]
     """One per catalogue service name."""
     listen_address: str = "0.0.0.0"
@@ -166,6 +177,13 @@ class GatewayParams:
     access_log: bool = True
     method_source: Path = DESCRIPTOR_SET
     """Descriptor set read by the renderer (not by Envoy) to find streaming methods."""
+    jwks_url: str | None = None
+    """The identity provider's JWKS (JWKS_URL): when set, Envoy fetches its keys from it
+    instead of reading `jwks_path`."""
+    jwks_cache_seconds: float = 300.0
+    """How long Envoy keeps a fetched JWKS before fetching it again (JWKS_CACHE_SECONDS)."""
+    jwks_ca_file: Path = SYSTEM_CA_BUNDLE
+    """CA certificates an https `jwks_url` is verified against (on Envoy's filesystem)."""
 
 
 def _check_params(params: GatewayParams) -> None:
@@ -189,6 +207,22 @@ def _check_params(params: GatewayParams) -> None:
     for origin in params.cors_origins:
         if not origin.startswith(("http://", "https://")) or origin.endswith("/"):
             raise ValueError(f"CORS origin must look like http(s)://host[:port]: {origin!r}")
+    if params.jwks_url is not None:
+        _jwks_endpoint(params.jwks_url)
+        if params.jwks_cache_seconds < 0.001:
+            raise ValueError("jwks_cache_seconds must be at least 1 ms (Envoy's minimum)")
+
+
+def _jwks_endpoint(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) of a JWKS URL; ValueError when it is not an http(s) URL."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"bad port in JWKS URL {url!r}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"the JWKS URL must look like http(s)://host[:port]/path: {url!r}")
+    return parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80)
 
 
 def streaming_methods(descriptor_set: Path, full_names: Sequence[str]) -> list[str]:
@@ -373,6 +407,43 @@ def _transcoder_filter(params: GatewayParams) -> JsonDict:
     }
 
 
+def _remote_jwks(params: GatewayParams) -> JsonDict:
+    """The identity provider's JWKS, fetched by Envoy through `JWKS_CLUSTER`.
+
+    `async_fetch` fetches on the main thread and hands the keys to every worker, again
+    every `cache_duration` (minus 5 s); `fast_listener` opens the listener without
+    waiting for the first fetch (calls before it fetch on demand). A failed fetch keeps
+    the last keys and is tried again after `failed_refetch_duration`, each fetch with
+    `retry_policy`'s retries. Envoy ignores the response's Cache-Control, and does not
+    fetch again for a token whose `kid` it does not know: a key rotated in is accepted
+    once the next scheduled fetch brings it (at most `cache_duration` later), so the
+    identity provider should publish a new key that long before signing with it.
+    """
+    assert params.jwks_url is not None
+    return {
+        "http_uri": {
+            "uri": params.jwks_url,
+            "cluster": JWKS_CLUSTER,
+            "timeout": _seconds(JWKS_FETCH_TIMEOUT_SECONDS),
+        },
+        "cache_duration": _seconds(params.jwks_cache_seconds),
+        "async_fetch": {
+            "fast_listener": True,
+            "failed_refetch_duration": _seconds(JWKS_FAILED_REFETCH_SECONDS),
+        },
+        "retry_policy": {
+            "retry_back_off": {"base_interval": "0.2s", "max_interval": "1s"},
+            "num_retries": 2,
+        },
+    }
+
+
+def _jwks_source(params: GatewayParams) -> JsonDict:
+    if params.jwks_url is None:
+        return {"local_jwks": {"filename": str(params.jwks_path)}}
+    return {"remote_jwks": _remote_jwks(params)}
+
+
 def _jwt_filter(params: GatewayParams) -> JsonDict:
     # One rule: every call needs a valid token, health and reflection included (an
     # anonymous caller learns nothing, not even that they exist); `routes` then refuses
@@ -385,7 +456,7 @@ def _jwt_filter(params: GatewayParams) -> JsonDict:
                 JWT_PROVIDER: {
                     "issuer": params.issuer,
                     "audiences": list(params.audiences),
-                    "local_jwks": {"filename": str(params.jwks_path)},
+                    **_jwks_source(params),
                     "forward": True,
                     "forward_payload_header": JWT_PAYLOAD_HEADER,
                     "require_expiration": True,
@@ -440,6 +511,7 @@ def _cors_policy(params: GatewayParams) -> JsonDict:
                 "grpc-timeout",
                 "traceparent",
                 "tracestate",
+                TENANT_METADATA,
             )
         ),
         # retry-after: services answering RESOURCE_EXHAUSTED say when to retry (the
@@ -816,10 +888,60 @@ def _cluster(spec: ServiceSpec, upstream: Upstream, params: GatewayParams) -> Js
     }
 
 
+def _jwks_cluster(params: GatewayParams) -> JsonDict:
+    """Where Envoy fetches the remote JWKS: the URL's host over HTTP/1.1, with TLS for an
+    https URL (the certificate checked against `jwks_ca_file` and the URL's host name)."""
+    assert params.jwks_url is not None
+    scheme, host, port = _jwks_endpoint(params.jwks_url)
+    cluster: JsonDict = {
+        "name": JWKS_CLUSTER,
+        # One name, resolved again as its DNS answer changes (an IdP behind a CDN).
+        "type": "STATIC" if _is_ip(host) else "LOGICAL_DNS",
+        "dns_lookup_family": "V4_PREFERRED",
+        "connect_timeout": _seconds(params.connect_timeout_seconds),
+        "lb_policy": "ROUND_ROBIN",
+        "load_assignment": {
+            "cluster_name": JWKS_CLUSTER,
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {
+                            "endpoint": {
+                                "address": {"socket_address": {"address": host, "port_value": port}}
+                            }
+                        }
+                    ]
+                }
+            ],
+        },
+    }
+    if scheme == "https":
+        tls: JsonDict = {
+            "@type": f"{_TYPE}.transport_sockets.tls.v3.UpstreamTlsContext",
+            "common_tls_context": {
+                "validation_context": {
+                    "trusted_ca": {"filename": str(params.jwks_ca_file)},
+                    "match_typed_subject_alt_names": [
+                        {
+                            "san_type": "IP_ADDRESS" if _is_ip(host) else "DNS",
+                            "matcher": {"exact": host},
+                        }
+                    ],
+                }
+            },
+        }
+        if not _is_ip(host):
+            tls["sni"] = host
+        cluster["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": tls}
+    return cluster
+
+
 def build_config(params: GatewayParams) -> JsonDict:
     """The Envoy bootstrap as a dict (what `render` dumps)."""
     _check_params(params)
     clusters = [_cluster(spec, params.upstreams[spec.name], params) for spec in SERVICES]
+    if params.jwks_url is not None:
+        clusters.append(_jwks_cluster(params))
     return {
         "admin": {
             "address": {
@@ -878,7 +1000,8 @@ def local_params(
     access_log: bool = True,
 ) -> GatewayParams:
     """The run command's gateway: every service on `host` at its catalogue port
-    (or `ports[name]`), JWKS/issuer/audience from `settings` (default: the environment)."""
+    (or `ports[name]`), JWKS (file or URL)/issuer/audience from `settings` (default: the
+    environment)."""
     conf = settings if settings is not None else Settings()
     port_of = dict(ports or {})
     return GatewayParams(
@@ -893,6 +1016,8 @@ def local_params(
         audiences=(conf.jwt_audience,),
         cors_origins=tuple(cors_origins),
         access_log=access_log,
+        jwks_url=conf.jwks_url,
+        jwks_cache_seconds=conf.jwks_cache_seconds,
     )
 
 
@@ -907,6 +1032,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=",".join(DEFAULT_CORS_ORIGINS),
         help="comma-separated allowed browser origins",
     )
+    parser.add_argument(
+        "--jwks-url",
+        default=None,
+        help="the identity provider's JWKS URL (compose mode; local mode reads JWKS_URL)",
+    )
     args = parser.parse_args(argv)
     origins = tuple(o.strip() for o in args.cors_origins.split(",") if o.strip())
     if args.upstream_host_mode == "compose":
@@ -915,11 +1045,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             listen_port=args.listen_port,
             admin_port=args.admin_port,
             cors_origins=origins,
+            jwks_url=args.jwks_url or None,
         )
     else:
         params = local_params(
             listen_port=args.listen_port, admin_port=args.admin_port, cors_origins=origins
         )
+        if args.jwks_url:
+            params = replace(params, jwks_url=args.jwks_url)
     text = render(params)
     if args.out is None:
         sys.stdout.write(text)

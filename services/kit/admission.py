@@ -65,7 +65,7 @@ class StreamGate:
                     retry_after=STREAM_RETRY_SECONDS,
                 )
         else:
-            key = f"streams:{self._service}:{principal.subject}"
+            key = f"streams:{self._service}:{principal.user_key}"
             lease = self._users.acquire(key, self._per_user)
             if lease is None:
                 raise TooManyRequests(

@@ -128,6 +128,7 @@ class AsyncServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def _unary(self, method: str, handler: grpc.RpcMethodHandler) -> Callable[..., Any]:
         steps = self._steps
         exempt = method.startswith(EXEMPT_PREFIXES)
+        audit = steps.audited(exempt)
         behaviour = handler.unary_unary or handler.stream_unary
         on_loop = inspect.iscoroutinefunction(behaviour)
 
@@ -152,6 +153,8 @@ class AsyncServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 await self._fail(method, exc, context, outcome)
             finally:
                 steps.log_call(method, outcome, started)
+                if audit is not None:  # a queue append: fine on the loop
+                    audit.record(method, request, outcome, started)
 
         return handle
 
@@ -191,6 +194,7 @@ class AsyncServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         mapping and the log line after, and its place in the lane given back."""
         started = time.perf_counter()
         outcome = CallOutcome()
+        audit = self._steps.audited(exempt)
         release = _nothing
         try:
             release = await self._admit(method, exempt, request, context, outcome)
@@ -206,6 +210,8 @@ class AsyncServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         finally:
             release()
             self._steps.log_call(method, outcome, started)
+            if audit is not None:
+                audit.record(method, request, outcome, started)
 
     def _yielding(
         self, method: str, exempt: bool, behaviour: Callable[..., AsyncIterator[Any]]

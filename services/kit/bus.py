@@ -62,6 +62,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol, cast
 
 from google.protobuf.message import DecodeError, Message
+from learnflow.audit.v1 import audit_pb2
 from learnflow.events.v1 import events_pb2
 from tenacity import (
     RetryCallState,
@@ -88,7 +89,17 @@ STRUGGLE_DETECTED = "struggle.detected"
 MASTERY_UPDATED = "mastery.updated"
 LEARNING_RESPONSES = "learning.responses"
 STUDENT_ERASURE = "student.erasure"
-TOPICS = (PROGRESS_EVENTS, STRUGGLE_DETECTED, MASTERY_UPDATED, LEARNING_RESPONSES, STUDENT_ERASURE)
+# Every authenticated call, recorded by the kit (services/kit/audit.py), keyed by tenant;
+# the audit service stores it. Its payload is learnflow.audit.v1.AuditEvent.
+AUDIT_EVENTS = "audit.events"
+TOPICS = (
+    PROGRESS_EVENTS,
+    STRUGGLE_DETECTED,
+    MASTERY_UPDATED,
+    LEARNING_RESPONSES,
+    STUDENT_ERASURE,
+    AUDIT_EVENTS,
+)
 
 
 def dlq_topic(topic: str) -> str:
@@ -102,11 +113,13 @@ ALL_TOPICS = (*TOPICS, *(dlq_topic(t) for t in TOPICS))
 DEFAULT_PARTITIONS = 3
 TOPIC_PARTITIONS = {PROGRESS_EVENTS: 6}
 
-# ce_type -> message class, for every payload in learnflow.events.v1.
+# ce_type -> message class, for every payload in learnflow.events.v1, and the audit
+# trail's records (audit.events).
 EVENT_TYPES: dict[str, type[Message]] = {
     descriptor.full_name: getattr(events_pb2, name)
     for name, descriptor in events_pb2.DESCRIPTOR.message_types_by_name.items()
 }
+EVENT_TYPES[audit_pb2.AuditEvent.DESCRIPTOR.full_name] = audit_pb2.AuditEvent
 
 
 @dataclass(frozen=True, slots=True)

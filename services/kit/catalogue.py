@@ -45,6 +45,8 @@ SERVICES: tuple[ServiceSpec, ...] = (
         extra_full_names=("google.longrunning.Operations",),
     ),
     ServiceSpec("notify", "learnflow.notify.v1", ("NotifyService",), 50058),
+    # The audit trail every server records (services/kit/audit.py), per tenant.
+    ServiceSpec("audit", "learnflow.audit.v1", ("AuditService",), 50059),
 )
 
 SERVICES_BY_NAME: dict[str, ServiceSpec] = {s.name: s for s in SERVICES}

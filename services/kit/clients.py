@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 
+from services.kit.auth import TENANT_METADATA
 from services.kit.errors import DeadlineExceeded
 from services.kit.interceptors import REQUEST_ID_KEY, maybe_current_call
 
@@ -48,6 +49,11 @@ def propagated_details(details: grpc.ClientCallDetails) -> grpc.ClientCallDetail
             metadata.append(("authorization", call.authorization))
         if REQUEST_ID_KEY not in keys:
             metadata.append((REQUEST_ID_KEY, call.request_id))
+        principal = call.principal
+        # An operator acting in another tenant: the next service acts there too.
+        acting_elsewhere = principal is not None and principal.tenant != principal.home_tenant
+        if acting_elsewhere and principal is not None and TENANT_METADATA not in keys:
+            metadata.append((TENANT_METADATA, principal.tenant))
     if timeout is None:
         timeout = DEFAULT_TIMEOUT_SECONDS
     return _ClientCallDetails(

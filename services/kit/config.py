@@ -47,8 +47,15 @@ class Settings(BaseSettings):
     # agent answers from its offline engine (services/kit/llm.py says why).
     llm_calls_per_user: int = Field(default=2, ge=1, le=1000)
 
-    # Identity: the JWKS the services verify tokens against (the same file Envoy reads).
+    # Identity: the keys the services (and Envoy) verify tokens against. JWKS_URL, the
+    # identity provider's JWKS, wins when set: cached JWKS_CACHE_SECONDS (less when its
+    # Cache-Control max-age says so), fetched again at once for a token whose key is not
+    # known yet, but at most once per JWKS_REFRESH_MIN_SECONDS. Unset: the JWKS file at
+    # JWKS_PATH (development: `make token` writes it).
     jwks_path: Path = RUN_DIR / "jwks.json"
+    jwks_url: str | None = None
+    jwks_cache_seconds: float = Field(default=300.0, gt=0, le=86_400)
+    jwks_refresh_min_seconds: float = Field(default=30.0, ge=1, le=3600)
     jwt_issuer: str = "https://auth.learnflow.dev"
     jwt_audience: str = "learnflow"
 
@@ -125,6 +132,15 @@ class Settings(BaseSettings):
     def _postgres_scheme(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("postgresql://", "postgres://")):
             raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @field_validator("jwks_url", mode="before")
+    @classmethod
+    def _jwks_url(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip() or None  # JWKS_URL= (empty): the file
+        if isinstance(value, str) and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
         return value
 
     @field_validator("redis_url")

@@ -3,6 +3,12 @@
 Each service owns one schema and its migrations (plain SQL files in
 `services/<service>/migrations/`). Without DATABASE_URL the run command starts an
 embedded Postgres 16 from the pgserver wheel.
+
+Tenants are kept apart by the database itself (docs/adr/0006): every table that holds a
+tenant's data has a `tenant` column that defaults to the transaction's `learnflow.tenant`
+setting, and a row-level security policy (forced on the owner too) that shows and
+accepts only rows of that tenant. `Database.scoped(tenant)` opens such a transaction; a
+query outside one sees no tenant's rows and can write none.
 """
 
 from __future__ import annotations
@@ -10,7 +16,10 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
@@ -21,6 +30,17 @@ from yoyo import get_backend, read_migrations
 log = logging.getLogger("learnflow.db")
 
 _SCHEMA_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+# The setting the row-level security policies compare each row's tenant with.
+TENANT_SETTING = "learnflow.tenant"
+
+
+def scope(conn: psycopg.Connection[Any], tenant: str) -> None:
+    """Scope the rest of `conn`'s current transaction to `tenant` (its rows only)."""
+    if not tenant:
+        raise ValueError("a tenant is required")
+    conn.execute("SELECT set_config(%s, %s, true)", (TENANT_SETTING, tenant))
+
+
 _embedded_lock = threading.Lock()
 _embedded_uri: str | None = None
 
@@ -34,9 +54,46 @@ def embedded_postgres_url(data_dir: Path) -> str:
 
             data_dir.mkdir(parents=True, exist_ok=True)
             server = pgserver.get_server(data_dir, cleanup_mode="stop")
-            _embedded_uri = str(server.get_uri())
+            _embedded_uri = _application_url(str(server.get_uri()))
             log.info("embedded postgres started", extra={"data_dir": str(data_dir)})
         return _embedded_uri
+
+
+APP_ROLE = "learnflow"
+
+
+def _application_url(admin_url: str) -> str:
+    """The embedded server's URL for the services: role and database `learnflow`
+    (created once), not the superuser pgserver connects as, which would bypass the
+    row-level security that keeps tenants apart."""
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        if conn.execute("SELECT FROM pg_roles WHERE rolname = %s", (APP_ROLE,)).fetchone() is None:
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(APP_ROLE)))
+        exists = conn.execute("SELECT FROM pg_database WHERE datname = %s", (APP_ROLE,))
+        if exists.fetchone() is None:
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                    sql.Identifier(APP_ROLE), sql.Identifier(APP_ROLE)
+                )
+            )
+    parts = urlsplit(admin_url)
+    return urlunsplit(
+        parts._replace(netloc=f"{APP_ROLE}:@{parts.hostname or ''}", path=f"/{APP_ROLE}")
+    )
+
+
+def _refuse_bypassing_roles(conn: psycopg.Connection[Any]) -> None:
+    """Tenants are kept apart by row-level security, which superusers and BYPASSRLS
+    roles skip: the services will not run as one."""
+    row = conn.execute(
+        "SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user"
+    ).fetchone()
+    if row is not None and row[0]:
+        raise RuntimeError(
+            f"the database role {conn.info.user!r} is a superuser or bypasses row-level "
+            "security, so tenants would not be kept apart: connect as a role without "
+            "SUPERUSER and BYPASSRLS (infra/up.sh creates one)"
+        )
 
 
 def _with_query(url: str, **params: str) -> str:
@@ -65,6 +122,8 @@ class Database:
 
     def open(self, timeout: float = 30.0) -> None:
         self.pool.open(wait=True, timeout=timeout)
+        with self.pool.connection() as conn:
+            _refuse_bypassing_roles(conn)
 
     def migrate(self, migrations_dir: Path) -> int:
         """Create the schema if needed and apply pending migrations; returns how many."""
@@ -85,6 +144,13 @@ class Database:
         if pending:
             log.info("migrations applied", extra={"schema": self.schema, "count": len(pending)})
         return len(pending)
+
+    @contextmanager
+    def scoped(self, tenant: str) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection in a transaction that sees and writes `tenant`'s rows only."""
+        with self.pool.connection() as conn, conn.transaction():
+            scope(conn, tenant)
+            yield conn
 
     def check(self) -> None:
         """Health check: raises unless a connection answers."""

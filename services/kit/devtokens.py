@@ -2,7 +2,8 @@
 
 Envoy (`jwt_authn`) and every service verify tokens against the JWKS at
 `Settings.jwks_path`; this module creates the ES256 key pair behind it once and mints
-tokens with the LearnFlow claims (`sub`, `role`, `cohorts`, `iss`, `aud`, `iat`, `exp`).
+tokens with the LearnFlow claims (`sub`, `role`, `tenant`, `cohorts`, `iss`, `aud`, `iat`,
+`exp`).
 Production uses the organisation's identity provider instead.
 
     ensure_keys()                                  # -> Path of the JWKS, creating keys once
@@ -30,9 +31,10 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from services.kit.auth import DEV_TENANT, TENANT_ID
 from services.kit.config import RUN_DIR, Settings
 
-Role = Literal["student", "teacher", "admin"]
+Role = Literal["student", "teacher", "admin", "operator"]
 ROLES: Final[tuple[str, ...]] = get_args(Role)
 
 ALGORITHM: Final = "ES256"
@@ -48,6 +50,7 @@ BadTokenKind = Literal[
     "foreign_key",
     "alg_none",
     "no_exp",
+    "no_tenant",
 ]
 BAD_TOKEN_KINDS: Final[tuple[str, ...]] = get_args(BadTokenKind)
 
@@ -142,11 +145,13 @@ def ensure_keys(key_dir: Path | None = None, settings: Settings | None = None) -
     return jwks_path
 
 
-def _validate_identity(sub: str, role: str, cohorts: Sequence[str]) -> list[str]:
+def _validate_identity(sub: str, role: str, cohorts: Sequence[str], tenant: str) -> list[str]:
     if not isinstance(sub, str) or not sub.strip() or sub != sub.strip():
         raise ValueError(f"sub must be a non-empty string without surrounding spaces, got {sub!r}")
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}; got {role!r}")
+    if not isinstance(tenant, str) or not TENANT_ID.fullmatch(tenant):
+        raise ValueError(f"tenant must be lowercase letters, digits and dashes; got {tenant!r}")
     if isinstance(cohorts, str):
         raise ValueError(f"cohorts must be a sequence of strings, not one string: {cohorts!r}")
     result: list[str] = []
@@ -163,11 +168,12 @@ def build_claims(
     cohorts: Sequence[str] = (),
     ttl_seconds: int = DEFAULT_TTL_SECONDS,
     *,
+    tenant: str = DEV_TENANT,
     settings: Settings | None = None,
     now: int | None = None,
 ) -> dict[str, Any]:
     """The claims of a LearnFlow token, validated (a bad role or ttl raises ValueError)."""
-    cohort_list = _validate_identity(sub, role, cohorts)
+    cohort_list = _validate_identity(sub, role, cohorts, tenant)
     if isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, int):
         raise ValueError(f"ttl_seconds must be an int, got {ttl_seconds!r}")
     if not 0 < ttl_seconds <= MAX_TTL_SECONDS:
@@ -181,6 +187,7 @@ def build_claims(
         "iat": issued,
         "exp": issued + ttl_seconds,
         "role": role,
+        "tenant": tenant,
         "cohorts": cohort_list,
     }
 
@@ -214,11 +221,13 @@ def mint_token(
     cohorts: Sequence[str] = (),
     ttl_seconds: int = DEFAULT_TTL_SECONDS,
     *,
+    tenant: str = DEV_TENANT,
     key_dir: Path | None = None,
     settings: Settings | None = None,
 ) -> str:
-    """A valid token for `sub` with `role` and `cohorts`; creates keys and JWKS if missing."""
-    claims = build_claims(sub, role, cohorts, ttl_seconds, settings=settings)
+    """A valid token for `sub` with `role` and `cohorts` in `tenant`; creates keys and
+    JWKS if missing."""
+    claims = build_claims(sub, role, cohorts, ttl_seconds, tenant=tenant, settings=settings)
     ensure_keys(key_dir, settings)
     return encode_claims(claims, key_dir=key_dir)
 
@@ -229,19 +238,21 @@ def bad_token(
     role: str = "student",
     cohorts: Sequence[str] = (),
     *,
+    tenant: str = DEV_TENANT,
     key_dir: Path | None = None,
     settings: Settings | None = None,
 ) -> str:
     """A token that verification must refuse, for tests.
 
-    expired, not_yet_valid, wrong_audience, wrong_issuer, no_exp: signed with the dev key;
+    expired, not_yet_valid, wrong_audience, wrong_issuer, no_exp, no_tenant: signed with
+    the dev key;
     foreign_key: valid claims signed by a key the JWKS does not hold (same kid);
     alg_none: valid claims, `alg: none`, no signature.
     """
     if kind not in BAD_TOKEN_KINDS:
         raise ValueError(f"kind must be one of {', '.join(BAD_TOKEN_KINDS)}; got {kind!r}")
     now = int(time.time())
-    claims = build_claims(sub, role, cohorts, settings=settings, now=now)
+    claims = build_claims(sub, role, cohorts, tenant=tenant, settings=settings, now=now)
     if kind == "expired":
         claims.update(iat=now - 7200, exp=now - 3600)
     elif kind == "not_yet_valid":
@@ -252,6 +263,8 @@ def bad_token(
         claims["iss"] = "https://evil.example"
     elif kind == "no_exp":
         del claims["exp"]
+    elif kind == "no_tenant":
+        del claims["tenant"]
     elif kind == "foreign_key":
         own_kid = public_jwk(load_private_key(key_dir))["kid"]
         return encode_claims(claims, signing_key=generate_foreign_key(), kid=own_kid)

@@ -3,8 +3,9 @@
 Per call (`CallSteps`, shared by both server models): a request id (taken from
 `x-request-id` or made), token verification (health and reflection exempt), the
 caller's principal in a context variable for handlers, a deadline check, admission of
-streams, domain exceptions mapped to google.rpc.Status with details, and one
-structured log line (request id, method, code, latency).
+streams, domain exceptions mapped to google.rpc.Status with details, one
+structured log line (request id, method, code, latency) and, for every authenticated
+call, its audit record (handed off the request path: services/kit/audit.py).
 
 The wrapped handler is built once per method and cached: grpc calls
 `intercept_service` for every RPC, and rebuilding handlers each time costs more than
@@ -19,7 +20,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from google.protobuf.message import Message
@@ -27,7 +28,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from services.kit.admission import StreamGate
-from services.kit.auth import Principal, TokenVerifier
+from services.kit.auth import TENANT_METADATA, Principal, TokenVerifier
 from services.kit.errors import (
     DeadlineExceeded,
     FieldViolation,
@@ -97,13 +98,23 @@ def use_call(call: CallContext) -> None:
 
 
 class CallOutcome:
-    """What one call's log line says: its context once known, and its code."""
+    """What one call's log line (and audit record) says: its context once known, and
+    its code; the verified caller, even when acting as it was refused; its metadata."""
 
-    __slots__ = ("call", "code")
+    __slots__ = ("call", "caller", "code", "metadata")
 
     def __init__(self) -> None:
         self.call: CallContext | None = None
         self.code = "OK"
+        self.caller: Principal | None = None
+        self.metadata: dict[str, str] | None = None
+
+
+class CallRecorder(Protocol):
+    """The audit trail's side of the call steps (services/kit/audit.py): called once
+    per call of a non-exempt method when its outcome is known; cheap, never raises."""
+
+    def record(self, method: str, request: Any, outcome: CallOutcome, started: float) -> None: ...
 
 
 class CallSteps:
@@ -116,9 +127,12 @@ class CallSteps:
         verifier: TokenVerifier | None,
         gate: StreamGate | None = None,
         roster: Roster | None = None,
+        audit: CallRecorder | None = None,
     ) -> None:
         # verifier None: authentication disabled (only for servers that hold no data).
         self.verifier = verifier
+        # audit: where each authenticated call is recorded (None: not recorded).
+        self.audit = audit
         # roster: where a student's cohort is learnt from their own token (services that
         # keep student data); None: not recorded by this server.
         self.roster = roster
@@ -129,6 +143,7 @@ class CallSteps:
         """Identify the call (request id, principal) and set it as the current call;
         raises Unauthenticated or DeadlineExceeded."""
         metadata = dict(context.invocation_metadata() or ())
+        outcome.metadata = metadata
         request_id = metadata.get(REQUEST_ID_KEY) or uuid.uuid4().hex
         authorization = metadata.get("authorization")
         traceparent = metadata.get("traceparent")
@@ -136,7 +151,9 @@ class CallSteps:
         outcome.call = call  # so a failure below still logs with the request id
         _current.set(call)
         if not exempt and self.verifier is not None:
-            principal = self.verifier.verify(authorization)
+            verified = self.verifier.verify(authorization)
+            outcome.caller = verified  # audited even if acting in another tenant is refused
+            principal = verified.acting_in(metadata.get(TENANT_METADATA))
             call = CallContext(method, request_id, principal, context, authorization, traceparent)
             outcome.call = call
             _current.set(call)
@@ -146,6 +163,10 @@ class CallSteps:
         if remaining is not None and remaining <= 0:
             raise DeadlineExceeded("deadline exceeded before the call started")
         return call
+
+    def audited(self, exempt: bool) -> CallRecorder | None:
+        """Who records a method's calls (None: nobody; health and reflection are exempt)."""
+        return None if exempt else self.audit
 
     def _observe(self, principal: Principal) -> None:
         assert self.roster is not None
@@ -239,6 +260,7 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     def _unary(self, method: str, handler: grpc.RpcMethodHandler) -> Callable[..., Any]:
         steps = self._steps
         exempt = method.startswith(EXEMPT_PREFIXES)
+        audit = steps.audited(exempt)
         behaviour = handler.unary_unary or handler.stream_unary
 
         def handle(request: Any, context: grpc.ServicerContext) -> Any:
@@ -256,6 +278,8 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 raise  # unreachable: abort_with_status raises
             finally:
                 steps.log_call(method, outcome, started)
+                if audit is not None:
+                    audit.record(method, request, outcome, started)
                 _current.set(None)
 
         return handle
@@ -265,6 +289,7 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     ) -> Callable[..., Iterator[Any]]:
         steps = self._steps
         exempt = method.startswith(EXEMPT_PREFIXES)
+        audit = steps.audited(exempt)
         behaviour = handler.unary_stream or handler.stream_stream
 
         def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
@@ -284,8 +309,13 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                     raise
                 context.abort_with_status(steps.failure(method, exc, outcome))
                 raise
+            except GeneratorExit:  # the caller went away (or the server stopped) mid-stream
+                outcome.code = "CANCELLED"
+                raise
             finally:
                 steps.log_call(method, outcome, started)
+                if audit is not None:
+                    audit.record(method, request, outcome, started)
                 _current.set(None)
 
         return handle

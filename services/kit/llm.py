@@ -316,7 +316,7 @@ class LLM:
         call = maybe_current_call()
         if self._limiter is None or call is None or call.principal is None:
             return contextlib.nullcontext()
-        lease = self._limiter.acquire(f"llm:{call.principal.subject}", self._calls_per_user)
+        lease = self._limiter.acquire(f"llm:{call.principal.user_key}", self._calls_per_user)
         if lease is None:
             REQUESTS.labels(agent, "user_limit").inc()
             log.info(

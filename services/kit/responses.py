@@ -54,6 +54,12 @@ def request_id() -> str:
     return call.request_id if call is not None else ""
 
 
+def call_tenant() -> str:
+    """The tenant the call being handled acts in ("" outside an authenticated call)."""
+    call = maybe_current_call()
+    return call.principal.tenant if call is not None and call.principal is not None else ""
+
+
 def clip(text: str, limit: int = MAX_TEXT_CHARS) -> str:
     text = text.strip()
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
@@ -91,12 +97,18 @@ class LearningResponses:
         resource: str = "",
         cohort: str = "",
         agent: str | None = None,
+        tenant: str | None = None,
     ) -> bool:
-        """One piece of an answer; False (logged) when the bus could not take it."""
+        """One piece of an answer (for the student of `tenant`, by default the current
+        call's); False (logged) when the bus could not take it."""
         now = Timestamp()
         now.FromDatetime(datetime.now(UTC))
         event = events_pb2.LearningResponse(
-            student=events_pb2.StudentRef(student_id=student_id, cohort=cohort),
+            student=events_pb2.StudentRef(
+                student_id=student_id,
+                cohort=cohort,
+                tenant=call_tenant() if tenant is None else tenant,
+            ),
             request_id=request_id,
             agent=agent or self.agent,
             sequence=sequence,

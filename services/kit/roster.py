@@ -9,6 +9,9 @@ alike for the same caller.
 The roster learns a student's cohort from the student's own verified token (the
 identity provider's word on their class), recorded the first time each process sees
 that (student, cohort) pair and whenever it changes. Reads are cached briefly.
+
+Students and cohorts live inside a tenant: the same id in two schools is two students,
+and a caller looks only in the tenant their call acts in.
 """
 
 from __future__ import annotations
@@ -25,27 +28,27 @@ V = TypeVar("V")
 
 
 class RosterStore(Protocol):
-    def cohort_of(self, student_id: str) -> str | None: ...
+    def cohort_of(self, tenant: str, student_id: str) -> str | None: ...
 
-    def enrol(self, student_id: str, cohort: str) -> None: ...
+    def enrol(self, tenant: str, student_id: str, cohort: str) -> None: ...
 
 
 class PostgresRosterStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def cohort_of(self, student_id: str) -> str | None:
-        with self._db.pool.connection() as conn:
+    def cohort_of(self, tenant: str, student_id: str) -> str | None:
+        with self._db.scoped(tenant) as conn:
             row = conn.execute(
                 "SELECT cohort FROM students WHERE student_id = %s", (student_id,)
             ).fetchone()
         return None if row is None else str(row[0])
 
-    def enrol(self, student_id: str, cohort: str) -> None:
-        with self._db.pool.connection() as conn, conn.transaction():
+    def enrol(self, tenant: str, student_id: str, cohort: str) -> None:
+        with self._db.scoped(tenant) as conn:
             conn.execute(
                 "INSERT INTO students (student_id, cohort) VALUES (%s, %s) "
-                "ON CONFLICT (student_id) DO UPDATE SET cohort = EXCLUDED.cohort, "
+                "ON CONFLICT (tenant, student_id) DO UPDATE SET cohort = EXCLUDED.cohort, "
                 "updated_at = now() WHERE students.cohort IS DISTINCT FROM EXCLUDED.cohort",
                 (student_id, cohort),
             )
@@ -58,18 +61,21 @@ class Roster:
     def __init__(self, store: RosterStore) -> None:
         self._store = store
         self._lock = threading.Lock()
-        self._cohorts: OrderedDict[str, tuple[float, str | None]] = OrderedDict()
-        self._recorded: OrderedDict[str, str] = OrderedDict()
+        # Keyed by (tenant, student id).
+        self._cohorts: OrderedDict[tuple[str, str], tuple[float, str | None]] = OrderedDict()
+        self._recorded: OrderedDict[tuple[str, str], str] = OrderedDict()
 
-    def cohort_of(self, student_id: str) -> str | None:
-        """The student's cohort now ("" for none), or None for a student never seen."""
+    def cohort_of(self, tenant: str, student_id: str) -> str | None:
+        """The student's cohort now ("" for none), or None for a student never seen in
+        this tenant."""
         now = time.monotonic()
+        key = (tenant, student_id)
         with self._lock:
-            cached = self._cohorts.get(student_id)
+            cached = self._cohorts.get(key)
         if cached is not None and cached[0] > now:
             return cached[1]
-        cohort = self._store.cohort_of(student_id)
-        self._remember(self._cohorts, student_id, (now + self.CACHE_SECONDS, cohort))
+        cohort = self._store.cohort_of(tenant, student_id)
+        self._remember(self._cohorts, key, (now + self.CACHE_SECONDS, cohort))
         return cohort
 
     def observe(self, principal: Principal) -> None:
@@ -77,22 +83,22 @@ class Roster:
         if principal.role is not Role.STUDENT:
             return
         cohort = principal.own_cohort
+        key = (principal.tenant, principal.subject)
         with self._lock:
-            if self._recorded.get(principal.subject) == cohort:
+            if self._recorded.get(key) == cohort:
                 return
-        self._store.enrol(principal.subject, cohort)
-        self._remember(self._recorded, principal.subject, cohort)
-        self._remember(
-            self._cohorts, principal.subject, (time.monotonic() + self.CACHE_SECONDS, cohort)
-        )
+        self._store.enrol(principal.tenant, principal.subject, cohort)
+        self._remember(self._recorded, key, cohort)
+        self._remember(self._cohorts, key, (time.monotonic() + self.CACHE_SECONDS, cohort))
 
     def require_readable(self, principal: Principal, student_id: str) -> str:
-        """Student: self; teacher: a student in one of their cohorts now; admin: anyone.
-        Returns the student's current cohort ("" when unknown)."""
+        """Student: self; teacher: a student in one of their cohorts now; admin and
+        operator: anyone of the tenant. Returns the student's current cohort ("" when
+        unknown)."""
         if principal.role is Role.STUDENT:
             principal.require_student(student_id)  # no lookup: nothing to probe
             return principal.own_cohort
-        cohort = self.cohort_of(student_id)
+        cohort = self.cohort_of(principal.tenant, student_id)
         principal.require_student(student_id, cohort or None)
         return cohort or ""
 
@@ -100,9 +106,11 @@ class Roster:
         """The cohort new work by or for `student_id` counts towards."""
         if principal.role is Role.STUDENT and principal.subject == student_id:
             return principal.own_cohort
-        return self.cohort_of(student_id) or ""
+        return self.cohort_of(principal.tenant, student_id) or ""
 
-    def _remember(self, cache: OrderedDict[str, V], key: str, value: V) -> None:
+    def _remember(
+        self, cache: OrderedDict[tuple[str, str], V], key: tuple[str, str], value: V
+    ) -> None:
         with self._lock:
             cache[key] = value
             cache.move_to_end(key)

@@ -36,6 +36,7 @@ from services.kit.aio import (
     EventLoopThread,
     LoopHealth,
 )
+from services.kit.audit import AuditTrail, Recorder, bound_to
 from services.kit.auth import TokenVerifier
 from services.kit.catalogue import MAX_MESSAGE_BYTES, ServiceSpec
 from services.kit.config import Settings
@@ -127,15 +128,16 @@ class LearnFlowServer:
         *,
         port: int | None = None,
         verifier: TokenVerifier | None = None,
+        audit: AuditTrail | None = None,
     ) -> None:
+        """`audit`: the trail this server's calls are recorded in; by default the one
+        of the Runtime built on these `settings` (services/kit/audit.py), if any."""
         self.spec = spec
         self.settings = settings
         self._parts = parts
         self._port = port if port is not None else (settings.grpc_port or spec.port)
         self._stopped = threading.Event()
-        verifier = verifier or TokenVerifier(
-            settings.jwks_path, settings.jwt_issuer, settings.jwt_audience
-        )
+        verifier = verifier or TokenVerifier.from_settings(settings)
         max_streams = parts.max_streams or settings.grpc_max_streams
         gate = StreamGate(
             max_streams=max_streams,
@@ -154,7 +156,10 @@ class LearnFlowServer:
         max_rpcs = settings.grpc_max_concurrent_rpcs + max_streams
         self._loop: EventLoopThread | None = None
         self.health: LoopHealth | health.HealthServicer
-        steps = CallSteps(verifier, gate, parts.roster)  # one set, whichever server model
+        trail = audit or bound_to(settings)
+        self._audit: Recorder | None = trail.recorder(spec.name) if trail is not None else None
+        # One set of steps, whichever server model.
+        steps = CallSteps(verifier, gate, parts.roster, audit=self._audit)
         if parts.asynchronous:
             self._loop = EventLoopThread(spec.name, settings.grpc_max_workers)
             self.health = LoopHealth(self._loop)
@@ -262,6 +267,9 @@ class LearnFlowServer:
             self._loop.run(self.server.stop(grace))
         else:
             self.server.stop(grace).wait()
+        if self._audit is not None:
+            # The drained calls' records, to the bus now (it flushes when the runtime closes).
+            self._audit.flush()
         for stop in self._parts.on_stop:
             try:
                 stop()

@@ -66,6 +66,7 @@ def to_domain(
                 subject=subject,
                 value=value,
                 occur_time=message.occur_time.ToDatetime(tzinfo=UTC),
+                tenant=student.tenant,
             ),
             now,
             horizon,

@@ -31,8 +31,8 @@ Encoder = Callable[[Sequence[Change]], Iterable[OutboxMessage]]
 Sender = Callable[[Sequence[OutboxMessage]], None]
 
 
-def mastery_cache_key(student_id: str) -> str:
-    return f"mastery:v1:{student_id}"
+def mastery_cache_key(tenant: str, student_id: str) -> str:
+    return f"mastery:v1:{tenant}:{student_id}"
 
 
 def utc_now() -> datetime:
@@ -71,12 +71,13 @@ class MasteryEngine:
         changes = self._store.apply_batch(
             events, self._clock(), self._encode, self._encode_wheel_spins
         )
-        self.forget({e.student_id for e in events})
+        self.forget({(e.tenant, e.student_id) for e in events})
         self._announce()
         return changes
 
-    def forget(self, student_ids: Iterable[str]) -> None:
-        keys = [mastery_cache_key(s) for s in student_ids]
+    def forget(self, students: Iterable[tuple[str, str]]) -> None:
+        """Drop the cached mastery of these (tenant, student id)s."""
+        keys = [mastery_cache_key(tenant, sid) for tenant, sid in students]
         try:
             self.cache.delete(*keys)
         except Exception:
@@ -90,11 +91,11 @@ class MasteryEngine:
             if count == 0:
                 return sent
 
-    def recalculate(self, student_ids: Sequence[str]) -> int:
+    def recalculate(self, tenant: str, student_ids: Sequence[str]) -> int:
         """Rebuild these students' mastery from their evidence (one transaction), forget
         their cached mastery and announce what changed; returns how many changed."""
-        changed = self._store.recalculate(student_ids, self._clock(), self._encode)
-        self.forget(student_ids)
+        changed = self._store.recalculate(tenant, student_ids, self._clock(), self._encode)
+        self.forget((tenant, sid) for sid in student_ids)
         self._announce()
         return changed
 
@@ -105,14 +106,15 @@ class MasteryEngine:
 
     # -- operations (google.longrunning) ------------------------------------------------
 
-    def student_ids(self, cohort: str | None) -> list[str]:
-        return self._store.student_ids(cohort)
+    def student_ids(self, tenant: str, cohort: str | None) -> list[str]:
+        return self._store.student_ids(tenant, cohort)
 
-    def create_operation(self, name: str, created_by: str, metadata: bytes) -> None:
-        self._store.create_operation(name, created_by, metadata)
+    def create_operation(self, tenant: str, name: str, created_by: str, metadata: bytes) -> None:
+        self._store.create_operation(tenant, name, created_by, metadata)
 
     def update_operation(
         self,
+        tenant: str,
         name: str,
         *,
         metadata: bytes,
@@ -122,32 +124,34 @@ class MasteryEngine:
     ) -> bool:
         """Records progress; True when a cancellation was requested meanwhile."""
         return self._store.update_operation(
-            name, metadata=metadata, done=done, response=response, error=error
+            tenant, name, metadata=metadata, done=done, response=response, error=error
         )
 
-    def operation(self, name: str) -> OperationRecord | None:
-        return self._store.operation(name)
+    def operation(self, tenant: str, name: str) -> OperationRecord | None:
+        return self._store.operation(tenant, name)
 
-    def operations(self, created_by: str | None, offset: int, limit: int) -> list[OperationRecord]:
-        return self._store.operations(created_by, offset, limit)
+    def operations(
+        self, tenant: str, created_by: str | None, offset: int, limit: int
+    ) -> list[OperationRecord]:
+        return self._store.operations(tenant, created_by, offset, limit)
 
-    def request_cancel(self, name: str) -> bool:
-        return self._store.request_cancel(name)
+    def request_cancel(self, tenant: str, name: str) -> bool:
+        return self._store.request_cancel(tenant, name)
 
     # -- reads ------------------------------------------------------------------------
 
-    def student(self, student_id: str) -> Student:
-        """The student, once they have any evidence (callers authorise first, through
-        the roster, so nobody learns which ids exist)."""
-        student = self._store.student(student_id)
+    def student(self, tenant: str, student_id: str) -> Student:
+        """The student of `tenant`, once they have any evidence (callers authorise
+        first, through the roster, so nobody learns which ids exist)."""
+        student = self._store.student(tenant, student_id)
         if student is None:
             raise NotFound(
                 f"students/{student_id} has no mastery yet", metadata={"student": student_id}
             )
         return student
 
-    def mastery(self, student: Student) -> MasteryView:
-        return self._store.mastery_view(student, self._clock())
+    def mastery(self, tenant: str, student: Student) -> MasteryView:
+        return self._store.mastery_view(tenant, student, self._clock())
 
     def cohort(
         self,
@@ -160,16 +164,20 @@ class MasteryEngine:
         limit: int,
     ) -> tuple[list[CohortRow], int]:
         principal.require_cohort(cohort)
-        return self._store.cohort_page(cohort, order_by, band, offset, limit)
+        return self._store.cohort_page(
+            principal.tenant, cohort, order_by=order_by, band=band, offset=offset, limit=limit
+        )
 
     def history(
         self,
+        tenant: str,
         student: Student,
+        *,
         topic: int,
         start: date,
         end: date,
         granularity: Granularity,
     ) -> tuple[list[HistoryPoint], Summary]:
-        snapshots, before = self._store.daily_history(student.student_id, topic, start, end)
+        snapshots, before = self._store.daily_history(tenant, student.student_id, topic, start, end)
         points = aggregate(snapshots, start, end, granularity, before)
         return points, summarise(points)

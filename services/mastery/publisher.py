@@ -24,7 +24,10 @@ def encode_changes(changes: Sequence[Change]) -> list[OutboxMessage]:
         after = change.after.overall
         event = events_pb2.MasteryUpdated(
             student=events_pb2.StudentRef(
-                student_id=change.student, cohort=change.cohort, time_zone=change.time_zone
+                student_id=change.student,
+                cohort=change.cohort,
+                time_zone=change.time_zone,
+                tenant=change.tenant,
             ),
             previous_score=before.score if before else 0.0,
             score=after.score,
@@ -62,14 +65,17 @@ def encode_wheel_spins(spins: Sequence[WheelSpin]) -> list[OutboxMessage]:
     for spin in spins:
         event = events_pb2.StruggleDetected(
             student=events_pb2.StudentRef(
-                student_id=spin.student, cohort=spin.cohort, time_zone=spin.time_zone
+                student_id=spin.student,
+                cohort=spin.cohort,
+                time_zone=spin.time_zone,
+                tenant=spin.tenant,
             ),
             kind=events_pb2.StruggleDetected.KIND_WHEEL_SPINNING,
             topic=spin.topic,  # type: ignore[arg-type]
             exercise_id=spin.exercise_id,
             occurrence_count=spin.attempts,
             # One episode per student and exercise (the threshold is crossed once).
-            episode_id=f"wheel-spinning:{spin.student}:{spin.exercise_id}",
+            episode_id=f"wheel-spinning:{spin.tenant}/{spin.student}:{spin.exercise_id}",
             detect_time=now,
         )
         messages.append(OutboxMessage(STRUGGLE_DETECTED, spin.student, event.SerializeToString()))

@@ -41,23 +41,31 @@ class Recalculations:
         self._chunk = chunk_size
         self._threads: list[threading.Thread] = []
 
-    def start(self, cohort: str | None, created_by: str) -> str:
+    def start(self, tenant: str, cohort: str | None, created_by: str) -> str:
+        """Start recalculating `cohort` (None: every student) of `tenant`."""
         name = f"operations/recalculate-{uuid.uuid4().hex}"
         started = datetime.now(UTC)
-        ids = self._engine.student_ids(cohort)
+        ids = self._engine.student_ids(tenant, cohort)
         metadata = mastery_pb2.RecalculateMasteryMetadata(
             total_students=len(ids), start_time=timestamp(started), update_time=timestamp(started)
         )
-        self._engine.create_operation(name, created_by, _pack(metadata))
+        self._engine.create_operation(tenant, name, created_by, _pack(metadata))
         thread = threading.Thread(
-            target=self._run, args=(name, ids, metadata), name=f"recalc-{name[-8:]}", daemon=True
+            target=self._run,
+            args=(tenant, name, ids, metadata),
+            name=f"recalc-{name[-8:]}",
+            daemon=True,
         )
         self._threads = [t for t in self._threads if t.is_alive()] + [thread]
         thread.start()
         return name
 
     def _run(
-        self, name: str, ids: list[str], metadata: mastery_pb2.RecalculateMasteryMetadata
+        self,
+        tenant: str,
+        name: str,
+        ids: list[str],
+        metadata: mastery_pb2.RecalculateMasteryMetadata,
     ) -> None:
         engine = self._engine
         chunks = [ids[offset : offset + self._chunk] for offset in range(0, len(ids), self._chunk)]
@@ -70,7 +78,7 @@ class Recalculations:
                 running: deque[tuple[list[str], futures.Future[int]]] = deque()
                 waiting = iter(chunks)
                 for chunk in itertools.islice(waiting, WORKERS):
-                    running.append((chunk, pool.submit(engine.recalculate, chunk)))
+                    running.append((chunk, pool.submit(engine.recalculate, tenant, chunk)))
                 cancelled = False
                 while running:
                     chunk, done = running.popleft()
@@ -78,14 +86,18 @@ class Recalculations:
                     processed += len(chunk)
                     metadata.processed_students = processed
                     metadata.update_time.CopyFrom(timestamp(datetime.now(UTC)))
-                    if not cancelled and engine.update_operation(name, metadata=_pack(metadata)):
+                    if not cancelled and engine.update_operation(
+                        tenant, name, metadata=_pack(metadata)
+                    ):
                         cancelled = metadata.cancel_requested = True
                     following = None if cancelled else next(waiting, None)
                     if following is not None:
-                        running.append((following, pool.submit(engine.recalculate, following)))
+                        running.append(
+                            (following, pool.submit(engine.recalculate, tenant, following))
+                        )
             if cancelled:
                 engine.update_operation(
-                    name, metadata=_pack(metadata), done=True, error=(1, "cancelled")
+                    tenant, name, metadata=_pack(metadata), done=True, error=(1, "cancelled")
                 )
                 log.info("recalculation cancelled", extra={"operation": name})
                 return
@@ -95,7 +107,7 @@ class Recalculations:
                 end_time=timestamp(datetime.now(UTC)),
             )
             engine.update_operation(
-                name, metadata=_pack(metadata), done=True, response=_pack(response)
+                tenant, name, metadata=_pack(metadata), done=True, response=_pack(response)
             )
             log.info(
                 "recalculation done",
@@ -103,7 +115,9 @@ class Recalculations:
             )
         except Exception as exc:  # the operation records the failure
             log.exception("recalculation failed", extra={"operation": name})
-            engine.update_operation(name, metadata=_pack(metadata), done=True, error=(13, str(exc)))
+            engine.update_operation(
+                tenant, name, metadata=_pack(metadata), done=True, error=(13, str(exc))
+            )
 
     def wait(self, timeout: float) -> None:
         for thread in self._threads:

@@ -59,23 +59,25 @@ class MasteryServicer(mastery_pb2_grpc.MasteryServiceServicer):
         self, request: mastery_pb2.GetMasteryRequest, context: grpc.ServicerContext
     ) -> mastery_pb2.Mastery:
         (student_id,) = parse_name(request.name, "students/*/mastery", "name")
-        self._roster.require_readable(current_principal(), student_id)
-        cached = self._cached(student_id)
+        principal = current_principal()
+        self._roster.require_readable(principal, student_id)
+        tenant = principal.tenant
+        cached = self._cached(tenant, student_id)
         if cached is not None:
             return cached
-        student = self._engine.student(student_id)
-        message = convert.mastery(self._engine.mastery(student))
+        student = self._engine.student(tenant, student_id)
+        message = convert.mastery(self._engine.mastery(tenant, student))
         with contextlib.suppress(Exception):  # a cache outage only costs speed
             self._cache.set(
-                mastery_cache_key(student_id),
+                mastery_cache_key(tenant, student_id),
                 message.SerializeToString(),
                 MASTERY_CACHE_TTL_SECONDS,
             )
         return message
 
-    def _cached(self, student_id: str) -> mastery_pb2.Mastery | None:
+    def _cached(self, tenant: str, student_id: str) -> mastery_pb2.Mastery | None:
         try:
-            raw = self._cache.get(mastery_cache_key(student_id))
+            raw = self._cache.get(mastery_cache_key(tenant, student_id))
         except Exception:  # a cache outage only costs speed
             return None
         return mastery_pb2.Mastery.FromString(raw) if raw is not None else None
@@ -133,10 +135,16 @@ class MasteryServicer(mastery_pb2_grpc.MasteryServiceServicer):
         checks.check(0 <= request.topic <= MAX_TOPIC, "topic", "is not a curriculum topic")
         checks.raise_if_invalid()
         assert start is not None and end is not None
-        self._roster.require_readable(current_principal(), student_id)
-        student = self._engine.student(student_id)
+        principal = current_principal()
+        self._roster.require_readable(principal, student_id)
+        student = self._engine.student(principal.tenant, student_id)
         points, summary = self._engine.history(
-            student, int(request.topic), start, end, Granularity(request.granularity)
+            principal.tenant,
+            student,
+            topic=int(request.topic),
+            start=start,
+            end=end,
+            granularity=Granularity(request.granularity),
         )
         return convert.history(points, summary)
 
@@ -156,15 +164,15 @@ class MasteryServicer(mastery_pb2_grpc.MasteryServiceServicer):
             principal.require_cohort(cohort)
         else:
             principal.require_role(Role.ADMIN)
-        name = self._recalculations.start(cohort, principal.subject)
+        name = self._recalculations.start(principal.tenant, cohort, principal.subject)
         return _operation(self._engine, name, principal)
 
 
 def _operation(engine: MasteryEngine, name: str, principal: Principal) -> operations_pb2.Operation:
-    record = engine.operation(name)
+    record = engine.operation(principal.tenant, name)
     if record is None:
         raise NotFound(f"{name} does not exist", metadata={"name": name})
-    if principal.role is not Role.ADMIN and record.created_by != principal.subject:
+    if not principal.tenant_wide and record.created_by != principal.subject:
         raise PermissionDenied(f"{name} belongs to another user")
     operation = operations_pb2.Operation(
         name=name, done=record.done, metadata=any_pb2.Any.FromString(record.metadata)
@@ -194,9 +202,9 @@ class OperationsServicer(operations_pb2_grpc.OperationsServicer):  # type: ignor
         self, request: operations_pb2.ListOperationsRequest, context: grpc.ServicerContext
     ) -> operations_pb2.ListOperationsResponse:
         principal = current_principal()
-        mine = None if principal.role is Role.ADMIN else principal.subject
+        mine = None if principal.tenant_wide else principal.subject
         page = parse_page(request.page_size, request.page_token, default=50, maximum=200)
-        records = self._engine.operations(mine, page.offset, page.size + 1)
+        records = self._engine.operations(principal.tenant, mine, page.offset, page.size + 1)
         operations = [_operation(self._engine, r.name, principal) for r in records[: page.size]]
         more = len(records) > page.size
         return operations_pb2.ListOperationsResponse(
@@ -208,8 +216,9 @@ class OperationsServicer(operations_pb2_grpc.OperationsServicer):  # type: ignor
         self, request: operations_pb2.CancelOperationRequest, context: grpc.ServicerContext
     ) -> empty_pb2.Empty:
         parse_name(request.name, "operations/*", "name")
-        _operation(self._engine, request.name, current_principal())  # exists, and is theirs
-        self._engine.request_cancel(request.name)
+        principal = current_principal()
+        _operation(self._engine, request.name, principal)  # exists, and is theirs
+        self._engine.request_cancel(principal.tenant, request.name)
         return empty_pb2.Empty()
 
     def WaitOperation(

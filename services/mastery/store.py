@@ -1,5 +1,9 @@
 """The mastery engine's Postgres store (schema `mastery`).
 
+Every method works inside one tenant (row-level security, services/kit/db.py): the
+methods take the tenant, and a batch of several tenants' events applies each tenant's
+part in turn, scoped to it, in one transaction.
+
 Ingestion applies a batch of events in one transaction: record the evidence (each
 event's row is its claim: duplicates drop out here), merge the order-independent
 aggregates, recompute the affected students (only the topics with new evidence, for a
@@ -18,7 +22,7 @@ from typing import Any
 
 from psycopg import Cursor, sql
 
-from services.kit.db import Database
+from services.kit.db import Database, scope
 from services.kit.topics import Band
 from services.mastery.domain.events import ProgressEvent, aggregate_batch, history, local_day
 from services.mastery.domain.history import DailySnapshot
@@ -235,20 +239,36 @@ class MasteryStore:
         encode: Callable[[Sequence[Change]], Iterable[OutboxMessage]],
         encode_wheel_spins: WheelSpinEncoder | None = None,
     ) -> list[Change]:
+        by_tenant: dict[str, list[ProgressEvent]] = defaultdict(list)
+        for event in events:
+            by_tenant[event.tenant].append(event)
+        changes: list[Change] = []
         with self.db.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-            fresh = self._claim(cur, events)
-            if not fresh:
-                return []
-            # Pipeline mode (COPY, in the claim, cannot run in it): statements whose
-            # results nobody waits for go out together, a round trip each saved.
-            with conn.pipeline():
-                return self._apply_fresh(cur, fresh, now, encode, encode_wheel_spins)
+            for index, tenant in enumerate(sorted(by_tenant)):
+                scope(conn, tenant)
+                fresh = self._claim(cur, by_tenant[tenant], reuse=index > 0)
+                if not fresh:
+                    continue
+                # Pipeline mode (COPY, in the claim, cannot run in it): statements whose
+                # results nobody waits for go out together, a round trip each saved.
+                with conn.pipeline():
+                    changes += self._apply_fresh(
+                        cur,
+                        tenant,
+                        fresh,
+                        now,
+                        encode=encode,
+                        encode_wheel_spins=encode_wheel_spins,
+                    )
+        return changes
 
     def _apply_fresh(
         self,
         cur: Cursor[Any],
+        tenant: str,
         fresh: Sequence[ProgressEvent],
         now: datetime,
+        *,
         encode: Callable[[Sequence[Change]], Iterable[OutboxMessage]],
         encode_wheel_spins: WheelSpinEncoder | None,
     ) -> list[Change]:
@@ -257,26 +277,29 @@ class MasteryStore:
             cur, fresh, {s: st.time_zone for s, st in students.items()}
         )
         if encode_wheel_spins is not None:
-            spins = self._wheel_spins(crossings, students)
+            spins = self._wheel_spins(tenant, crossings, students)
             self._enqueue(cur, encode_wheel_spins(spins))
         # Most students of a batch were recomputed earlier today: only the topics
         # with new evidence (and overall) can have changed for them.
         changes = self._recompute(
             cur,
+            tenant,
             students,
             now,
             cause={e.student_id: e.event_id for e in fresh},
             only={sid: topics[sid] for sid in up_to_date},
         )
-        self._write_history(cur, fresh, students, changes, now)
+        self._write_history(cur, tenant, fresh, students, changes=changes, now=now)
         self._enqueue(cur, encode(changes))
         return changes
 
     def _write_history(
         self,
         cur: Cursor[Any],
+        tenant: str,
         events: Sequence[ProgressEvent],
         students: dict[str, Student],
+        *,
         changes: Sequence[Change],
         now: datetime,
     ) -> None:
@@ -298,11 +321,11 @@ class MasteryStore:
         if first_day:
             ids = sorted(first_day)
             cur.execute(
-                "INSERT INTO history_pending AS h (student_id, from_day) "
-                "SELECT * FROM unnest(%b::text[], %b::date[]) "
-                "ON CONFLICT (student_id) DO UPDATE SET "
+                "INSERT INTO history_pending AS h (tenant, student_id, from_day) "
+                "SELECT %b, * FROM unnest(%b::text[], %b::date[]) "
+                "ON CONFLICT (tenant, student_id) DO UPDATE SET "
                 "  from_day = least(h.from_day, EXCLUDED.from_day)",
-                (ids, [first_day[i] for i in ids]),
+                (tenant, ids, [first_day[i] for i in ids]),
             )
 
     def rebuild_pending_history(
@@ -316,32 +339,38 @@ class MasteryStore:
         with self.db.pool.connection() as conn:
             with conn.transaction():
                 pending = conn.execute(
-                    "DELETE FROM history_pending WHERE student_id IN ("
-                    "  SELECT student_id FROM history_pending WHERE queued_at <= now() - %s "
+                    "DELETE FROM history_pending WHERE (tenant, student_id) IN ("
+                    "  SELECT tenant, student_id FROM history_pending "
+                    "  WHERE queued_at <= now() - %s "
                     "  ORDER BY queued_at LIMIT %s FOR UPDATE SKIP LOCKED) "
-                    "RETURNING student_id, from_day",
+                    "RETURNING tenant, student_id, from_day",
                     (settle, limit),
                 ).fetchall()
             if not pending:
                 return 0
-            first_day = {sid: day for sid, day in pending}
-            ids = sorted(first_day)
+            by_tenant: dict[str, dict[str, date]] = defaultdict(dict)
+            for tenant, sid, day in pending:
+                by_tenant[tenant][sid] = day
             with conn.transaction(), conn.cursor() as cur:
-                cur.execute(
-                    "SELECT pg_advisory_xact_lock(hashtext('mastery.history:' || id)) "
-                    "FROM unnest(%b::text[]) AS id",
-                    (ids,),
-                )
-                students = {
-                    row[0]: Student(*row)
-                    for row in cur.execute(
-                        "SELECT student_id, cohort, time_zone, created_at, updated_at "
-                        "FROM students WHERE student_id = ANY(%b)",
-                        (ids,),
-                    ).fetchall()
-                }
-                self._rebuild_days(cur, first_day, students, now)
-            return len(ids)
+                for tenant in sorted(by_tenant):
+                    scope(conn, tenant)
+                    first_day = by_tenant[tenant]
+                    ids = sorted(first_day)
+                    cur.execute(
+                        "SELECT pg_advisory_xact_lock(hashtext('mastery.history:' || %b "
+                        "  || '/' || id)) FROM unnest(%b::text[]) AS id",
+                        (tenant, ids),
+                    )
+                    students = {
+                        row[0]: Student(*row)
+                        for row in cur.execute(
+                            "SELECT student_id, cohort, time_zone, created_at, updated_at "
+                            "FROM students WHERE student_id = ANY(%b)",
+                            (ids,),
+                        ).fetchall()
+                    }
+                    self._rebuild_days(cur, first_day, students, now)
+            return len(pending)
 
     @staticmethod
     def _rebuild_days(
@@ -375,10 +404,14 @@ class MasteryStore:
             )
 
     @staticmethod
-    def _claim(cur: Cursor[Any], events: Sequence[ProgressEvent]) -> list[ProgressEvent]:
-        """Record the batch's evidence and return the events not applied before: the
-        evidence row is the inbox (a redelivered event's row exists, so it drops out).
-        Binary COPY into a scratch table, then one insert: the cheapest way in."""
+    def _claim(
+        cur: Cursor[Any], events: Sequence[ProgressEvent], *, reuse: bool = False
+    ) -> list[ProgressEvent]:
+        """Record the batch's evidence (one tenant's, in the scoped transaction) and
+        return the events not applied before: the evidence row is the inbox (a
+        redelivered event's row exists, so it drops out). Binary COPY into a scratch
+        table, then one insert: the cheapest way in. `reuse`: the scratch table was
+        filled earlier in this transaction (another tenant's part) and is emptied first."""
         unique: dict[tuple[str, str], ProgressEvent] = {}
         for event in events:
             unique.setdefault(event.key, event)
@@ -388,6 +421,8 @@ class MasteryStore:
             "  topic smallint, subject text, value float8, occur_time timestamptz) "
             "ON COMMIT DELETE ROWS"
         )
+        if reuse:
+            cur.execute("TRUNCATE incoming_evidence")
         with cur.copy("COPY incoming_evidence FROM STDIN (FORMAT BINARY)") as copy:
             copy.set_types(EVIDENCE_TYPES)
             for e in unique.values():
@@ -447,7 +482,7 @@ class MasteryStore:
         rows = cur.execute(
             "INSERT INTO students AS s (student_id, cohort, time_zone) "
             "SELECT * FROM unnest(%b::text[], %b::text[], %b::text[]) "
-            "ON CONFLICT (student_id) DO UPDATE SET cohort = EXCLUDED.cohort, "
+            "ON CONFLICT (tenant, student_id) DO UPDATE SET cohort = EXCLUDED.cohort, "
             "  time_zone = EXCLUDED.time_zone, updated_at = now() "
             "RETURNING student_id, cohort, time_zone, created_at, updated_at",
             (ids, final_cohort, final_zone),
@@ -506,7 +541,7 @@ class MasteryStore:
                 "merged AS ("
                 "  INSERT INTO exercise_best AS b (student_id, exercise_id, topic, best, attempts) "
                 "  SELECT * FROM incoming "
-                "  ON CONFLICT (student_id, exercise_id) DO UPDATE SET "
+                "  ON CONFLICT (tenant, student_id, exercise_id) DO UPDATE SET "
                 "    best = greatest(b.best, EXCLUDED.best), "
                 "    topic = least(b.topic, EXCLUDED.topic), "
                 "    attempts = b.attempts + EXCLUDED.attempts "
@@ -553,7 +588,7 @@ class MasteryStore:
             "  quiz_sum, quiz_count, quality_sum, quality_count, days_last, days) "
             "SELECT * FROM unnest(%b::text[], %b::smallint[], %b::float8[], %b::int[], "
             "  %b::float8[], %b::int[], %b::float8[], %b::int[], %b::date[], %b::int8[]) "
-            "ON CONFLICT (student_id, topic) DO UPDATE SET "
+            "ON CONFLICT (tenant, student_id, topic) DO UPDATE SET "
             "  exercise_sum = t.exercise_sum + EXCLUDED.exercise_sum, "
             "  exercise_count = t.exercise_count + EXCLUDED.exercise_count, "
             "  quiz_sum = t.quiz_sum + EXCLUDED.quiz_sum, "
@@ -588,7 +623,9 @@ class MasteryStore:
 
     @staticmethod
     def _wheel_spins(
-        crossings: Sequence[tuple[str, str, int, int, float]], students: dict[str, Student]
+        tenant: str,
+        crossings: Sequence[tuple[str, str, int, int, float]],
+        students: dict[str, Student],
     ) -> list[WheelSpin]:
         """Wheel-spinning reports for exercises whose attempts crossed
         WHEEL_SPIN_ATTEMPTS in this batch with no pass yet (a pass is every test
@@ -597,7 +634,9 @@ class MasteryStore:
         for student, exercise, topic, attempts, best in crossings:
             info = students[student]
             spins.append(
-                WheelSpin(student, info.cohort, info.time_zone, exercise, topic, attempts, best)
+                WheelSpin(
+                    student, info.cohort, info.time_zone, exercise, topic, attempts, best, tenant
+                )
             )
         return spins
 
@@ -628,8 +667,10 @@ class MasteryStore:
     def _recompute(
         self,
         cur: Cursor[Any],
+        tenant: str,
         students: dict[str, Student],
         now: datetime,
+        *,
         cause: dict[str, str],
         only: TopicFilter = None,
     ) -> list[Change]:
@@ -664,6 +705,7 @@ class MasteryStore:
                     after,
                     cause.get(sid, ""),
                     evidence,
+                    tenant,
                 )
             )
             for m in masteries:
@@ -689,7 +731,7 @@ class MasteryStore:
                 "  quiz, quality, consistency, updated_at) "
                 "SELECT *, %s FROM unnest(%b::text[], %b::smallint[], %b::float8[], "
                 "  %b::smallint[], %b::float8[], %b::float8[], %b::float8[], %b::float8[]) "
-                "ON CONFLICT (student_id, topic) DO UPDATE SET score = EXCLUDED.score, "
+                "ON CONFLICT (tenant, student_id, topic) DO UPDATE SET score = EXCLUDED.score, "
                 "  band = EXCLUDED.band, completion = EXCLUDED.completion, quiz = EXCLUDED.quiz, "
                 "  quality = EXCLUDED.quality, consistency = EXCLUDED.consistency, "
                 "  updated_at = EXCLUDED.updated_at",
@@ -717,7 +759,7 @@ class MasteryStore:
             "  quality, consistency, event_count) "
             "SELECT * FROM unnest(%b::text[], %b::smallint[], %b::date[], %b::float8[], "
             "  %b::float8[], %b::float8[], %b::float8[], %b::float8[], %b::int[]) "
-            "ON CONFLICT (student_id, topic, day) DO UPDATE SET score = EXCLUDED.score, "
+            "ON CONFLICT (tenant, student_id, topic, day) DO UPDATE SET score = EXCLUDED.score, "
             "  completion = EXCLUDED.completion, quiz = EXCLUDED.quiz, "
             "  quality = EXCLUDED.quality, consistency = EXCLUDED.consistency, "
             "  event_count = d.event_count + EXCLUDED.event_count",
@@ -760,8 +802,8 @@ class MasteryStore:
 
     # -- reads ------------------------------------------------------------------
 
-    def student(self, student_id: str) -> Student | None:
-        with self.db.pool.connection() as conn:
+    def student(self, tenant: str, student_id: str) -> Student | None:
+        with self.db.scoped(tenant) as conn:
             row = conn.execute(
                 "SELECT student_id, cohort, time_zone, created_at, updated_at FROM students "
                 "WHERE student_id = %s",
@@ -769,8 +811,8 @@ class MasteryStore:
             ).fetchone()
         return Student(*row) if row else None
 
-    def mastery_view(self, student: Student, now: datetime) -> MasteryView:
-        with self.db.pool.connection() as conn, conn.cursor() as cur:
+    def mastery_view(self, tenant: str, student: Student, now: datetime) -> MasteryView:
+        with self.db.scoped(tenant) as conn, conn.cursor() as cur:
             mastery, _, overall_days = self._aggregates(cur, {student.student_id: student}, now)[
                 student.student_id
             ]
@@ -818,7 +860,7 @@ class MasteryStore:
         )
 
     def cohort_page(
-        self, cohort: str, order_by: str, band: int, offset: int, limit: int
+        self, tenant: str, cohort: str, *, order_by: str, band: int, offset: int, limit: int
     ) -> tuple[list[CohortRow], int]:
         # Only whitelisted fragments are composed into the SQL; values are parameters.
         band_filter = sql.SQL("AND m.band = %(band)s" if band else "")
@@ -828,7 +870,7 @@ class MasteryStore:
             "  ON m.student_id = s.student_id AND m.topic = 0 "
             "WHERE s.cohort = %(cohort)s {band_filter} "
         ).format(band_filter=band_filter)
-        with self.db.pool.connection() as conn, conn.cursor() as cur:
+        with self.db.scoped(tenant) as conn, conn.cursor() as cur:
             total = cur.execute(sql.SQL("SELECT count(*) ") + joined, params).fetchone()
             rows = cur.execute(
                 sql.SQL(
@@ -853,9 +895,9 @@ class MasteryStore:
         return page, int(total[0]) if total else 0
 
     def daily_history(
-        self, student_id: str, topic: int, start: date, end: date
+        self, tenant: str, student_id: str, topic: int, start: date, end: date
     ) -> tuple[list[DailySnapshot], DailySnapshot | None]:
-        with self.db.pool.connection() as conn, conn.cursor() as cur:
+        with self.db.scoped(tenant) as conn, conn.cursor() as cur:
             rows = cur.execute(
                 "SELECT day, score, completion, quiz, quality, consistency, event_count "
                 "FROM mastery_daily WHERE student_id = %s AND topic = %s "
@@ -879,8 +921,8 @@ class MasteryStore:
 
     # -- recalculation -----------------------------------------------------------
 
-    def student_ids(self, cohort: str | None) -> list[str]:
-        with self.db.pool.connection() as conn:
+    def student_ids(self, tenant: str, cohort: str | None) -> list[str]:
+        with self.db.scoped(tenant) as conn:
             if cohort is None:
                 rows = conn.execute("SELECT student_id FROM students ORDER BY student_id")
             else:
@@ -892,13 +934,14 @@ class MasteryStore:
 
     def recalculate(
         self,
+        tenant: str,
         ids: Sequence[str],
         now: datetime,
         encode: Callable[[Sequence[Change]], Iterable[OutboxMessage]],
     ) -> int:
-        """Rebuild the aggregates of these students from their evidence and recompute
-        their mastery; returns how many changed."""
-        with self.db.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+        """Rebuild the aggregates of these students of `tenant` from their evidence and
+        recompute their mastery; returns how many changed."""
+        with self.db.scoped(tenant) as conn, conn.cursor() as cur:
             rows = cur.execute(
                 "SELECT student_id, cohort, time_zone, created_at, updated_at FROM students "
                 "WHERE student_id = ANY(%b) ORDER BY student_id FOR UPDATE",
@@ -921,15 +964,15 @@ class MasteryStore:
                 [e for sid in locked for e in evidence[sid]],
                 {sid: student.time_zone for sid, student in students.items()},
             )
-            changes = self._recompute(cur, students, now, cause={})
+            changes = self._recompute(cur, tenant, students, now, cause={})
             self._write_snapshots(cur, changes, now, {})
             self._enqueue(cur, encode(changes))
             return len(changes)
 
     # -- operations -------------------------------------------------------------
 
-    def create_operation(self, name: str, created_by: str, metadata: bytes) -> None:
-        with self.db.pool.connection() as conn:
+    def create_operation(self, tenant: str, name: str, created_by: str, metadata: bytes) -> None:
+        with self.db.scoped(tenant) as conn:
             conn.execute(
                 "INSERT INTO operations (name, created_by, metadata) VALUES (%s, %s, %s)",
                 (name, created_by, metadata),
@@ -937,6 +980,7 @@ class MasteryStore:
 
     def update_operation(
         self,
+        tenant: str,
         name: str,
         *,
         metadata: bytes,
@@ -945,7 +989,7 @@ class MasteryStore:
         error: tuple[int, str] | None = None,
     ) -> bool:
         """Store progress; returns whether cancellation was requested."""
-        with self.db.pool.connection() as conn:
+        with self.db.scoped(tenant) as conn:
             row = conn.execute(
                 "UPDATE operations SET metadata = %s, done = %s, response = %s, error_code = %s, "
                 "  error_message = %s, updated_at = now() WHERE name = %s "
@@ -961,8 +1005,8 @@ class MasteryStore:
             ).fetchone()
         return bool(row and row[0])
 
-    def operation(self, name: str) -> OperationRecord | None:
-        with self.db.pool.connection() as conn:
+    def operation(self, tenant: str, name: str) -> OperationRecord | None:
+        with self.db.scoped(tenant) as conn:
             row = conn.execute(
                 "SELECT name, created_by, done, cancel_requested, metadata, response, error_code, "
                 "  error_message FROM operations WHERE name = %s",
@@ -970,8 +1014,10 @@ class MasteryStore:
             ).fetchone()
         return _operation_record(row) if row else None
 
-    def operations(self, created_by: str | None, offset: int, limit: int) -> list[OperationRecord]:
-        with self.db.pool.connection() as conn:
+    def operations(
+        self, tenant: str, created_by: str | None, offset: int, limit: int
+    ) -> list[OperationRecord]:
+        with self.db.scoped(tenant) as conn:
             rows = conn.execute(
                 "SELECT name, created_by, done, cancel_requested, metadata, response, error_code, "
                 "  error_message FROM operations WHERE (%b::text IS NULL OR created_by = %s) "
@@ -980,8 +1026,8 @@ class MasteryStore:
             ).fetchall()
         return [_operation_record(r) for r in rows]
 
-    def request_cancel(self, name: str) -> bool:
-        with self.db.pool.connection() as conn:
+    def request_cancel(self, tenant: str, name: str) -> bool:
+        with self.db.scoped(tenant) as conn:
             row = conn.execute(
                 "UPDATE operations SET cancel_requested = true, updated_at = now() "
                 "WHERE name = %s RETURNING name",

@@ -5,18 +5,25 @@
 - the updates consumer: learning.responses and mastery.updated written to the update
   log for the live streams (a student's answers and mastery; their teachers' band
   changes), once per event by (ce_source, ce_id).
+
+Every event belongs to the tenant its `student.tenant` names, and both consumers work
+in that tenant only (a batch may hold several: each tenant's events are applied in a
+transaction scoped to it). An event without a tenant can never apply: it is poison,
+dead-lettered with "no tenant".
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 import psycopg
 from google.protobuf.timestamp_pb2 import Timestamp
 from learnflow.events.v1 import events_pb2
 from learnflow.notify.v1 import notify_pb2
 
+from services.kit.auth import TENANT_ID
 from services.kit.bus import (
     DEFAULT_STALL_SECONDS,
     LEARNING_RESPONSES,
@@ -37,7 +44,7 @@ from services.notify.domain.rules import (
     struggle_signal,
 )
 from services.notify.engine import NO_COHORT, Detection, NotifyEngine
-from services.notify.updates import UpdateLog, UpdateRow
+from services.notify.updates import UpdateRow
 
 STRUGGLE_KINDS = {
     events_pb2.StruggleDetected.KIND_REPEATED_ERROR: Kind.REPEATED_ERROR,
@@ -48,6 +55,22 @@ MAX_EVIDENCE_IDS = 100
 
 def _time(stamp: Timestamp) -> datetime:
     return stamp.ToDatetime(tzinfo=UTC)
+
+
+def _tenant(envelope: Envelope, student: events_pb2.StudentRef) -> str:
+    """The tenant the event belongs to; PoisonEventError without a usable one."""
+    tenant = student.tenant
+    if not tenant:
+        raise PoisonEventError(
+            f"{envelope.record.event_type} {envelope.record.event_id}: no tenant "
+            "(student.tenant is empty)"
+        )
+    if not TENANT_ID.fullmatch(tenant):
+        raise PoisonEventError(
+            f"{envelope.record.event_type} {envelope.record.event_id}: no tenant "
+            f"(student.tenant {tenant[:80]!r} is not a tenant id)"
+        )
+    return tenant
 
 
 def _student(envelope: Envelope, student: events_pb2.StudentRef) -> str:
@@ -63,6 +86,7 @@ def to_detection(envelope: Envelope) -> Detection:
     """What one event means; PoisonEventError if it can never apply."""
     record, message = envelope.record, envelope.message
     if isinstance(message, events_pb2.StruggleDetected):
+        tenant = _tenant(envelope, message.student)
         student_id = _student(envelope, message.student)
         kind = STRUGGLE_KINDS.get(message.kind)
         if kind is None:
@@ -86,8 +110,9 @@ def to_detection(envelope: Envelope) -> Detection:
             else None,
             evidence_ids=tuple(message.evidence_ids[:MAX_EVIDENCE_IDS]),
         )
-        return Detection(record.source, record.event_id, [struggle_signal(struggle)])
+        return Detection(tenant, record.source, record.event_id, [struggle_signal(struggle)])
     if isinstance(message, events_pb2.MasteryUpdated):
+        tenant = _tenant(envelope, message.student)
         student_id = _student(envelope, message.student)
         if not message.HasField("update_time"):
             raise PoisonEventError(f"mastery {record.event_id}: no update_time")
@@ -118,7 +143,7 @@ def to_detection(envelope: Envelope) -> Detection:
             changes=(overall, *topics),
             update_time=_time(message.update_time),
         )
-        return Detection(record.source, record.event_id, falling_behind(change))
+        return Detection(tenant, record.source, record.event_id, falling_behind(change))
     raise PoisonEventError(f"{record.event_type} does not belong on {record.topic}")
 
 
@@ -164,28 +189,31 @@ def band_changed(message: events_pb2.MasteryUpdated) -> bool:
     )
 
 
+CohortOf = Callable[[str, str], str | None]
+"""(tenant, student id) -> the student's cohort in that tenant now (the roster's)."""
+
+
 def to_update(
-    envelope: Envelope, cohort_of: Callable[[str], str | None], *, newer_than: datetime
-) -> UpdateRow | None:
-    """The live update one event makes (None: too old to deliver); PoisonEventError if
-    it can never make one."""
+    envelope: Envelope, cohort_of: CohortOf, *, newer_than: datetime
+) -> tuple[str, UpdateRow] | None:
+    """The live update one event makes, with the tenant whose log it goes to (None: too
+    old to deliver); PoisonEventError if it can never make one."""
     record, message = envelope.record, envelope.message
     when = _event_time(envelope)
     if when is not None and when < newer_than:
         return None  # older than the log keeps: no stream could be sent it
-    if isinstance(message, events_pb2.LearningResponse):
-        student_id = _student(envelope, message.student)
-        update = notify_pb2.Update(learning_response=message)
-        cohort = None
-    elif isinstance(message, events_pb2.MasteryUpdated):
-        student_id = _student(envelope, message.student)
-        update = notify_pb2.Update(mastery_updated=message)
-        cohort = None
-        if band_changed(message):
-            cohort = cohort_of(student_id) or message.student.cohort or NO_COHORT
-    else:
+    if not isinstance(message, events_pb2.LearningResponse | events_pb2.MasteryUpdated):
         raise PoisonEventError(f"{record.event_type} does not belong on {record.topic}")
-    return UpdateRow(
+    tenant = _tenant(envelope, message.student)
+    student_id = _student(envelope, message.student)
+    cohort = None
+    if isinstance(message, events_pb2.LearningResponse):
+        update = notify_pb2.Update(learning_response=message)
+    else:
+        update = notify_pb2.Update(mastery_updated=message)
+        if band_changed(message):
+            cohort = cohort_of(tenant, student_id) or message.student.cohort or NO_COHORT
+    return tenant, UpdateRow(
         student_id=student_id,
         cohort=cohort,
         payload=update.SerializeToString(),
@@ -194,22 +222,42 @@ def to_update(
     )
 
 
+class LogWriter(Protocol):
+    """The writing side of the update log (services/notify/updates.py: UpdateLog)."""
+
+    retention: timedelta
+
+    def append(self, tenant: str, rows: Sequence[UpdateRow]) -> int: ...
+
+
+def apply_updates(log: LogWriter, cohort_of: CohortOf, batch: Sequence[Envelope]) -> None:
+    """Write a batch's updates to the log of each event's tenant, one transaction per
+    tenant (a failure retries the batch; rows already written are skipped by (tenant,
+    ce_source, ce_id)). Nothing is written when any event is poison."""
+    newer_than = datetime.now(UTC) - log.retention + timedelta(minutes=1)
+    placed = [to_update(envelope, cohort_of, newer_than=newer_than) for envelope in batch]
+    by_tenant: dict[str, list[UpdateRow]] = {}
+    for found in placed:
+        if found is not None:
+            by_tenant.setdefault(found[0], []).append(found[1])
+    for tenant, rows in by_tenant.items():
+        log.append(tenant, rows)
+
+
 def updates_consumer(
     bus: Bus,
-    log: UpdateLog,
-    cohort_of: Callable[[str], str | None],
+    log: LogWriter,
+    cohort_of: CohortOf,
     *,
     group_id: str,
     topics: Sequence[str] = (LEARNING_RESPONSES, MASTERY_UPDATED),
     stall_seconds: float = DEFAULT_STALL_SECONDS,
 ) -> ConsumerLoop:
-    """The consumer that writes students' answers and mastery changes to the update log.
-    Replicas share its group, so each event is written once."""
+    """The consumer that writes students' answers and mastery changes to the update log
+    of each event's tenant. Replicas share its group, so each event is written once."""
 
     def handle(batch: Sequence[Envelope]) -> None:
-        newer_than = datetime.now(UTC) - log.retention + timedelta(minutes=1)
-        rows = [to_update(envelope, cohort_of, newer_than=newer_than) for envelope in batch]
-        log.append([row for row in rows if row is not None])
+        apply_updates(log, cohort_of, batch)
 
     return ConsumerLoop(
         bus,

@@ -1,7 +1,9 @@
 """The notify use cases: alerts from events, alerts by hand, and their life cycle.
 
 The only door into the service's logic and data: the consumer and the servicer call
-it; it asks the domain what to do and the store to keep it.
+it; it asks the domain what to do and the store to keep it. Every use case works in one
+tenant (its first argument: the caller's `principal.tenant`, or the event's
+`student.tenant`); cohorts and students are looked up and stored within it.
 """
 
 from __future__ import annotations
@@ -37,9 +39,10 @@ NO_COHORT = "unassigned"
 
 @dataclass(frozen=True, slots=True)
 class Detection:
-    """What one event means: its idempotency key and the signals it carries (none for
-    most mastery changes)."""
+    """What one event means: the tenant it belongs to, its idempotency key and the
+    signals it carries (none for most mastery changes)."""
 
+    tenant: str
     source: str
     event_id: str
     signals: Sequence[Signal]
@@ -53,7 +56,7 @@ class NotifyEngine:
     def __init__(
         self,
         store: AlertStore,
-        cohort_of: Callable[[str], str | None],
+        cohort_of: Callable[[str, str], str | None],
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         announce: Callable[[Alert], UpdateRow] | None = None,
@@ -72,27 +75,40 @@ class NotifyEngine:
     # -- from events ----------------------------------------------------------------
 
     def ingest(self, detections: Sequence[Detection]) -> list[Alert]:
-        """Apply a batch in one transaction: each event once, each signal opening an
-        alert or extending its episode's open one. Returns the alerts made or changed."""
+        """Apply a batch: each event once, each signal opening an alert or extending its
+        episode's open one, one transaction per tenant the batch holds (in the order
+        each tenant first appears; a tenant's events in batch order). Returns the alerts
+        made or changed."""
+        by_tenant: dict[str, list[Detection]] = {}
+        for detection in detections:
+            by_tenant.setdefault(detection.tenant, []).append(detection)
+        touched: list[Alert] = []
+        for tenant, group in by_tenant.items():
+            touched += self._ingest(tenant, group)
+        return touched
+
+    def _ingest(self, tenant: str, detections: Sequence[Detection]) -> list[Alert]:
         cohorts = {
-            s.student_id: self._cohort(s) for d in detections for s in d.signals
+            s.student_id: self._cohort(tenant, s) for d in detections for s in d.signals
         }  # the roster is read outside the transaction
         touched: list[Alert] = []
-        with self._store.transaction() as tx:
+        with self._store.transaction(tenant) as tx:
             for detection in detections:
                 if not tx.claim(detection.source, detection.event_id):
                     continue  # a redelivery: applied before
                 for signal in detection.signals:
-                    alert = self._apply(tx, signal, cohorts[signal.student_id], detection.source)
+                    alert = self._apply(
+                        tx, tenant, signal, cohorts[signal.student_id], detection.source
+                    )
                     if alert is not None:
                         touched.append(alert)
         return touched
 
-    def _cohort(self, signal: Signal) -> str:
-        return self._cohort_of(signal.student_id) or signal.cohort or NO_COHORT
+    def _cohort(self, tenant: str, signal: Signal) -> str:
+        return self._cohort_of(tenant, signal.student_id) or signal.cohort or NO_COHORT
 
     def _apply(
-        self, tx: AlertTransaction, signal: Signal, cohort: str, source: str
+        self, tx: AlertTransaction, tenant: str, signal: Signal, cohort: str, source: str
     ) -> Alert | None:
         existing = tx.lock_open_episode(signal.episode_key)
         if existing is None:
@@ -100,7 +116,12 @@ class NotifyEngine:
             tx.insert(alert)
             log.info(
                 "alert opened",
-                extra={"alert": alert.alert_id, "student": alert.student_id, "kind": alert.kind},
+                extra={
+                    "tenant": tenant,
+                    "alert": alert.alert_id,
+                    "student": alert.student_id,
+                    "kind": alert.kind,
+                },
             )
             return self._announced(tx, alert)
         merged, added = merge(existing, signal, self._clock())
@@ -111,42 +132,53 @@ class NotifyEngine:
 
     # -- by hand ----------------------------------------------------------------------
 
-    def create(self, intervention: Intervention) -> Alert:
+    def create(self, tenant: str, intervention: Intervention) -> Alert:
         alert = flag(intervention, alert_id=new_alert_id(), now=self._clock())
-        with self._store.transaction() as tx:
+        with self._store.transaction(tenant) as tx:
             tx.insert(alert)
             self._announced(tx, alert)
         return alert
 
     # -- reading ----------------------------------------------------------------------
 
-    def get(self, cohort: str, alert_id: str) -> Alert:
-        alert = self._store.get(cohort, alert_id)
+    def get(self, tenant: str, cohort: str, alert_id: str) -> Alert:
+        """Another tenant's alert is not found: it does not exist in this one."""
+        alert = self._store.get(tenant, cohort, alert_id)
         if alert is None:
             name = f"cohorts/{cohort}/alerts/{alert_id}"
             raise NotFound(f"{name} does not exist", metadata={"name": name})
         return alert
 
-    def list(self, query: AlertFilter, offset: int, limit: int) -> tuple[list[Alert], int]:
-        return self._store.list(query, offset, limit)
+    def list(
+        self, tenant: str, query: AlertFilter, offset: int, limit: int
+    ) -> tuple[list[Alert], int]:
+        return self._store.list(tenant, query, offset, limit)
 
     # -- the life cycle ---------------------------------------------------------------
 
-    def acknowledge(self, cohort: str, alert_id: str, *, by: str, etag: str) -> Alert:
+    def acknowledge(self, tenant: str, cohort: str, alert_id: str, *, by: str, etag: str) -> Alert:
         return self._change(
-            cohort, alert_id, lambda a: acknowledge(a, by=by, now=self._clock(), etag=etag)
+            tenant,
+            cohort,
+            alert_id,
+            lambda a: acknowledge(a, by=by, now=self._clock(), etag=etag),
         )
 
-    def resolve(self, cohort: str, alert_id: str, *, by: str, note: str, etag: str) -> Alert:
+    def resolve(
+        self, tenant: str, cohort: str, alert_id: str, *, by: str, note: str, etag: str
+    ) -> Alert:
         return self._change(
+            tenant,
             cohort,
             alert_id,
             lambda a: resolve(a, by=by, now=self._clock(), note=note, etag=etag),
         )
 
-    def _change(self, cohort: str, alert_id: str, change: Callable[[Alert], Alert]) -> Alert:
+    def _change(
+        self, tenant: str, cohort: str, alert_id: str, change: Callable[[Alert], Alert]
+    ) -> Alert:
         name = f"cohorts/{cohort}/alerts/{alert_id}"
-        with self._store.transaction() as tx:
+        with self._store.transaction(tenant) as tx:
             current = tx.lock(cohort, alert_id)  # a concurrent change waits for this one
             if current is None:
                 raise NotFound(f"{name} does not exist", metadata={"name": name})

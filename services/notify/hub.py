@@ -4,7 +4,10 @@ Free of grpc and of storage (docs/adr/0003):
 
 - `Hub` fans out each update, once, to the local subscribers it is for (a student's
   own stream; the streams of a cohort's teachers), into a bounded queue per
-  subscriber, and wakes the subscriber through the callback it gave. Publishing (on
+  subscriber, and wakes the subscriber through the callback it gave. Only ever within
+  the update's tenant: subscriptions are keyed by (tenant, student) and (tenant,
+  cohort), so school-b's "c1" never hears school-a's "c1"; each tenant's log counts its
+  own seq, so the hub's position is per tenant too. Publishing (on
   the update listener's thread) never waits for a subscriber: one whose queue is full
   is marked overflowed, its queue dropped, and its stream ends (to resume from its
   cursor), so a slow or dead client never holds anyone else up.
@@ -32,21 +35,25 @@ MAX_CATCH_UPS = 3
 
 @dataclass(frozen=True, slots=True)
 class Audience:
-    """Whom a stream is for: one student's own updates, or the updates of cohorts
-    (`cohorts` None: every cohort, an admin's `cohorts/-`)."""
+    """Whom a stream is for, within one tenant: one student's own updates, or the
+    updates of cohorts (`cohorts` None: every cohort of the tenant, an admin's
+    `cohorts/-`)."""
 
+    tenant: str
     student_id: str | None = None
     cohorts: frozenset[str] | None = frozenset()
 
     @staticmethod
-    def student(student_id: str) -> Audience:
-        return Audience(student_id=student_id, cohorts=frozenset())
+    def student(tenant: str, student_id: str) -> Audience:
+        return Audience(tenant, student_id=student_id, cohorts=frozenset())
 
     @staticmethod
-    def of_cohorts(cohorts: frozenset[str] | None) -> Audience:
-        return Audience(student_id=None, cohorts=cohorts)
+    def of_cohorts(tenant: str, cohorts: frozenset[str] | None) -> Audience:
+        return Audience(tenant, student_id=None, cohorts=cohorts)
 
     def wants(self, entry: Entry) -> bool:
+        if entry.tenant != self.tenant:
+            return False
         if self.student_id is not None:
             return entry.student_id == self.student_id
         if entry.cohort is None:
@@ -56,9 +63,11 @@ class Audience:
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One update of the log: its seq (the cursor), its audience, and its payload
-    (opaque here: the wire message, made once and shared by every subscriber)."""
+    """One update of a tenant's log: its tenant, its seq there (the cursor), its
+    audience, and its payload (opaque here: the wire message, made once and shared by
+    every subscriber)."""
 
+    tenant: str
     seq: int
     student_id: str | None
     cohort: str | None
@@ -89,8 +98,8 @@ class Subscription:
         self, hub: Hub, audience: Audience, capacity: int, wake: Callable[[], None], start: int
     ) -> None:
         self.audience = audience
-        # The hub's position when this subscription joined: every entry after it is
-        # offered to this subscription.
+        # The hub's position in the audience's tenant when this subscription joined:
+        # every entry of the tenant after it is offered to this subscription.
         self.start = start
         self.capacity = capacity
         self._hub = hub
@@ -130,70 +139,98 @@ class Subscription:
         self._hub.unsubscribe(self)
 
 
+Key = tuple[str, str, str]
+"""What a subscription is indexed by: ("student", tenant, student id), ("cohort",
+tenant, cohort) or ("every", tenant, ""). Names mean something only in a tenant."""
+
+
+def _student_key(tenant: str, student_id: str) -> Key:
+    return ("student", tenant, student_id)
+
+
+def _cohort_key(tenant: str, cohort: str) -> Key:
+    return ("cohort", tenant, cohort)
+
+
+def _every_cohort_key(tenant: str) -> Key:
+    return ("every", tenant, "")
+
+
 class Hub:
-    """The local subscribers of one replica, indexed by student and by cohort."""
+    """The local subscribers of one replica, indexed by (tenant, student), by (tenant,
+    cohort), and by tenant for every cohort of it."""
 
     def __init__(self, capacity: int = 1000) -> None:
         self.capacity = capacity
         self._lock = threading.Lock()
-        # The seq of the last entry published: entries arrive in seq order.
-        self._position = 0
-        self._by_student: dict[str, set[Subscription]] = {}
-        self._by_cohort: dict[str, set[Subscription]] = {}
-        self._every_cohort: set[Subscription] = set()
+        # Per tenant, the seq of the last entry published: a tenant's entries arrive in
+        # its seq order.
+        self._positions: dict[str, int] = {}
+        self._index: dict[Key, set[Subscription]] = {}
+
+    def position(self, tenant: str) -> int:
+        with self._lock:
+            return self._positions.get(tenant, 0)
 
     def subscribe(self, audience: Audience, wake: Callable[[], None]) -> Subscription:
         """A subscription whose `wake` is called (on the publishing thread) after each
-        entry offered to it: every entry published after `sub.start`."""
+        entry offered to it: every entry of the audience's tenant published after
+        `sub.start`."""
         with self._lock:
-            sub = Subscription(self, audience, self.capacity, wake, self._position)
-            for index, key in self._keys(audience):
-                index.setdefault(key, set()).add(sub)
-            if audience.student_id is None and audience.cohorts is None:
-                self._every_cohort.add(sub)
+            start = self._positions.get(audience.tenant, 0)
+            sub = Subscription(self, audience, self.capacity, wake, start)
+            for key in _keys(audience):
+                self._index.setdefault(key, set()).add(sub)
         return sub
 
-    def start_at(self, position: int) -> None:
-        """Where the log stood when this replica's listener started (before any entry
-        was published)."""
+    def start_at(self, tenant: str, position: int) -> None:
+        """Where `tenant`'s log stood when this replica's listener started (before any
+        of its entries was published), or where it skipped to."""
         with self._lock:
-            self._position = max(self._position, position)
+            self._positions[tenant] = max(self._positions.get(tenant, 0), position)
 
     def unsubscribe(self, sub: Subscription) -> None:
         with self._lock:
-            for index, key in self._keys(sub.audience):
-                members = index.get(key)
+            for key in _keys(sub.audience):
+                members = self._index.get(key)
                 if members is not None:
                     members.discard(sub)
                     if not members:
-                        del index[key]
-            self._every_cohort.discard(sub)
-
-    def _keys(self, audience: Audience) -> list[tuple[dict[str, set[Subscription]], str]]:
-        if audience.student_id is not None:
-            return [(self._by_student, audience.student_id)]
-        return [(self._by_cohort, c) for c in audience.cohorts or ()]
+                        del self._index[key]
 
     def publish(self, entries: Sequence[Entry]) -> None:
-        """Hand each entry, in seq order, to the subscribers it is for."""
+        """Hand each entry, in its tenant's seq order, to the subscribers it is for (of
+        its tenant only)."""
         for entry in entries:
+            tenant = entry.tenant
+            keys = []
+            if entry.student_id is not None:
+                keys.append(_student_key(tenant, entry.student_id))
+            if entry.cohort is not None:
+                keys += [_cohort_key(tenant, entry.cohort), _every_cohort_key(tenant)]
             with self._lock:
-                self._position = max(self._position, entry.seq)
-                targets: set[Subscription] = set(self._every_cohort if entry.cohort else ())
-                if entry.student_id is not None:
-                    targets |= self._by_student.get(entry.student_id, set())
-                if entry.cohort is not None:
-                    targets |= self._by_cohort.get(entry.cohort, set())
+                self._positions[tenant] = max(self._positions.get(tenant, 0), entry.seq)
+                targets: set[Subscription] = set()
+                for key in keys:
+                    targets |= self._index.get(key, set())
             for sub in targets:
                 sub.offer(entry)
 
     def __len__(self) -> int:
         with self._lock:
-            subs = set(self._every_cohort)
-            for index in (self._by_student, self._by_cohort):
-                for members in index.values():
-                    subs |= members
+            subs: set[Subscription] = set()
+            for members in self._index.values():
+                subs |= members
             return len(subs)
+
+
+def _keys(audience: Audience) -> list[Key]:
+    tenant = audience.tenant
+    if audience.student_id is not None:
+        return [_student_key(tenant, audience.student_id)]
+    if audience.cohorts is None:
+        return [_every_cohort_key(tenant)]
+    return [_cohort_key(tenant, c) for c in audience.cohorts]
 
 
 Replay = Callable[[Audience, int, int], Sequence[Entry]]

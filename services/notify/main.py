@@ -1,7 +1,8 @@
 """Wires the notify service: the `notify` schema, the consumer that makes alerts from
 struggle.detected and mastery.updated, the consumer that writes students' answers and
 mastery changes to the update log, the replica's listener and hub for live streams,
-and the servicer.
+and the servicer. Everything is scoped by tenant (migrations/0003_tenants.sql); the
+roster is asked `cohort_of(tenant, student_id)`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,13 @@
 """NotifyService: validate (each bad field named), authorise on the decoded message, call
 the engine, encode. It is served by the kit's asyncio server (docs/adr/0003): the unary
 methods are plain functions the server runs on its worker threads; StreamUpdates is a
-coroutine that walks the replica's hub (services/notify/hub.py)."""
+coroutine that walks the replica's hub (services/notify/hub.py).
+
+Every call acts in `principal.tenant` (the token's tenant, or the one an operator
+named): the engine is asked in it, and a stream's audience and cursor belong to it.
+Cohort names mean something only there: a teacher of "c1" reads their own school's
+"c1", and another school's alert is NOT_FOUND (it does not exist in the caller's
+tenant), never PERMISSION_DENIED (which would say it exists)."""
 
 from __future__ import annotations
 
@@ -59,7 +65,8 @@ class Streams:
 
 
 def _staff() -> Principal:
-    """Alerts are for teachers and admins; a student may not list or read them."""
+    """Alerts are for teachers and admins (and operators, as admins of the tenant they
+    act in); a student may not list or read them."""
     principal = current_principal()
     principal.require_role(Role.TEACHER, Role.ADMIN)
     return principal
@@ -117,24 +124,25 @@ class NotifyServicer(notify_pb2_grpc.NotifyServiceServicer):
         checks.raise_if_invalid()
 
         principal = current_principal()
+        tenant = principal.tenant
         if students:
             # A student's own stream: that student, or an admin (teachers follow their
             # cohorts' streams).
             principal.require_acting_as(subscriber)
-            audience = Audience.student(subscriber)
+            audience = Audience.student(tenant, subscriber)
         else:
             principal.require_role(Role.TEACHER, Role.ADMIN)
             if subscriber == ALL_COHORTS:
-                cohorts = None if principal.role is Role.ADMIN else frozenset(principal.cohorts)
+                cohorts = None if principal.tenant_wide else frozenset(principal.cohorts)
             else:
                 principal.require_cohort(subscriber)
                 cohorts = frozenset({subscriber})
-            audience = Audience.of_cohorts(cohorts)
+            audience = Audience.of_cohorts(tenant, cohorts)
         if not cursor:
             return audience, None
-        after = int(cursor)
+        after = int(cursor)  # a position in the tenant's own log
         try:
-            self._streams.log.check_cursor(after)
+            self._streams.log.check_cursor(tenant, after)
         except CursorExpiredError as exc:
             raise CursorExpired(
                 f"{exc}: reload, then stream without a cursor", metadata={"cursor": cursor}
@@ -178,11 +186,12 @@ class NotifyServicer(notify_pb2_grpc.NotifyServiceServicer):
         principal = _staff()
         cohorts: tuple[str, ...] | None
         if cohort == ALL_COHORTS:
-            cohorts = None if principal.role is Role.ADMIN else principal.cohorts
+            cohorts = None if principal.tenant_wide else principal.cohorts
         else:
             principal.require_cohort(cohort)
             cohorts = (cohort,)
         alerts, total = self._engine.list(
+            principal.tenant,
             AlertFilter(
                 cohorts=cohorts,
                 state=State(request.state) if request.state else None,
@@ -204,8 +213,9 @@ class NotifyServicer(notify_pb2_grpc.NotifyServiceServicer):
         checks = Validator()
         cohort, alert_id = check_name(checks, request.name, "cohorts/*/alerts/*", "name")
         checks.raise_if_invalid()
-        _staff().require_cohort(cohort)  # before any lookup: nothing leaks
-        return encode_alert(self._engine.get(cohort, alert_id))
+        principal = _staff()
+        principal.require_cohort(cohort)  # before any lookup: nothing leaks
+        return encode_alert(self._engine.get(principal.tenant, cohort, alert_id))
 
     def CreateAlert(
         self, request: notify_pb2.CreateAlertRequest, context: grpc.ServicerContext
@@ -254,6 +264,7 @@ class NotifyServicer(notify_pb2_grpc.NotifyServiceServicer):
                 [FieldViolation("parent", f"students/{student_id} is not in cohorts/{cohort}")]
             )
         alert = self._engine.create(
+            principal.tenant,
             Intervention(
                 student_id=student_id,
                 cohort=cohort,
@@ -261,7 +272,7 @@ class NotifyServicer(notify_pb2_grpc.NotifyServiceServicer):
                 detail=given.detail,
                 severity=Severity(given.severity) if given.severity else Severity.MEDIUM,
                 created_by=principal.subject,
-            )
+            ),
         )
         return encode_alert(alert)
 
@@ -275,7 +286,9 @@ class NotifyServicer(notify_pb2_grpc.NotifyServiceServicer):
         principal = _staff()
         principal.require_cohort(cohort)
         return encode_alert(
-            self._engine.acknowledge(cohort, alert_id, by=principal.subject, etag=request.etag)
+            self._engine.acknowledge(
+                principal.tenant, cohort, alert_id, by=principal.subject, etag=request.etag
+            )
         )
 
     def ResolveAlert(
@@ -294,6 +307,7 @@ class NotifyServicer(notify_pb2_grpc.NotifyServiceServicer):
         principal.require_cohort(cohort)
         return encode_alert(
             self._engine.resolve(
+                principal.tenant,
                 cohort,
                 alert_id,
                 by=principal.subject,

@@ -1,10 +1,15 @@
 """The notify service's Postgres store (schema `notify`): saves and loads alerts.
 
-Changes happen in a unit of work (`AlertStore.transaction()`): the consumer claims an
-event's (ce_source, ce_id) and saves the alert it made or extended in one transaction;
-a teacher's change locks the alert row, so two concurrent changes serialise and the
-second sees the first (and its new etag). The live updates a change makes (`announce`)
-are written to the update log at the end of the same transaction.
+Every method works in one tenant (its first argument), in a transaction scoped to it
+(`Database.scoped`): row-level security shows and accepts that tenant's alerts,
+evidence and updates only, and new rows take its tenant.
+
+Changes happen in a unit of work (`AlertStore.transaction(tenant)`): the consumer
+claims an event's (ce_source, ce_id) and saves the alert it made or extended in one
+transaction; a teacher's change locks the alert row, so two concurrent changes
+serialise and the second sees the first (and its new etag). The live updates a change
+makes (`announce`) are written to the tenant's update log at the end of the same
+transaction.
 """
 
 from __future__ import annotations
@@ -124,7 +129,8 @@ def _one(cur: Cursor[Any], where: sql.SQL, params: Sequence[Any]) -> Alert | Non
 
 
 class AlertTransaction:
-    """One unit of work; rows it reads with `lock_*` stay locked until it ends."""
+    """One unit of work in one tenant; rows it reads with `lock_*` stay locked until it
+    ends."""
 
     def __init__(self, cur: Cursor[Any]) -> None:
         self._cur = cur
@@ -135,7 +141,8 @@ class AlertTransaction:
         self.updates.append(update)
 
     def claim(self, source: str, event_id: str) -> bool:
-        """False when the event was applied before (a redelivery)."""
+        """False when the event was applied before (a redelivery). The inbox is not
+        per tenant (migrations/0003_tenants.sql): an event id names one event."""
         row = self._cur.execute(
             "INSERT INTO processed_events (source, event_id) VALUES (%s, %s) "
             "ON CONFLICT DO NOTHING RETURNING 1",
@@ -244,19 +251,23 @@ class AlertStore:
         self._db = db
 
     @contextmanager
-    def transaction(self) -> Iterator[AlertTransaction]:
-        with self._db.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+    def transaction(self, tenant: str) -> Iterator[AlertTransaction]:
+        """A unit of work in `tenant`."""
+        with self._db.scoped(tenant) as conn, conn.cursor() as cur:
             tx = AlertTransaction(cur)
             yield tx
-            # Last, so the log's write lock is held only until the commit.
+            # Last, so the tenant's log stays locked only until the commit.
             write_updates(cur, tx.updates)
 
-    def get(self, cohort: str, alert_id: str) -> Alert | None:
-        with self._db.pool.connection() as conn, conn.cursor() as cur:
+    def get(self, tenant: str, cohort: str, alert_id: str) -> Alert | None:
+        with self._db.scoped(tenant) as conn, conn.cursor() as cur:
             return _one(cur, sql.SQL("cohort = %s AND alert_id = %s"), (cohort, alert_id))
 
-    def list(self, query: AlertFilter, offset: int, limit: int) -> tuple[list[Alert], int]:
-        """A page of alerts matching `query`, in its order, and how many match in all."""
+    def list(
+        self, tenant: str, query: AlertFilter, offset: int, limit: int
+    ) -> tuple[list[Alert], int]:
+        """A page of `tenant`'s alerts matching `query`, in its order, and how many match
+        in all."""
         where: list[sql.Composable] = [sql.SQL("TRUE")]
         params: list[Any] = []
         if query.cohorts is not None:
@@ -272,7 +283,7 @@ class AlertStore:
             where.append(sql.SQL("student_id = %s"))
             params.append(query.student_id)
         condition = sql.SQL(" AND ").join(where)
-        with self._db.pool.connection() as conn, conn.cursor() as cur:
+        with self._db.scoped(tenant) as conn, conn.cursor() as cur:
             total = cur.execute(
                 sql.SQL("SELECT count(*) FROM alerts WHERE {}").format(condition), params
             ).fetchone()

@@ -1,6 +1,7 @@
 """Making a code review: review the code (offline, plus the model when configured),
 store it, tell the mastery engine its quality (progress.events) and the student's
-other screens the review (learning.responses)."""
+other screens the review (learning.responses). A review is made in the tenant of the
+call (the caller's `Principal.tenant`): stored there, and its events name it."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ class CodeReviews:
         self._responses = responses
 
     def create(
-        self, *, student_id: str, cohort: str, code: str, topic: int, exercise: str
+        self, tenant: str, *, student_id: str, cohort: str, code: str, topic: int, exercise: str
     ) -> review_pb2.CodeReview:
         reviewed = self._engine.review(code, topic)
         now = Timestamp()
@@ -48,6 +49,7 @@ class CodeReviews:
         )
         encode(reviewed, message)
         self._store.add(
+            tenant,
             student_id=student_id,
             review_id=review_id,
             cohort=cohort,
@@ -62,7 +64,9 @@ class CodeReviews:
             self._publisher.publish(
                 PROGRESS_EVENTS,
                 events_pb2.CodeReviewed(
-                    student=events_pb2.StudentRef(student_id=student_id, cohort=cohort),
+                    student=events_pb2.StudentRef(
+                        student_id=student_id, cohort=cohort, tenant=tenant
+                    ),
                     topic=message.topic,
                     code_review=message.name,
                     quality_score=message.quality_score,

@@ -1,4 +1,7 @@
-"""ReviewService: decode, authorise on the message, call the review use case, encode."""
+"""ReviewService: decode, authorise on the message, call the review use case, encode.
+
+Every call acts in the caller's tenant (`Principal.tenant`): a review of another
+tenant's student of the same id does not exist here (NOT_FOUND; an empty list)."""
 
 from __future__ import annotations
 
@@ -51,6 +54,7 @@ class ReviewServicer(review_pb2_grpc.ReviewServiceServicer):
         principal.require_acting_as(student_id)
 
         return self._reviews.create(
+            principal.tenant,
             student_id=student_id,
             cohort=self._roster.cohort_for_work(principal, student_id),
             code=code,
@@ -62,9 +66,10 @@ class ReviewServicer(review_pb2_grpc.ReviewServiceServicer):
         self, request: review_pb2.GetCodeReviewRequest, context: grpc.ServicerContext
     ) -> review_pb2.CodeReview:
         student_id, review_id = parse_name(request.name, "students/*/codeReviews/*", "name")
+        principal = current_principal()
         # Before any lookup (nothing leaks), and exactly as ListCodeReviews does.
-        self._roster.require_readable(current_principal(), student_id)
-        stored = self._store.get(student_id, review_id)
+        self._roster.require_readable(principal, student_id)
+        stored = self._store.get(principal.tenant, student_id, review_id)
         if stored is None:
             raise NotFound(f"{request.name} does not exist", metadata={"name": request.name})
         return review_pb2.CodeReview.FromString(stored.message)
@@ -74,8 +79,9 @@ class ReviewServicer(review_pb2_grpc.ReviewServiceServicer):
     ) -> review_pb2.ListCodeReviewsResponse:
         (student_id,) = parse_name(request.parent, "students/*", "parent")
         page = parse_page(request.page_size, request.page_token, default=20, maximum=100)
-        self._roster.require_readable(current_principal(), student_id)
-        messages, total = self._store.list(student_id, page.offset, page.size)
+        principal = current_principal()
+        self._roster.require_readable(principal, student_id)
+        messages, total = self._store.list(principal.tenant, student_id, page.offset, page.size)
         reviews = []
         for raw in messages:
             item = review_pb2.CodeReview.FromString(raw)

@@ -1,4 +1,8 @@
-"""The review service's Postgres store (schema `review`)."""
+"""The review service's Postgres store (schema `review`).
+
+Every method acts in one tenant (its first argument): it runs in a transaction scoped to
+it (`Database.scoped`), where row-level security shows and accepts that tenant's reviews
+only, and the rows it writes take that tenant."""
 
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ class ReviewStore:
 
     def add(
         self,
+        tenant: str,
         *,
         student_id: str,
         review_id: str,
@@ -29,24 +34,26 @@ class ReviewStore:
         create_time: datetime,
         message: bytes,
     ) -> None:
-        with self.db.pool.connection() as conn:
+        with self.db.scoped(tenant) as conn:
             conn.execute(
                 "INSERT INTO code_reviews (student_id, review_id, cohort, exercise_id, "
                 "  quality_score, create_time, message) VALUES (%s, %s, %s, %s, %s, %s, %s)",
                 (student_id, review_id, cohort, exercise_id, quality_score, create_time, message),
             )
 
-    def get(self, student_id: str, review_id: str) -> StoredReview | None:
-        with self.db.pool.connection() as conn:
+    def get(self, tenant: str, student_id: str, review_id: str) -> StoredReview | None:
+        with self.db.scoped(tenant) as conn:
             row = conn.execute(
                 "SELECT cohort, message FROM code_reviews WHERE student_id = %s AND review_id = %s",
                 (student_id, review_id),
             ).fetchone()
         return StoredReview(row[0], bytes(row[1])) if row else None
 
-    def list(self, student_id: str, offset: int, limit: int) -> tuple[list[bytes], int]:
+    def list(
+        self, tenant: str, student_id: str, offset: int, limit: int
+    ) -> tuple[list[bytes], int]:
         """A page of the student's reviews, newest first, and how many there are in all."""
-        with self.db.pool.connection() as conn:
+        with self.db.scoped(tenant) as conn:
             total = conn.execute(
                 "SELECT count(*) FROM code_reviews WHERE student_id = %s", (student_id,)
             ).fetchone()

@@ -119,7 +119,7 @@ class SandboxExecutor:
         if failure is not None:
             return failure
         budget = self._budget(wait_seconds)
-        key = f"sandbox:{principal.subject}" if principal is not None else ""
+        key = f"sandbox:{principal.user_key}" if principal is not None else ""
         with contextlib.ExitStack() as held:
             if principal is not None and self._share is not None:
                 held.enter_context(self._own_slot(key, principal, self._share, budget))

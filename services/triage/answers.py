@@ -57,12 +57,19 @@ class Answer:
 
 
 def live(
-    answer: Answer, responses: LearningResponses, *, student_id: str, request_id: str
+    answer: Answer,
+    responses: LearningResponses,
+    *,
+    student_id: str,
+    request_id: str,
+    tenant: str,
 ) -> Generator[triage_pb2.AnswerChunk, None, None]:
     """The answer's chunks for the Ask stream, each published on learning.responses
     (same request id, sequence and agent) as it is given, so the student's other
     screens show it live. An agent failing midway (or the caller leaving) still ends
-    the live answer that began, with a note, before the error reaches the caller."""
+    the live answer that began, with a note, before the error reaches the caller.
+    `tenant` is the student's, named on every chunk: the last one may be published when
+    the stream is closed, outside the call's context."""
     sequence = 0
 
     def publish(text: str, *, final: bool) -> None:
@@ -73,6 +80,7 @@ def live(
             sequence=sequence,
             final=final,
             agent=answer.agent,
+            tenant=tenant,
         )
 
     try:

@@ -1,6 +1,11 @@
 """What triage knows about a student before it answers: mastery (overall score, band,
 the level to pitch answers at) and recent errors, fetched from the services that own
-them with deadlines, cached for five minutes, dropped when their mastery changes."""
+them with deadlines, cached for five minutes, dropped when their mastery changes.
+
+A context is a tenant's student's: it is cached under the tenant and the student id (the
+same id in two schools is two students), and fetched with the caller's token, so the
+services that own it answer in the tenant the call acts in, which is the tenant of its
+key. Invalidations come from events, each naming its student's tenant."""
 
 from __future__ import annotations
 
@@ -42,8 +47,12 @@ MasteryLookup = Callable[[str], mastery_pb2.Mastery | None]
 RecentErrorsLookup = Callable[[str], Sequence[triage_pb2.RecentError]]
 
 
-def cache_key(student_id: str) -> str:
-    return f"triage:context:v1:{student_id}"
+def cache_key(tenant: str, student_id: str) -> str:
+    """The context's cache key. A tenant id has no ":" (auth.TENANT_ID), so the tenant and
+    the student id cannot run together."""
+    if not tenant:
+        raise ValueError("a tenant is required")
+    return f"triage:context:v2:{tenant}:{student_id}"
 
 
 def no_recent_errors(student_id: str) -> Sequence[triage_pb2.RecentError]:
@@ -62,8 +71,10 @@ class StudentContexts:
         self._mastery = mastery
         self._recent_errors = recent_errors
 
-    def get(self, student_id: str) -> triage_pb2.StudentContext:
-        key = cache_key(student_id)
+    def get(self, tenant: str, student_id: str) -> triage_pb2.StudentContext:
+        """The context of `tenant`'s student, fetched (on a miss) with the current call's
+        token: `tenant` must be the tenant that call acts in."""
+        key = cache_key(tenant, student_id)
         cached = self._cache.get(key)
         if cached is not None:
             try:
@@ -87,9 +98,10 @@ class StudentContexts:
         except MasteryUnavailableError as exc:
             raise Unavailable(f"cannot confirm access to students/{student_id}: {exc}") from None
 
-    def invalidate(self, student_ids: Sequence[str]) -> None:
-        if student_ids:
-            self._cache.delete(*(cache_key(s) for s in student_ids))
+    def invalidate(self, students: Sequence[tuple[str, str]]) -> None:
+        """Drop the cached contexts of these (tenant, student id) pairs."""
+        if students:
+            self._cache.delete(*(cache_key(tenant, s) for tenant, s in students))
 
     def _fetch(self, student_id: str) -> tuple[triage_pb2.StudentContext, bool]:
         context = triage_pb2.StudentContext(name=f"students/{student_id}/context")
@@ -116,7 +128,9 @@ def invalidation_consumer(
     bus: Bus, contexts: StudentContexts, *, group_id: str, stall_seconds: float
 ) -> ConsumerLoop:
     """Drops a student's cached context when their mastery changes (mastery.updated) or
-    they start struggling (struggle.detected: their recent errors changed)."""
+    they start struggling (struggle.detected: their recent errors changed). The context
+    dropped is that of the student of the event's tenant; an event naming no tenant is
+    dead-lettered (it cannot say whose context it is)."""
 
     def handle(batch: Sequence[Envelope]) -> None:
         students = []
@@ -126,7 +140,11 @@ def invalidation_consumer(
                 raise PoisonEventError(
                     f"{envelope.record.event_type} does not belong on {envelope.record.topic}"
                 )
-            students.append(message.student.student_id)
+            if not message.student.tenant:
+                raise PoisonEventError(
+                    f"{envelope.record.event_type} {envelope.record.event_id}: no tenant"
+                )
+            students.append((message.student.tenant, message.student.student_id))
         contexts.invalidate(sorted(set(students)))
 
     return ConsumerLoop(

@@ -1,5 +1,7 @@
 """TriageService: classify a student's request, fetch their context, route it to the
-agent that answers, and stream that answer back."""
+agent that answers, and stream that answer back. Everything acts in the caller's tenant
+(`Principal.tenant`): the context cached, the agents called (the kit's clients carry the
+token, and an operator's tenant), and the live answer published."""
 
 from __future__ import annotations
 
@@ -76,7 +78,8 @@ class TriageServicer(triage_pb2_grpc.TriageServiceServicer):
         self, request: triage_pb2.AskRequest, context: grpc.ServicerContext
     ) -> Iterator[triage_pb2.AskResponse]:
         student_id = _check_request(request)
-        current_principal().require_acting_as(student_id)
+        principal = current_principal()
+        principal.require_acting_as(student_id)
         if request.intent:
             classification = triage_pb2.Classification(
                 intent=request.intent, confidence=1.0, reason="the intent was given by the caller"
@@ -89,14 +92,19 @@ class TriageServicer(triage_pb2_grpc.TriageServiceServicer):
             )
         yield triage_pb2.AskResponse(classification=classification)
 
-        student_context = self._contexts.get(student_id)
+        student_context = self._contexts.get(principal.tenant, student_id)
         answer = self._answerer.answer(request, classification, student_context)
         for chunk in live(
-            answer, self._responses, student_id=student_id, request_id=current_call().request_id
+            answer,
+            self._responses,
+            student_id=student_id,
+            request_id=current_call().request_id,
+            tenant=principal.tenant,
         ):
             yield triage_pb2.AskResponse(chunk=chunk)
         if answer.agent == "debug":
-            self._contexts.invalidate([student_id])  # a new error for their recent errors
+            # A new error for their recent errors.
+            self._contexts.invalidate([(principal.tenant, student_id)])
 
     def GetStudentContext(
         self, request: triage_pb2.GetStudentContextRequest, context: grpc.ServicerContext
@@ -111,4 +119,4 @@ class TriageServicer(triage_pb2_grpc.TriageServiceServicer):
             self._contexts.confirm_readable(student_id)
         else:
             principal.require_acting_as(student_id)
-        return self._contexts.get(student_id)
+        return self._contexts.get(principal.tenant, student_id)

@@ -168,11 +168,11 @@ def test_a_question_about_no_known_topic_is_refused(
 
 
 def test_authorisation_rules() -> None:
-    lookups: list[str] = []
+    lookups: list[tuple[str, str]] = []
 
-    def cohort_of(student_id: str) -> str | None:
-        lookups.append(student_id)
-        return {"ana": "c-1", "ben": "c-2"}.get(student_id)
+    def cohort_of(tenant: str, student_id: str) -> str | None:
+        lookups.append((tenant, student_id))
+        return {("dev", "ana"): "c-1", ("dev", "ben"): "c-2"}.get((tenant, student_id))
 
     authorise(Principal("ana", Role.STUDENT), "ana", cohort_of)
     with pytest.raises(PermissionDenied):
@@ -184,4 +184,23 @@ def test_authorisation_rules() -> None:
     for other in ("ben", "nobody"):
         with pytest.raises(PermissionDenied):
             authorise(teacher, other, cohort_of)
-    assert lookups == ["ana", "ben", "nobody"]
+    assert lookups == [("dev", "ana"), ("dev", "ben"), ("dev", "nobody")]
+
+
+def test_a_teacher_is_asked_about_in_their_own_tenant_only() -> None:
+    """The same student id and the same cohort name in another school: that school's
+    teacher of "c-1" is refused, because the lookup is in the teacher's tenant."""
+    lookups: list[tuple[str, str]] = []
+
+    def cohort_of(tenant: str, student_id: str) -> str | None:
+        lookups.append((tenant, student_id))
+        return {("school-a", "ana"): "c-1"}.get((tenant, student_id))
+
+    authorise(Principal("tess", Role.TEACHER, ("c-1",), tenant="school-a"), "ana", cohort_of)
+    with pytest.raises(PermissionDenied):
+        authorise(Principal("tom", Role.TEACHER, ("c-1",), tenant="school-b"), "ana", cohort_of)
+    assert lookups == [("school-a", "ana"), ("school-b", "ana")]
+    # An operator acting in a tenant is tenant-wide there, with no lookup.
+    operator = Principal("ops", Role.OPERATOR, tenant="platform").acting_in("school-a")
+    authorise(operator, "ana", cohort_of)
+    assert len(lookups) == 2

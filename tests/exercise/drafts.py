@@ -84,22 +84,23 @@ TWO_CORRECT = {
 
 
 class DictStore:
-    """Generated exercises kept in memory, with the store's interface."""
+    """Generated exercises kept in memory, with the store's interface: each belongs to
+    the tenant it was generated in, and is found in that tenant only."""
 
     def __init__(self) -> None:
-        self.saved: dict[str, OwnedExercise] = {}
+        self.saved: dict[tuple[str, str], OwnedExercise] = {}  # (tenant, exercise id)
 
     def add_generated(
-        self, *, exercise: Exercise, student_id: str, cohort: str, focus_error: str
+        self, tenant: str, *, exercise: Exercise, student_id: str, cohort: str, focus_error: str
     ) -> None:
-        self.saved[exercise.exercise_id] = OwnedExercise(exercise, student_id, cohort)
+        self.saved[(tenant, exercise.exercise_id)] = OwnedExercise(exercise, student_id, cohort)
 
-    def generated(self, exercise_id: str) -> OwnedExercise | None:
-        return self.saved.get(exercise_id)
+    def generated(self, tenant: str, exercise_id: str) -> OwnedExercise | None:
+        return self.saved.get((tenant, exercise_id))
 
-    def generated_titles(self, student_id: str, topic: Topic, limit: int) -> list[str]:
+    def generated_titles(self, tenant: str, student_id: str, topic: Topic, limit: int) -> list[str]:
         return [
             o.exercise.title
-            for o in self.saved.values()
-            if o.student_id == student_id and o.exercise.topic == topic
+            for (t, _), o in self.saved.items()
+            if t == tenant and o.student_id == student_id and o.exercise.topic == topic
         ][:limit]

@@ -27,7 +27,7 @@ from services.exercise.engine import ExerciseEngine
 from services.exercise.generator import ExerciseGenerator, GenerationStats, ModelAuthor
 from services.kit.auth import Principal, Role
 from services.kit.config import Settings
-from services.kit.errors import PermissionDenied
+from services.kit.errors import NotFound, PermissionDenied
 from services.kit.interceptors import CallContext, _current
 from services.kit.llm import LLM
 from services.kit.roster import Roster
@@ -52,16 +52,19 @@ from tests.support.openai_server import (
 )
 
 STUDENT = "ana"
+TENANT = "school-a"
+OTHER_TENANT = "school-b"
 
 
-class _RosterDict(dict[str, str]):
-    """The roster's store in memory (the Postgres one is tested on the mesh)."""
+class _RosterDict(dict[tuple[str, str], str]):
+    """The roster's store in memory, keyed by (tenant, student id) (the Postgres one is
+    tested on the mesh)."""
 
-    def cohort_of(self, student_id: str) -> str | None:
-        return self.get(student_id)
+    def cohort_of(self, tenant: str, student_id: str) -> str | None:
+        return self.get((tenant, student_id))
 
-    def enrol(self, student_id: str, cohort: str) -> None:
-        self[student_id] = cohort
+    def enrol(self, tenant: str, student_id: str, cohort: str) -> None:
+        self[(tenant, student_id)] = cohort
 
 
 @pytest.fixture
@@ -129,8 +132,10 @@ def _generate(
     topic: Topic | None = Topic.COLLECTIONS,
     focus: str = "",
     passed: set[str] | None = None,
+    tenant: str = TENANT,
 ) -> Exercise:
     return engine.generate(
+        tenant,
         STUDENT,
         cohort="c1",
         topic=topic,
@@ -167,8 +172,8 @@ def test_a_good_generated_exercise_is_served_stored_and_gradable(
     assert "Collections" in _user_prompt(openai_server, 0)
 
     # Stored, found again by id, and graded like a bank exercise.
-    assert store.saved[exercise.exercise_id].student_id == STUDENT
-    found = engine.exercise_to_submit(STUDENT, exercise.exercise_id)
+    assert store.saved[(TENANT, exercise.exercise_id)].student_id == STUDENT
+    found = engine.exercise_to_submit(TENANT, STUDENT, exercise.exercise_id)
     graded = engine.grade(found, GOOD["reference_solution"])
     assert isinstance(graded, Grade) and (graded.score, graded.tests_total) == (1.0, 4)
     starter = engine.grade(found, GOOD["starter_code"])
@@ -185,17 +190,47 @@ def test_a_generated_exercise_is_its_students(
     openai_server.enqueue(json_reply(GOOD))
     exercise_id = _generate(engine).exercise_id
     _record(stats)
-    student = Principal(STUDENT, Role.STUDENT, ("c1",))
-    roster = Roster(_RosterDict({STUDENT: "c1"}))
+    student = Principal(STUDENT, Role.STUDENT, ("c1",), TENANT)
+    roster = Roster(_RosterDict({(TENANT, STUDENT): "c1"}))
     assert engine.readable_exercise(student, exercise_id, roster).exercise_id == exercise_id
-    assert engine.readable_exercise(Principal("t", Role.TEACHER, ("c1",)), exercise_id, roster)
-    assert engine.readable_exercise(Principal("root", Role.ADMIN), exercise_id, roster)
-    outsiders = (Principal("bo", Role.STUDENT, ("c1",)), Principal("t2", Role.TEACHER, ("c2",)))
+    teacher = Principal("t", Role.TEACHER, ("c1",), TENANT)
+    assert engine.readable_exercise(teacher, exercise_id, roster)
+    assert engine.readable_exercise(Principal("root", Role.ADMIN, (), TENANT), exercise_id, roster)
+    outsiders = (
+        Principal("bo", Role.STUDENT, ("c1",), TENANT),
+        Principal("t2", Role.TEACHER, ("c2",), TENANT),
+    )
     for outsider in outsiders:
         with pytest.raises(PermissionDenied):
             engine.readable_exercise(outsider, exercise_id, roster)
     with pytest.raises(PermissionDenied):
-        engine.exercise_to_submit("bo", exercise_id)
+        engine.exercise_to_submit(TENANT, "bo", exercise_id)
+
+
+def test_a_generated_exercise_is_not_found_in_another_tenant(
+    engine: ExerciseEngine, openai_server: ScriptedOpenAI, stats: GenerationStats
+) -> None:
+    # It belongs to the tenant of the student it was generated for (it was written for
+    # them): the same student id, cohort name and roles in another school find nothing.
+    openai_server.enqueue(json_reply(GOOD))
+    exercise_id = _generate(engine).exercise_id
+    _record(stats)
+    roster = Roster(_RosterDict({(TENANT, STUDENT): "c1", (OTHER_TENANT, STUDENT): "c1"}))
+    others = (
+        Principal(STUDENT, Role.STUDENT, ("c1",), OTHER_TENANT),
+        Principal("t", Role.TEACHER, ("c1",), OTHER_TENANT),
+        Principal("root", Role.ADMIN, (), OTHER_TENANT),
+        Principal("ops", Role.OPERATOR, (), TENANT).acting_in(OTHER_TENANT),
+    )
+    for other in others:
+        with pytest.raises(NotFound):
+            engine.readable_exercise(other, exercise_id, roster)
+    with pytest.raises(NotFound):
+        engine.exercise_to_submit(OTHER_TENANT, STUDENT, exercise_id)
+    # An operator acting in the exercise's tenant reads it.
+    operator = Principal("ops", Role.OPERATOR, (), OTHER_TENANT).acting_in(TENANT)
+    assert engine.readable_exercise(operator, exercise_id, roster).exercise_id == exercise_id
+    assert engine.exercise(TENANT, exercise_id).exercise_id == exercise_id
 
 
 def test_a_failing_reference_is_rejected_and_the_reason_fed_back(
@@ -348,11 +383,18 @@ def test_a_focus_error_picks_the_topic_and_is_in_the_prompt(
 def test_recent_titles_are_sent_so_the_model_writes_something_new(
     engine: ExerciseEngine, openai_server: ScriptedOpenAI, stats: GenerationStats
 ) -> None:
-    openai_server.enqueue(json_reply(GOOD), json_reply(variant(title="Shelf counts")))
+    openai_server.enqueue(
+        json_reply(GOOD),
+        json_reply(variant(title="Shelf counts")),
+        json_reply(variant(title="Shelf counts")),
+    )
     _generate(engine)
     _generate(engine)
     assert "titles" not in _user_prompt(openai_server, 0)
     assert "- Stock on hand" in _user_prompt(openai_server, 1)
+    # The same student id in another school is another student: none of these titles.
+    _generate(engine, tenant=OTHER_TENANT)
+    assert "titles" not in _user_prompt(openai_server, 2)
     _record(stats)
 
 

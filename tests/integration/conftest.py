@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 
 from services.gateway.runner import Gateway
 from services.kit.bus import (
@@ -138,3 +140,28 @@ def gateway_url(gateway: Gateway) -> str:
 @pytest.fixture(scope="session")
 def envoy_log(gateway: Gateway) -> Path:
     return gateway.log_path
+
+
+@pytest.fixture
+def progress_events(settings: Settings) -> Iterator[Consumer]:
+    """A plain consumer of progress.events positioned at its current end, so only what
+    a test publishes from now on is read (the topic may hold a benchmark's backlog)."""
+    assert settings.kafka_bootstrap_servers
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "group.id": f"test-progress-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 50,
+        }
+    )
+    topic = consumer.list_topics(PROGRESS_EVENTS, timeout=10).topics[PROGRESS_EVENTS]
+    ends = []
+    for partition in topic.partitions:
+        _, high = consumer.get_watermark_offsets(
+            TopicPartition(PROGRESS_EVENTS, partition), timeout=10
+        )
+        ends.append(TopicPartition(PROGRESS_EVENTS, partition, high))
+    consumer.assign(ends)
+    yield consumer
+    consumer.close()

@@ -1,6 +1,8 @@
 """Alerts on the running mesh: a student's repeated error becomes an alert their teacher
 works through (gRPC and Envoy JSON), access by cohort and role, one alert per episode
-and per event, poison to the DLQ, and two teachers racing on one etag."""
+and per event, poison to the DLQ, and two teachers racing on one etag. Everything here
+is in the development tenant ("dev", the default of `mint_token`); the events this
+module produces name it (`student.tenant`). Tenants apart: test_tenants_notify.py."""
 
 from __future__ import annotations
 
@@ -8,10 +10,12 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from typing import TypeVar
 
 import grpc
 import httpx
 import pytest
+from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from learnflow.common.v1 import common_pb2
 from learnflow.debug.v1 import debug_pb2_grpc
@@ -19,6 +23,7 @@ from learnflow.events.v1 import events_pb2
 from learnflow.mastery.v1 import mastery_pb2_grpc
 from learnflow.notify.v1 import notify_pb2, notify_pb2_grpc
 
+from services.kit.auth import DEV_TENANT
 from services.kit.config import Settings
 from tests.conftest import MintToken, wait_for
 from tests.integration.test_debug import diagnose
@@ -28,7 +33,6 @@ from tests.integration.test_mastery import (
     exercise,
     mastery_when,
     quiz,
-    ref,
     stamp,
 )
 from tests.support.dead_letters import dead_letters
@@ -43,6 +47,7 @@ INDEX_ERROR_TRACEBACK = """Traceback (most recent call last):
 IndexError: list index out of range
 """
 Alert = notify_pb2.Alert
+M = TypeVar("M", bound=Message)
 
 
 def bearer(token: str) -> list[tuple[str, str]]:
@@ -99,14 +104,27 @@ def wait_for_alert(
     return found
 
 
+def in_tenant(message: M, tenant: str = DEV_TENANT) -> M:
+    """`message` with its `student.tenant` set (every consumer dead-letters events
+    without one)."""
+    message.student.tenant = tenant  # type: ignore[attr-defined]
+    return message
+
+
 def struggle_event(
-    student: str, cohort: str, episode: str, count: int = 4
+    student: str,
+    cohort: str,
+    episode: str,
+    count: int = 4,
+    *,
+    tenant: str = DEV_TENANT,
+    error_type: str = "KeyError",
 ) -> events_pb2.StruggleDetected:
     return events_pb2.StruggleDetected(
-        student=ref(student, cohort=cohort),
+        student=events_pb2.StudentRef(student_id=student, cohort=cohort, tenant=tenant),
         kind=events_pb2.StruggleDetected.KIND_REPEATED_ERROR,
         topic=common_pb2.TOPIC_COLLECTIONS,
-        error_type="KeyError",
+        error_type=error_type,
         occurrence_count=count,
         episode_id=episode,
         detect_time=stamp(),
@@ -367,10 +385,11 @@ def test_falling_from_yellow_into_red_alerts_once_per_score(
     cohort, student = uid("c-fall"), uid("stu")
     for n in range(3):
         events.send(
-            exercise(student, 1.0, exercise_id=f"functions-00{n + 1}", cohort=cohort), student
+            in_tenant(exercise(student, 1.0, exercise_id=f"functions-00{n + 1}", cohort=cohort)),
+            student,
         )
     for _ in range(2):
-        events.send(quiz(student, 1.0, cohort=cohort), student)
+        events.send(in_tenant(quiz(student, 1.0, cohort=cohort)), student)
     events.flush()
     own = mint_token(student, "student", (cohort,))
     with grpc.insecure_channel(f"127.0.0.1:{mesh['mastery']}") as channel:
@@ -379,10 +398,13 @@ def test_falling_from_yellow_into_red_alerts_once_per_score(
         assert first.band == common_pb2.MASTERY_BAND_YELLOW
         for n in range(3):
             events.send(
-                exercise(student, 0.0, exercise_id=f"functions-00{n + 4}", cohort=cohort), student
+                in_tenant(
+                    exercise(student, 0.0, exercise_id=f"functions-00{n + 4}", cohort=cohort)
+                ),
+                student,
             )
         for _ in range(4):
-            events.send(quiz(student, 0.0, cohort=cohort), student)
+            events.send(in_tenant(quiz(student, 0.0, cohort=cohort)), student)
         events.flush()
         fallen = mastery_when(mastery, own, student, lambda m: evidence_total(m) == 12)
         assert fallen.band == common_pb2.MASTERY_BAND_RED

@@ -101,7 +101,7 @@ def now() -> Timestamp:
 
 def graded(student: str, score: float, submission: str = "s1") -> events_pb2.ExerciseGraded:
     return events_pb2.ExerciseGraded(
-        student=events_pb2.StudentRef(student_id=student, time_zone="UTC"),
+        student=events_pb2.StudentRef(student_id=student, time_zone="UTC", tenant="dev"),
         topic=common_pb2.TOPIC_FUNCTIONS,
         exercise_id="functions-001",
         submission=submission,

@@ -17,6 +17,7 @@ from learnflow.debug.v1 import debug_pb2, debug_pb2_grpc
 from learnflow.events.v1 import events_pb2
 from learnflow.triage.v1 import triage_pb2, triage_pb2_grpc
 
+from services.kit.auth import DEV_TENANT
 from services.kit.bus import decode_headers
 from services.kit.catalogue import SERVICES
 from services.kit.config import Settings
@@ -199,7 +200,7 @@ def test_repeated_error_is_announced_once_per_episode(
     assert event.topic == common_pb2.TOPIC_COLLECTIONS
     assert event.occurrence_count == 4
     assert len(event.evidence_ids) == 4
-    assert event.student.cohort == "c-str"
+    assert (event.student.cohort, event.student.tenant) == ("c-str", DEV_TENANT)
     assert event.episode_id and headers["ce_id"] == f"struggle-{event.episode_id}"
     assert headers["ce_source"] == "//learnflow.dev/debug"
 
@@ -233,6 +234,7 @@ def test_hint_depth_is_published_with_the_progress_events(
                 headers = decode_headers(msg.headers())
                 event = events_pb2.HintRevealed.FromString(msg.value() or b"")
                 assert event.diagnosis == diagnosis.name and event.error_type == "KeyError"
+                assert event.student.tenant == DEV_TENANT
                 levels[event.hint_level] = headers["ce_id"]
         return levels if len(levels) == 2 else None
 

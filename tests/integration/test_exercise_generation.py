@@ -19,6 +19,7 @@ from learnflow.common.v1 import common_pb2
 from learnflow.exercise.v1 import exercise_pb2, exercise_pb2_grpc, quiz_pb2, quiz_pb2_grpc
 from prometheus_client import REGISTRY
 
+from services.kit.auth import TENANT_METADATA
 from services.kit.catalogue import SERVICES
 from services.kit.config import Settings
 from services.kit.runtime import Runtime
@@ -195,6 +196,51 @@ def test_a_generated_exercise_is_stored_shown_and_graded_by_the_mesh(
         _code(lambda: _submit(mesh_channel, other, "someone-else", served.name, "x = 1"))
         == grpc.StatusCode.PERMISSION_DENIED
     )
+
+
+def test_a_generated_exercise_belongs_to_its_students_school(
+    with_model: grpc.Channel,
+    mesh_channel: grpc.Channel,
+    openai_server: ScriptedOpenAI,
+    mint_token: MintToken,
+) -> None:
+    # Generated for a student of school-a (it may carry that student's context: their
+    # level, their recurring error), it is stored in school-a and found there only.
+    student, cohort = f"stu-{uuid.uuid4().hex[:8]}", "c1"
+    token = mint_token(student, "student", [cohort], tenant="school-a")
+    openai_server.enqueue(json_reply(GOOD))
+    served = _generate(with_model, token, student, topic=common_pb2.TOPIC_COLLECTIONS)
+    assert served.origin == exercise_pb2.Exercise.ORIGIN_GENERATED
+    mesh = exercise_pb2_grpc.ExerciseServiceStub(mesh_channel)
+
+    def get(metadata: list[tuple[str, str]]) -> exercise_pb2.Exercise:
+        found: exercise_pb2.Exercise = mesh.GetExercise(
+            exercise_pb2.GetExerciseRequest(name=served.name), metadata=metadata, timeout=10
+        )
+        return found
+
+    operator = mint_token("ops", "operator", tenant="platform")
+    assert get(bearer(token)) == served
+    assert get(bearer(mint_token("tess", "teacher", [cohort], tenant="school-a"))) == served
+    assert get([*bearer(operator), (TENANT_METADATA, "school-a")]) == served
+    # NOT_FOUND for school-b, whoever asks, the same student id and a teacher of the
+    # same-named cohort included: the exercise is looked up in the caller's school first
+    # and school-b has none by that id (a refusal would say it exists somewhere).
+    for outsider in (
+        bearer(mint_token(student, "student", [cohort], tenant="school-b")),
+        bearer(mint_token("tess", "teacher", [cohort], tenant="school-b")),
+        bearer(mint_token("root", "admin", tenant="school-b")),
+        [*bearer(operator), (TENANT_METADATA, "school-b")],
+    ):
+        assert _code(lambda o=outsider: get(o)) == grpc.StatusCode.NOT_FOUND
+    # school-b's student of that id cannot submit to it either: not found in school-b.
+    namesake = mint_token(student, "student", [cohort], tenant="school-b")
+    assert (
+        _code(lambda: _submit(mesh_channel, namesake, student, served.name, "x = 1"))
+        == grpc.StatusCode.NOT_FOUND
+    )
+    perfect = _submit(mesh_channel, token, student, served.name, GOOD["reference_solution"])
+    assert perfect.score == 1.0
 
 
 def test_a_failing_reference_is_rejected_then_the_bank_answers(

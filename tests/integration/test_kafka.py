@@ -53,7 +53,9 @@ def wait_until(predicate: Callable[[], bool], timeout: float = DEADLINE_S) -> bo
 
 def graded(student: str, exercise: str = "functions-003") -> events_pb2.ExerciseGraded:
     return events_pb2.ExerciseGraded(
-        student=events_pb2.StudentRef(student_id=student, cohort="c1", time_zone="Europe/Berlin"),
+        student=events_pb2.StudentRef(
+            student_id=student, cohort="c1", time_zone="Europe/Berlin", tenant="dev"
+        ),
         exercise_id=exercise,
         submission=f"students/{student}/submissions/{uuid.uuid4().hex[:8]}",
         score=0.75,

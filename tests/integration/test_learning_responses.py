@@ -1,7 +1,8 @@
 """learning.responses on the real Kafka: every answer an agent gives over gRPC arrives
-keyed by the student, with the agent, the student, the request id and the text; a
-whole answer is one final event naming its resource, an Ask is its chunks in order,
-and an answer triage relays from an agent is published once (by triage)."""
+keyed by the student, with the agent, the student (and their tenant: notify's updates
+consumer dead-letters an answer without one), the request id and the text; a whole
+answer is one final event naming its resource, an Ask is its chunks in order, and an
+answer triage relays from an agent is published once (by triage)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from learnflow.review.v1 import review_pb2, review_pb2_grpc
 from learnflow.triage.v1 import triage_pb2, triage_pb2_grpc
 
 from services.exercise.domain.bank import default_bank
+from services.kit.auth import DEV_TENANT
 from services.kit.bus import LEARNING_RESPONSES, decode_headers
 from services.kit.config import Settings
 from tests.conftest import MintToken, wait_for
@@ -100,21 +102,27 @@ def channel(mesh: dict[str, int]) -> Iterator[dict[str, grpc.Channel]]:
         made.close()
 
 
-def student_and_token(mint_token: MintToken) -> tuple[str, list[tuple[str, str]]]:
+def student_and_token(
+    mint_token: MintToken, tenant: str = DEV_TENANT
+) -> tuple[str, list[tuple[str, str]]]:
     student = f"live-{uuid.uuid4().hex[:8]}"
+    token = mint_token(student, "student", ["c-live"], tenant=tenant)
     return student, [
-        ("authorization", f"Bearer {mint_token(student, 'student', ['c-live'])}"),
+        ("authorization", f"Bearer {token}"),
         ("x-request-id", f"req-{uuid.uuid4().hex}"),
     ]
 
 
-def whole_answer(found: list[Seen], student: str, metadata: list[tuple[str, str]]) -> Any:
+def whole_answer(
+    found: list[Seen], student: str, metadata: list[tuple[str, str]], tenant: str = DEV_TENANT
+) -> Any:
     """The one event of a whole answer, checked for what every one carries."""
     assert len(found) == 1, [e for _, e in found]
     headers, event = found[0]
     assert headers["ce_type"] == "learnflow.events.v1.LearningResponse"
     assert headers["ce_subject"] == student
     assert event.student.student_id == student
+    assert event.student.tenant == tenant
     assert event.request_id == dict(metadata)["x-request-id"]
     assert event.final and event.sequence == 0
     assert event.text.strip() and event.occur_time.seconds > 0
@@ -285,4 +293,22 @@ def test_an_ask_is_published_chunk_by_chunk_once(
     assert {e.agent for e in found} == {agent}
     assert {e.request_id for e in found} == {dict(metadata)["x-request-id"]}
     assert all(e.student.student_id == student for e in found)
+    assert {e.student.tenant for e in found} == {DEV_TENANT}
     assert "".join(e.text for e in found).strip()
+
+
+def test_an_answer_names_the_students_tenant(
+    channel: dict[str, grpc.Channel], watch: ResponseWatch, mint_token: MintToken
+) -> None:
+    """A student of school-a: their answers belong to school-a (so notify writes them to
+    school-a's log, for school-a's student of that id only)."""
+    student, metadata = student_and_token(mint_token, tenant="school-a")
+    concepts_pb2_grpc.ConceptsServiceStub(channel["concepts"]).ExplainConcept(
+        concepts_pb2.ExplainConceptRequest(
+            student=f"students/{student}", topic=common_pb2.TOPIC_CONTROL_FLOW
+        ),
+        metadata=metadata,
+        timeout=60,
+    )
+    event = whole_answer(watch.collect(student), student, metadata, tenant="school-a")
+    assert event.agent == "concepts"

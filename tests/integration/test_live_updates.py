@@ -2,7 +2,8 @@
 arrive and change; a student's stream shows their own answers and nobody else's;
 resuming with a cursor delivers what was missed once and in order; two notify replicas,
 each a process of its own, share one update log and store each alert once; idle
-streams get heartbeats."""
+streams get heartbeats. All in the development tenant (cursors count each tenant's own
+log); tenants apart: test_tenants_notify.py."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from learnflow.debug.v1 import debug_pb2_grpc
 from learnflow.notify.v1 import notify_pb2, notify_pb2_grpc
 from learnflow.review.v1 import review_pb2, review_pb2_grpc
 
+from services.kit.auth import DEV_TENANT, TENANT_METADATA
 from services.kit.config import Settings
 from services.kit.runtime import Runtime
 from services.notify.convert import decode_update
@@ -58,12 +60,18 @@ class GrpcStream:
         token: str,
         subscriber: str,
         cursor: str = "",
+        *,
+        acting_in: str | None = None,
     ) -> None:
+        """`acting_in`: the tenant an operator names (x-learnflow-tenant)."""
         self._channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         stub = notify_pb2_grpc.NotifyServiceStub(self._channel)
+        metadata = bearer(token)
+        if acting_in is not None:
+            metadata.append((TENANT_METADATA, acting_in))
         self.call = stub.StreamUpdates(
             notify_pb2.StreamUpdatesRequest(subscriber=subscriber, cursor=cursor),
-            metadata=bearer(token),
+            metadata=metadata,
         )
         self.received: queue.Queue[Update] = queue.Queue()
         self.error: grpc.RpcError | None = None
@@ -166,9 +174,15 @@ def streams() -> Iterator[list[GrpcStream | SseStream]]:
 
 
 def open_grpc(
-    opened: list[GrpcStream | SseStream], port: int, token: str, subscriber: str, cursor: str = ""
+    opened: list[GrpcStream | SseStream],
+    port: int,
+    token: str,
+    subscriber: str,
+    cursor: str = "",
+    *,
+    acting_in: str | None = None,
 ) -> GrpcStream:
-    stream = GrpcStream(port, token, subscriber, cursor)
+    stream = GrpcStream(port, token, subscriber, cursor, acting_in=acting_in)
     opened.append(stream)
     first = stream.next()  # the first heartbeat: subscribed, at this position
     assert first.WhichOneof("payload") == "heartbeat" and first.cursor
@@ -468,7 +482,7 @@ def test_a_cursor_older_than_the_log_is_refused(
 
     for cursor, code in (
         (str(int(kept.cursor) - 1), grpc.StatusCode.FAILED_PRECONDITION),
-        (str(log.head() + 1000), grpc.StatusCode.INVALID_ARGUMENT),
+        (str(log.head(DEV_TENANT) + 1000), grpc.StatusCode.INVALID_ARGUMENT),
     ):
         late = GrpcStream(port, teacher, f"cohorts/{cohort}", cursor=cursor)
         streams.append(late)

@@ -27,8 +27,10 @@ from learnflow.common.v1 import common_pb2
 from learnflow.events.v1 import events_pb2
 from learnflow.mastery.v1 import mastery_pb2, mastery_pb2_grpc
 
+from services.kit.auth import DEV_TENANT
 from services.kit.bus import KafkaBus, decode_headers
 from services.kit.config import Settings
+from services.kit.db import scope
 from tests.conftest import MintToken, wait_for
 from tests.support.dead_letters import dead_letters
 from tests.support.rich_errors import rich_error
@@ -47,8 +49,12 @@ def stamp(moment: datetime | None = None) -> Timestamp:
     return ts
 
 
-def ref(student: str, cohort: str = "", time_zone: str = "UTC") -> events_pb2.StudentRef:
-    return events_pb2.StudentRef(student_id=student, cohort=cohort, time_zone=time_zone)
+def ref(
+    student: str, cohort: str = "", time_zone: str = "UTC", tenant: str = DEV_TENANT
+) -> events_pb2.StudentRef:
+    return events_pb2.StudentRef(
+        student_id=student, cohort=cohort, time_zone=time_zone, tenant=tenant
+    )
 
 
 def exercise(
@@ -215,7 +221,9 @@ def test_events_become_mastery_over_grpc_and_envoy(
     assert body["band"] == "MASTERY_BAND_YELLOW"
     assert body["evidence"]["quality"]["latest"][0]["eventId"] == ids[2]
 
-    cached = redis.Redis.from_url(settings.redis_url or "").get(f"mastery:v1:{student}")
+    cached = redis.Redis.from_url(settings.redis_url or "").get(
+        f"mastery:v1:{DEV_TENANT}:{student}"
+    )
     assert isinstance(cached, bytes) and mastery_pb2.Mastery.FromString(cached).score == m.score
 
     # A new event invalidates the cached entry and shows up at once.
@@ -287,6 +295,71 @@ def test_poison_goes_to_the_dlq_and_the_stream_continues(
         assert int(headers["dlq_original_offset"]) >= 0
 
 
+def test_schools_are_kept_apart(
+    events: Events,
+    stub: mastery_pb2_grpc.MasteryServiceStub,
+    mint_token: MintToken,
+    settings: Settings,
+) -> None:
+    """The same student id in the same-named cohort of two schools is two students:
+    each school's callers see their own, an operator sees the school it names, and an
+    event that names no school is dead-lettered."""
+    student, cohort = new_student(), f"c-{uuid.uuid4().hex[:6]}"
+    for tenant, score in (("school-a", 0.9), ("school-b", 0.1)):
+        events.send(exercise(student, score, cohort=cohort, tenant=tenant), student)
+    orphan = events.send(exercise(student, 0.5, cohort=cohort, tenant=""), student)
+    events.flush()
+
+    def completion(token: str) -> float:
+        m = mastery_when(stub, token, student, lambda m: evidence_total(m) == 1)
+        return m.components.completion
+
+    # Each school's student reads their own (the roster learns their cohort from it),
+    # then each school's teacher of the cohort reads that school's.
+    for tenant, score in (("school-a", 0.9), ("school-b", 0.1)):
+        assert completion(mint_token(student, "student", [cohort], tenant=tenant)) == score
+        assert completion(mint_token("tess", "teacher", [cohort], tenant=tenant)) == score
+    operator = mint_token("ops", "operator", tenant="platform")
+    as_school_a = [*bearer(operator), ("x-learnflow-tenant", "school-a")]
+    m = stub.GetMastery(
+        mastery_pb2.GetMasteryRequest(name=f"students/{student}/mastery"),
+        metadata=as_school_a,
+        timeout=5,
+    )
+    assert m.components.completion == 0.9
+
+    def code(metadata: list[tuple[str, str]], call: Callable[..., Any], request: Any) -> Any:
+        try:
+            call(request, metadata=metadata, timeout=5)
+        except grpc.RpcError as exc:
+            return exc.code()
+        return grpc.StatusCode.OK
+
+    get = mastery_pb2.GetMasteryRequest(name=f"students/{student}/mastery")
+    # school-c has no such student: its admin finds nothing (not even that the id exists
+    # elsewhere), and its teacher of the same-named cohort is refused (not their student).
+    admin_c = bearer(mint_token("root", "admin", tenant="school-c"))
+    teacher_c = bearer(mint_token("tess", "teacher", [cohort], tenant="school-c"))
+    assert code(admin_c, stub.GetMastery, get) == grpc.StatusCode.NOT_FOUND
+    assert code(teacher_c, stub.GetMastery, get) == grpc.StatusCode.PERMISSION_DENIED
+    # Naming another school is an operator's privilege only.
+    admin_a = bearer(mint_token("root", "admin", tenant="school-a"))
+    forged = [*admin_a, ("x-learnflow-tenant", "school-b")]
+    assert code(forged, stub.GetMastery, get) == grpc.StatusCode.PERMISSION_DENIED
+    # A cohort listing counts its own school's students only.
+    listing = mastery_pb2.ListCohortMasteriesRequest(cohort=f"cohorts/{cohort}")
+    for tenant, score in (("school-a", 0.9), ("school-b", 0.1)):
+        teacher = bearer(mint_token("tess", "teacher", [cohort], tenant=tenant))
+        page = stub.ListCohortMasteries(listing, metadata=teacher, timeout=5)
+        assert page.total_size == 1 and page.masteries[0].components.completion == score
+    empty = stub.ListCohortMasteries(listing, metadata=teacher_c, timeout=5)
+    assert empty.total_size == 0 and not empty.masteries
+
+    assert settings.kafka_bootstrap_servers
+    found = dead_letters(settings.kafka_bootstrap_servers, "progress.events.dlq", {orphan})
+    assert "no tenant" in found[orphan]["dlq_error_message"]
+
+
 def test_a_crash_between_db_commit_and_offset_commit_loses_and_doubles_nothing(
     events: Events, settings: Settings, mesh: dict[str, int]
 ) -> None:
@@ -333,6 +406,7 @@ def test_a_crash_between_db_commit_and_offset_commit_loses_and_doubles_nothing(
     crashed = run("crash")
     assert crashed.returncode == 17, crashed.stderr
     with psycopg.connect(settings.database_url) as conn:
+        scope(conn, DEV_TENANT)
         committed = conn.execute(
             "SELECT count(*) FROM mastery.evidence WHERE student_id = %s", (student,)
         ).fetchone()
@@ -341,6 +415,7 @@ def test_a_crash_between_db_commit_and_offset_commit_loses_and_doubles_nothing(
     restarted = run("normal")
     assert restarted.returncode == 0, restarted.stderr
     with psycopg.connect(settings.database_url) as conn:
+        scope(conn, DEV_TENANT)
         rows = conn.execute(
             "SELECT event_id FROM mastery.evidence WHERE student_id = %s", (student,)
         ).fetchall()
@@ -632,6 +707,7 @@ def test_recalculation_can_be_cancelled(
     cohort = f"c-cancel-{uuid.uuid4().hex[:6]}"
     assert settings.database_url
     with psycopg.connect(settings.database_url) as conn:
+        scope(conn, DEV_TENANT)
         conn.execute(
             "INSERT INTO mastery.students (student_id, cohort) "
             "SELECT %s || '-' || n, %s FROM generate_series(1, 300) n",
@@ -644,10 +720,10 @@ def test_recalculation_can_be_cancelled(
         OutboxSender(runtime.bus),
     )
     recalculations = Recalculations(engine, chunk_size=1)
-    name = recalculations.start(cohort, created_by="root")
-    engine.request_cancel(name)
+    name = recalculations.start(DEV_TENANT, cohort, created_by="root")
+    engine.request_cancel(DEV_TENANT, name)
     recalculations.wait(30)
-    record = engine.operation(name)
+    record = engine.operation(DEV_TENANT, name)
     assert record is not None
     assert record.done and record.cancel_requested and record.response is None
     assert (record.error_code, record.error_message) == (1, "cancelled")  # google.rpc CANCELLED

@@ -18,7 +18,9 @@ import pytest
 from google.protobuf.message import Message
 from learnflow.common.v1 import common_pb2
 
+from services.kit.auth import DEV_TENANT
 from services.kit.config import Settings
+from services.kit.db import scope
 from services.kit.runtime import Runtime
 from services.mastery.main import MIGRATIONS
 from services.mastery.store import MasteryStore
@@ -57,6 +59,7 @@ def replicas(
 def counts(url: str, students: list[str]) -> dict[str, tuple[int, int]]:
     """Per kind of evidence: (events applied, what the aggregates count)."""
     with psycopg.connect(url) as conn:
+        scope(conn, DEV_TENANT)
 
         def one(query: str) -> int:
             row = conn.execute(query, (students,)).fetchone()
@@ -169,4 +172,4 @@ def test_replicas_count_every_event_once_across_rebalances(
     assert sum(applied for applied, _ in found.values()) == EVENTS
     # What the incremental path built is what a rebuild from the evidence builds.
     store = MasteryStore(runtime.database("mastery", MIGRATIONS))
-    assert store.recalculate(students, datetime.now(UTC), lambda changes: []) == 0
+    assert store.recalculate(DEV_TENANT, students, datetime.now(UTC), lambda changes: []) == 0

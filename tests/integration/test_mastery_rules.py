@@ -26,6 +26,7 @@ from services.mastery.store import MasteryStore, OutboxMessage
 pytestmark = pytest.mark.integration
 
 NOW = datetime(2026, 12, 3, 15, 0, tzinfo=UTC)
+TENANT = "school-rules"
 ZONES = ("UTC", "Europe/Paris", "America/Los_Angeles", "Asia/Tokyo")
 
 
@@ -61,6 +62,7 @@ def rules_event(
         subject=subject,
         value=value,
         occur_time=when,
+        tenant=TENANT,
     )
 
 
@@ -91,7 +93,7 @@ def rebuild(store: MasteryStore) -> None:
 
 
 def stored(
-    store: MasteryStore, table: str, ids: list[str]
+    store: MasteryStore, table: str, ids: list[str], tenant: str = TENANT
 ) -> dict[tuple[Any, ...], tuple[Any, ...]]:
     key_columns = {"mastery_current": 2, "mastery_daily": 3}[table]
     columns = {
@@ -99,7 +101,7 @@ def stored(
         "mastery_daily": "student_id, topic, day, score, completion, quiz, quality, consistency, "
         "event_count",
     }[table]
-    with store.db.pool.connection() as conn:
+    with store.db.scoped(tenant) as conn:
         rows = conn.execute(
             f"SELECT {columns} FROM {table} WHERE student_id = ANY(%s)",
             (ids,),
@@ -159,8 +161,39 @@ def test_incremental_equals_rebuild_and_history_equals_the_replay(
         today = local_day(NOW, zone)
         (now_day,) = history(events, zone, today, today)
         assert current[(sid, OVERALL)][0] == round(now_day.mastery.overall.score, 9)
-    assert store.recalculate(ids, NOW, no_messages) == 0
+    assert store.recalculate(TENANT, ids, NOW, no_messages) == 0
     assert stored(store, "mastery_current", ids) == current
+
+
+def test_the_same_student_id_in_two_tenants_is_two_students(store: MasteryStore) -> None:
+    """Batches mixing two schools' events for the same student id: each school's
+    mastery is what its own events alone give, and a student of neither is not there."""
+    rng = random.Random(11)
+    sid = f"twin-{uuid.uuid4().hex[:8]}"
+    schools = ("school-a", "school-b")
+    streams = {
+        school: [
+            dataclasses.replace(e, tenant=school, event_id=f"{school}-{e.event_id}")
+            for e in random_events(rng, sid, "Europe/Paris", 25)
+        ]
+        for school in schools
+    }
+    mixed = [e for events in streams.values() for e in events]
+    rng.shuffle(mixed)
+    while mixed:
+        batch, mixed = mixed[:7], mixed[7:]
+        store.apply_batch(batch, NOW, no_messages)
+    scores = {}
+    for school, events in streams.items():
+        today = local_day(NOW, "Europe/Paris")
+        (now_day,) = history(events, "Europe/Paris", today, today)
+        current = stored(store, "mastery_current", [sid], school)
+        scores[school] = current[(sid, OVERALL)][0]
+        assert scores[school] == round(now_day.mastery.overall.score, 9), school
+        assert store.student(school, sid) is not None
+    assert scores["school-a"] != scores["school-b"]  # different evidence, told apart
+    assert stored(store, "mastery_current", [sid], "school-c") == {}
+    assert store.student("school-c", sid) is None
 
 
 @pytest.mark.parametrize("seed", [4, 5])
@@ -193,7 +226,7 @@ def test_incremental_across_days_equals_rebuild(store: MasteryStore, seed: int) 
     ]
     store.apply_batch(last, clock, no_messages)
     current = stored(store, "mastery_current", ids)
-    assert store.recalculate(ids, clock, no_messages) == 0
+    assert store.recalculate(TENANT, ids, clock, no_messages) == 0
     assert stored(store, "mastery_current", ids) == current
 
 

@@ -145,3 +145,64 @@ def test_check_raises_when_postgres_is_unreachable() -> None:
 def test_schema_names_are_validated() -> None:
     with pytest.raises(ValueError, match="bad schema name"):
         Database(database_url(), schema='x"; DROP SCHEMA public; --')
+
+
+TENANT_MIGRATION = """
+CREATE TABLE notes (
+    tenant text NOT NULL DEFAULT current_setting('learnflow.tenant') CHECK (tenant <> ''),
+    id bigint NOT NULL,
+    body text NOT NULL,
+    PRIMARY KEY (tenant, id)
+);
+ALTER TABLE notes ENABLE ROW LEVEL SECURITY;
+ALTER TABLE notes FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_rows ON notes USING (tenant = current_setting('learnflow.tenant', true));
+"""
+
+
+def test_a_scoped_transaction_sees_and_writes_its_tenant_only(
+    make_db: Callable[[], Database], tmp_path: Path
+) -> None:
+    directory = tmp_path / "tenant-migrations"
+    directory.mkdir()
+    (directory / "0001_notes.sql").write_text(TENANT_MIGRATION)
+    db = make_db()
+    db.migrate(directory)
+    db.open()
+    for tenant in ("school-a", "school-b"):
+        with db.scoped(tenant) as conn:
+            conn.execute("INSERT INTO notes (id, body) VALUES (1, %s)", (f"of {tenant}",))
+    with db.scoped("school-a") as conn:
+        assert conn.execute("SELECT tenant, body FROM notes").fetchall() == [
+            ("school-a", "of school-a")
+        ]
+        # Another tenant's rows can be neither changed nor written from here.
+        assert conn.execute("UPDATE notes SET body = 'x' WHERE tenant = 'school-b'").rowcount == 0
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("INSERT INTO notes (tenant, id, body) VALUES ('school-b', 2, 'forged')")
+    with db.pool.connection() as conn:  # outside any tenant: nothing at all
+        assert conn.execute("SELECT count(*) FROM notes").fetchone() == (0,)
+        with pytest.raises(psycopg.errors.CheckViolation):
+            conn.execute("INSERT INTO notes (id, body) VALUES (3, 'nobody')")
+
+
+def test_the_services_refuse_a_role_that_bypasses_row_level_security(tmp_path: Path) -> None:
+    """pgserver's own connection is a superuser's: refused. The URL the run command uses
+    (an embedded server's application role) is not."""
+    import pgserver
+
+    from services.kit.db import _application_url
+
+    server = pgserver.get_server(tmp_path / "pgdata", cleanup_mode="stop")
+    try:
+        admin = Database(str(server.get_uri()), schema="guard", max_size=1)
+        with pytest.raises(RuntimeError, match="row-level security"):
+            admin.open()
+        admin.close()
+        app = Database(_application_url(str(server.get_uri())), schema="guard", max_size=1)
+        app.open()
+        with app.pool.connection() as conn:
+            assert conn.info.user == "learnflow"
+        app.close()
+    finally:
+        server.cleanup()

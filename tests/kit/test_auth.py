@@ -129,3 +129,48 @@ def test_a_token_for_another_audience_is_permission_denied(
     with pytest.raises(PermissionDenied) as caught:
         verifier.verify(f"Bearer {token}")
     assert "audience" in caught.value.message
+
+
+def test_the_token_names_the_tenant_the_call_acts_in(
+    verifier: TokenVerifier, key_dir: Path, local_settings: Settings
+) -> None:
+    token = devtokens.mint_token(
+        "tess", "teacher", ["c1"], tenant="school-a", key_dir=key_dir, settings=local_settings
+    )
+    principal = verifier.verify(f"Bearer {token}")
+    assert (principal.tenant, principal.home_tenant) == ("school-a", "school-a")
+    assert principal.user_key == "school-a/tess"
+
+
+@pytest.mark.parametrize("tenant", [None, "", "School A", "a/b", 7])
+def test_a_token_without_a_tenant_is_refused(
+    verifier: TokenVerifier, key_dir: Path, local_settings: Settings, tenant: object
+) -> None:
+    claims = devtokens.build_claims("alice", "student", settings=local_settings)
+    if tenant is None:
+        del claims["tenant"]
+    else:
+        claims["tenant"] = tenant
+    token = devtokens.encode_claims(claims, key_dir=key_dir)
+    with pytest.raises(Unauthenticated, match="tenant"):
+        verifier.verify(f"Bearer {token}")
+
+
+def test_only_an_operator_acts_in_another_tenant() -> None:
+    operator = Principal("ops", Role.OPERATOR, tenant="platform")
+    acting = operator.acting_in("school-b")
+    assert (acting.tenant, acting.home_tenant, acting.user_key) == (
+        "school-b",
+        "platform",
+        "platform/ops",
+    )
+    assert acting.can_access_student("anyone", None) and acting.can_access_cohort("c1")
+    acting.require_role(Role.ADMIN)  # an operator may do what an admin of the tenant may
+    assert operator.acting_in(None) is operator and operator.acting_in("") is operator
+    with pytest.raises(PermissionDenied):
+        operator.acting_in("Not A Tenant")
+    admin = Principal("root", Role.ADMIN, tenant="school-a")
+    assert admin.acting_in("school-a") is admin  # its own tenant, named: fine
+    for someone in (admin, TEACHER, STUDENT):
+        with pytest.raises(PermissionDenied):
+            someone.acting_in("school-b")

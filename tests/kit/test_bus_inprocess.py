@@ -48,7 +48,7 @@ def graded(
     student: str = "stu-1", exercise: str = "functions-003", score: float = 0.75
 ) -> events_pb2.ExerciseGraded:
     return events_pb2.ExerciseGraded(
-        student=events_pb2.StudentRef(student_id=student, cohort="c1"),
+        student=events_pb2.StudentRef(student_id=student, cohort="c1", tenant="dev"),
         exercise_id=exercise,
         submission=f"students/{student}/submissions/{uuid.uuid4().hex[:8]}",
         score=score,

@@ -129,6 +129,7 @@ def _event(
         subject=subject,
         value=value,
         occur_time=datetime(2026, 11, day, 12, tzinfo=UTC),
+        tenant="school-a",
     )
 
 
@@ -165,6 +166,7 @@ def test_active_day_is_the_students_local_day() -> None:
 @pytest.mark.parametrize(
     "change,message",
     [
+        ({"tenant": ""}, "no tenant"),
         ({"student_id": ""}, "no student id"),
         ({"topic": 0}, "not a curriculum topic"),
         ({"topic": 99}, "not a curriculum topic"),

@@ -1,6 +1,6 @@
-"""The hub and one stream's walk (a coroutine), with plain values: who gets what,
-replay then live without gaps or repeats, heartbeats, a cancelled caller leaving at
-once, and a slow subscriber cut off alone."""
+"""The hub and one stream's walk (a coroutine), with plain values: who gets what (only
+ever within the subscriber's tenant), replay then live without gaps or repeats,
+heartbeats, a cancelled caller leaving at once, and a slow subscriber cut off alone."""
 
 from __future__ import annotations
 
@@ -21,9 +21,13 @@ from services.notify.hub import (
     follow,
 )
 
+T = "school-a"
 
-def entry(seq: int, student: str | None = None, cohort: str | None = None) -> Entry:
-    return Entry(seq, student, cohort, f"update {seq}")
+
+def entry(
+    seq: int, student: str | None = None, cohort: str | None = None, tenant: str = T
+) -> Entry:
+    return Entry(tenant, seq, student, cohort, f"update {seq} of {tenant}")
 
 
 class Log:
@@ -39,10 +43,10 @@ class Log:
 
 
 def test_audiences() -> None:
-    alice = Audience.student("alice")
-    c1 = Audience.of_cohorts(frozenset({"c1"}))
-    every = Audience.of_cohorts(None)
-    nothing = Audience.of_cohorts(frozenset())
+    alice = Audience.student(T, "alice")
+    c1 = Audience.of_cohorts(T, frozenset({"c1"}))
+    every = Audience.of_cohorts(T, None)
+    nothing = Audience.of_cohorts(T, frozenset())
     answer = entry(1, student="alice")
     band = entry(2, student="alice", cohort="c1")
     alert = entry(3, cohort="c2")
@@ -59,10 +63,10 @@ def test_the_hub_hands_each_entry_to_its_audience_only() -> None:
     def subscribe(name: str, audience: Audience) -> Subscription:
         return hub.subscribe(audience, lambda: woken.append(name))
 
-    alice = subscribe("alice", Audience.student("alice"))
-    bob = subscribe("bob", Audience.student("bob"))
-    c1 = subscribe("c1", Audience.of_cohorts(frozenset({"c1", "c3"})))
-    every = subscribe("every", Audience.of_cohorts(None))
+    alice = subscribe("alice", Audience.student(T, "alice"))
+    bob = subscribe("bob", Audience.student(T, "bob"))
+    c1 = subscribe("c1", Audience.of_cohorts(T, frozenset({"c1", "c3"})))
+    every = subscribe("every", Audience.of_cohorts(T, None))
     hub.publish(
         [entry(1, student="alice"), entry(2, student="alice", cohort="c1"), entry(3, cohort="c2")]
     )
@@ -77,6 +81,88 @@ def test_the_hub_hands_each_entry_to_its_audience_only() -> None:
     assert len(hub) == 0
 
 
+def test_an_audience_wants_its_own_tenants_entries_only() -> None:
+    c1 = Audience.of_cohorts(T, frozenset({"c1"}))
+    every = Audience.of_cohorts(T, None)
+    alice = Audience.student(T, "alice")
+    for elsewhere in (
+        entry(1, student="alice", cohort="c1", tenant="school-b"),
+        entry(2, cohort="c1", tenant="school-b"),
+    ):
+        assert not c1.wants(elsewhere)
+        assert not every.wants(elsewhere)
+        assert not alice.wants(elsewhere)
+
+
+def test_the_same_cohort_and_student_in_two_tenants_are_two_audiences() -> None:
+    """School-a's teacher of "c1" never hears school-b's "c1", nor school-a's alice
+    school-b's alice; an admin's every-cohort stream hears its own tenant only."""
+    hub = Hub()
+    heard: dict[str, list[Entry]] = {}
+
+    def subscribe(name: str, audience: Audience) -> Subscription:
+        heard[name] = []
+        return hub.subscribe(audience, lambda: None)
+
+    subs = {
+        "a-c1": subscribe("a-c1", Audience.of_cohorts("school-a", frozenset({"c1"}))),
+        "b-c1": subscribe("b-c1", Audience.of_cohorts("school-b", frozenset({"c1"}))),
+        "a-every": subscribe("a-every", Audience.of_cohorts("school-a", None)),
+        "b-every": subscribe("b-every", Audience.of_cohorts("school-b", None)),
+        "a-alice": subscribe("a-alice", Audience.student("school-a", "alice")),
+        "b-alice": subscribe("b-alice", Audience.student("school-b", "alice")),
+    }
+    a_alert = entry(1, cohort="c1", tenant="school-a")
+    b_alert = entry(1, cohort="c1", tenant="school-b")  # the same seq: each tenant's own
+    a_band = entry(2, student="alice", cohort="c1", tenant="school-a")
+    b_answer = entry(2, student="alice", tenant="school-b")
+    hub.publish([a_alert, b_alert, a_band, b_answer])
+    got = {name: sub.drain() for name, sub in subs.items()}
+    assert got == {
+        "a-c1": [a_alert, a_band],
+        "b-c1": [b_alert],
+        "a-every": [a_alert, a_band],
+        "b-every": [b_alert],
+        "a-alice": [a_band],
+        "b-alice": [b_answer],
+    }
+    for sub in subs.values():
+        sub.close()
+    assert len(hub) == 0
+
+
+def test_each_tenant_has_its_own_position() -> None:
+    hub = Hub()
+    hub.start_at("school-a", 40)
+    hub.start_at("school-b", 3)
+    hub.publish([entry(41, cohort="c1", tenant="school-a")])
+    assert (hub.position("school-a"), hub.position("school-b"), hub.position("new")) == (41, 3, 0)
+    late = hub.subscribe(Audience.of_cohorts("school-b", frozenset({"c1"})), lambda: None)
+    assert late.start == 3  # school-a's activity moves nothing in school-b
+    hub.start_at("school-a", 7)  # never backwards
+    assert hub.position("school-a") == 41
+    late.close()
+
+
+def test_a_stream_starts_at_its_tenants_position_and_skips_other_tenants() -> None:
+    async def scenario() -> None:
+        hub = Hub()
+        hub.start_at("school-a", 500)
+        hub.start_at("school-b", 2)
+        log = Log([entry(n, cohort="c1", tenant="school-b") for n in (1, 2)])
+        stream = walk(hub, Audience.of_cohorts("school-b", frozenset({"c1"})), None, log)
+        assert await anext(stream) == Beat(2)  # school-b's cursor, not school-a's 500
+        hub.publish([entry(501, cohort="c1", tenant="school-a")])
+        hub.publish([entry(3, cohort="c1", tenant="school-b")])
+        item = await anext(stream)
+        assert isinstance(item, Entry) and (item.tenant, item.seq) == ("school-b", 3)
+        assert log.calls == 0
+        await stream.aclose()
+        assert len(hub) == 0
+
+    asyncio.run(scenario())
+
+
 def walk(
     hub: Hub, audience: Audience, after: int | None, log: Log, heartbeat: float = 10
 ) -> AsyncGenerator[Entry | Beat, None]:
@@ -86,9 +172,9 @@ def walk(
 def test_replay_then_live_without_gaps_or_repeats() -> None:
     async def scenario() -> None:
         hub = Hub()
-        hub.start_at(5)  # the log holds 1-5 when the stream starts from cursor 2
+        hub.start_at(T, 5)  # the log holds 1-5 when the stream starts from cursor 2
         log = Log([entry(n, student="alice") for n in range(1, 6)])
-        stream = walk(hub, Audience.student("alice"), 2, log)
+        stream = walk(hub, Audience.student(T, "alice"), 2, log)
         assert [await anext(stream) for _ in range(3)] == log.entries[2:5]
         # Entries 4 and 5 also reach the hub (committed around the replay), then 6 live.
         hub.publish([log.entries[3], log.entries[4], entry(6, student="alice")])
@@ -103,10 +189,10 @@ def test_replay_then_live_without_gaps_or_repeats() -> None:
 def test_a_stream_without_cursor_starts_where_the_hub_stands_and_reads_no_log() -> None:
     async def scenario() -> None:
         hub = Hub()
-        hub.start_at(3)
+        hub.start_at(T, 3)
         log = Log([entry(n, cohort="c1") for n in (1, 2, 3)])
         hub.publish([entry(4, cohort="c1")])
-        stream = walk(hub, Audience.of_cohorts(frozenset({"c1"})), None, log)
+        stream = walk(hub, Audience.of_cohorts(T, frozenset({"c1"})), None, log)
         assert await anext(stream) == Beat(4)
         hub.publish([entry(5, cohort="c1")])
         assert (await anext(stream)).seq == 5  # type: ignore[union-attr]
@@ -122,9 +208,9 @@ def test_a_cursor_ahead_of_this_replica_waits_for_its_hub_without_repeats() -> N
 
     async def scenario() -> None:
         hub = Hub()
-        hub.start_at(2)
+        hub.start_at(T, 2)
         log = Log([entry(n, student="alice") for n in (1, 2, 3, 4)])
-        stream = walk(hub, Audience.student("alice"), 3, log)
+        stream = walk(hub, Audience.student(T, "alice"), 3, log)
         assert await anext(stream) == Beat(3)
         hub.publish([entry(3, student="alice"), entry(4, student="alice")])
         assert (await anext(stream)).seq == 4  # type: ignore[union-attr]
@@ -137,7 +223,7 @@ def test_a_cursor_ahead_of_this_replica_waits_for_its_hub_without_repeats() -> N
 def test_an_idle_stream_beats_at_its_position() -> None:
     async def scenario() -> None:
         hub = Hub()
-        stream = walk(hub, Audience.student("alice"), 7, Log(), heartbeat=0.02)
+        stream = walk(hub, Audience.student(T, "alice"), 7, Log(), heartbeat=0.02)
         assert [await anext(stream) for _ in range(3)] == [Beat(7), Beat(7), Beat(7)]
         hub.publish([entry(8, student="alice")])
         assert (await anext(stream)).seq == 8  # type: ignore[union-attr]
@@ -153,7 +239,7 @@ def test_a_cancelled_stream_leaves_the_hub_at_once() -> None:
         first: asyncio.Future[Entry | Beat] = asyncio.get_running_loop().create_future()
 
         async def read() -> None:
-            async for item in walk(hub, Audience.student("alice"), 0, Log(), heartbeat=30):
+            async for item in walk(hub, Audience.student(T, "alice"), 0, Log(), heartbeat=30):
                 if not first.done():
                     first.set_result(item)
 
@@ -171,7 +257,7 @@ def test_a_cancelled_stream_leaves_the_hub_at_once() -> None:
 def test_a_slow_subscriber_is_cut_off_alone_and_told_where_to_resume() -> None:
     async def scenario() -> None:
         hub = Hub(capacity=3)
-        c1 = Audience.of_cohorts(frozenset({"c1"}))
+        c1 = Audience.of_cohorts(T, frozenset({"c1"}))
         slow = walk(hub, c1, 0, Log())
         other = walk(hub, c1, 0, Log())
         assert await anext(slow) == Beat(0) and await anext(other) == Beat(0)
@@ -195,9 +281,9 @@ def test_a_slow_subscriber_is_cut_off_alone_and_told_where_to_resume() -> None:
 def test_a_replay_outrun_by_live_updates_catches_up_from_the_log() -> None:
     async def scenario() -> None:
         hub = Hub(capacity=2)
-        hub.start_at(REPLAY_PAGE + 1)
+        hub.start_at(T, REPLAY_PAGE + 1)
         log = Log([entry(n, student="alice") for n in range(1, REPLAY_PAGE + 2)])
-        stream = walk(hub, Audience.student("alice"), 0, log)
+        stream = walk(hub, Audience.student(T, "alice"), 0, log)
         assert (await anext(stream)).seq == 1  # type: ignore[union-attr]
         more = [entry(n, student="alice") for n in range(REPLAY_PAGE + 2, REPLAY_PAGE + 6)]
         log.entries += more
@@ -215,7 +301,7 @@ def test_a_replay_outrun_by_live_updates_catches_up_from_the_log() -> None:
 def test_a_waiting_stream_wakes_for_an_entry_published_on_another_thread() -> None:
     async def scenario() -> None:
         hub = Hub()
-        stream = walk(hub, Audience.student("alice"), 0, Log(), heartbeat=30)
+        stream = walk(hub, Audience.student(T, "alice"), 0, Log(), heartbeat=30)
         assert await anext(stream) == Beat(0)
         timer = threading.Timer(0.05, lambda: hub.publish([entry(1, student="alice")]))
         timer.start()

@@ -42,6 +42,7 @@ class ProgressEvent:
     subject: str  # exercise id, quiz or review name
     value: float  # in [0, 1]
     occur_time: datetime  # timezone-aware
+    tenant: str = ""  # the student's school; required (a student id is unique within it)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -65,6 +66,8 @@ def validate(
 ) -> ProgressEvent:
     now = now or datetime.now(UTC)
     problems = []
+    if not event.tenant:
+        problems.append("no tenant")
     if not event.student_id:
         problems.append("no student id")
     if not 1 <= event.topic <= MAX_TOPIC:

@@ -31,6 +31,7 @@ class Change:
     # Pieces of evidence behind each score after (exercises attempted, quizzes, code
     # reviews), per topic; OVERALL (0) sums every topic.
     evidence: dict[int, int] = field(default_factory=dict)
+    tenant: str = ""  # the student's school
 
     def changed_topics(self) -> list[Mastery]:
         return [m for t, m in self.after.topics.items() if changed(self.before.get(t), m)]
@@ -53,6 +54,7 @@ class WheelSpin:
     topic: int
     attempts: int
     best: float
+    tenant: str = ""  # the student's school
 
 
 @dataclass(frozen=True, slots=True)

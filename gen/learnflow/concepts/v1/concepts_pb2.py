@@ -26,10 +26,11 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import client_pb2 as google_dot_api_dot_client__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
+from learnflow.common.v1 import access_pb2 as learnflow_dot_common_dot_v1_dot_access__pb2
 from learnflow.common.v1 import common_pb2 as learnflow_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$learnflow/concepts/v1/concepts.proto\x12\x15learnflow.concepts.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x17google/api/client.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a learnflow/common/v1/common.proto\"\xf9\x01\n\tTopicInfo\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12/\n\x05topic\x18\x02 \x01(\x0e\x32\x1a.learnflow.common.v1.TopicB\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x64isplay_name\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x64\x65scription\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x37\n\rprerequisites\x18\x05 \x03(\x0e\x32\x1a.learnflow.common.v1.TopicB\x04\xe2\x41\x01\x03:7\xea\x41\x34\n\x13learnflow.dev/Topic\x12\x0etopics/{topic}*\x06topics2\x05topic\"F\n\x11ListTopicsRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"_\n\x12ListTopicsResponse\x12\x30\n\x06topics\x18\x01 \x03(\x0b\x32 .learnflow.concepts.v1.TopicInfo\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"=\n\x0fGetTopicRequest\x12*\n\x04name\x18\x01 \x01(\tB\x1c\xe2\x41\x01\x02\xfa\x41\x15\n\x13learnflow.dev/Topic\"\xe1\x01\n\x15\x45xplainConceptRequest\x12/\n\x07student\x18\x01 \x01(\tB\x1e\xe2\x41\x01\x02\xfa\x41\x17\n\x15learnflow.dev/Student\x12/\n\x05topic\x18\x02 \x01(\x0e\x32\x1a.learnflow.common.v1.TopicB\x04\xe2\x41\x01\x01\x12\x16\n\x08question\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12/\n\x05level\x18\x04 \x01(\x0e\x32\x1a.learnflow.common.v1.LevelB\x04\xe2\x41\x01\x01\x12\x1d\n\x0finclude_diagram\x18\x05 \x01(\x08\x42\x04\xe2\x41\x01\x01\"<\n\x0b\x43odeExample\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0e\n\x06output\x18\x02 \x01(\t\x12\x0f\n\x07\x63\x61ption\x18\x03 \x01(\t\"+\n\x07\x44iagram\x12\x0f\n\x07mermaid\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61ption\x18\x02 \x01(\t\"\xfc\x02\n\x0b\x45xplanation\x12)\n\x05topic\x18\x01 \x01(\x0e\x32\x1a.learnflow.common.v1.Topic\x12)\n\x05level\x18\x02 \x01(\x0e\x32\x1a.learnflow.common.v1.Level\x12\r\n\x05title\x18\x03 \x01(\t\x12\x0c\n\x04\x62ody\x18\x04 \x01(\t\x12\x34\n\x08\x65xamples\x18\x05 \x03(\x0b\x32\".learnflow.concepts.v1.CodeExample\x12\x10\n\x08pitfalls\x18\x06 \x03(\t\x12/\n\x07\x64iagram\x18\x07 \x01(\x0b\x32\x1e.learnflow.concepts.v1.Diagram\x12\x39\n\x06origin\x18\x08 \x01(\x0e\x32).learnflow.concepts.v1.Explanation.Origin\"F\n\x06Origin\x12\x16\n\x12ORIGIN_UNSPECIFIED\x10\x00\x12\x12\n\x0eORIGIN_CURATED\x10\x01\x12\x10\n\x0cORIGIN_MODEL\x10\x02\x32\xa3\x03\n\x0f\x43onceptsService\x12u\n\nListTopics\x12(.learnflow.concepts.v1.ListTopicsRequest\x1a).learnflow.concepts.v1.ListTopicsResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/topics\x12x\n\x08GetTopic\x12&.learnflow.concepts.v1.GetTopicRequest\x1a .learnflow.concepts.v1.TopicInfo\"\"\xda\x41\x04name\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/{name=topics/*}\x12\x83\x01\n\x0e\x45xplainConcept\x12,.learnflow.concepts.v1.ExplainConceptRequest\x1a\".learnflow.concepts.v1.Explanation\"\x1f\x82\xd3\xe4\x93\x02\x19\"\x14/v1/concepts:explain:\x01*\x1a\x19\xca\x41\x16\x63oncepts.learnflow.devB\x02P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$learnflow/concepts/v1/concepts.proto\x12\x15learnflow.concepts.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x17google/api/client.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a learnflow/common/v1/access.proto\x1a learnflow/common/v1/common.proto\"\xf9\x01\n\tTopicInfo\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12/\n\x05topic\x18\x02 \x01(\x0e\x32\x1a.learnflow.common.v1.TopicB\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x64isplay_name\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x64\x65scription\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x37\n\rprerequisites\x18\x05 \x03(\x0e\x32\x1a.learnflow.common.v1.TopicB\x04\xe2\x41\x01\x03:7\xea\x41\x34\n\x13learnflow.dev/Topic\x12\x0etopics/{topic}*\x06topics2\x05topic\"F\n\x11ListTopicsRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"_\n\x12ListTopicsResponse\x12\x30\n\x06topics\x18\x01 \x03(\x0b\x32 .learnflow.concepts.v1.TopicInfo\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"=\n\x0fGetTopicRequest\x12*\n\x04name\x18\x01 \x01(\tB\x1c\xe2\x41\x01\x02\xfa\x41\x15\n\x13learnflow.dev/Topic\"\xe1\x01\n\x15\x45xplainConceptRequest\x12/\n\x07student\x18\x01 \x01(\tB\x1e\xe2\x41\x01\x02\xfa\x41\x17\n\x15learnflow.dev/Student\x12/\n\x05topic\x18\x02 \x01(\x0e\x32\x1a.learnflow.common.v1.TopicB\x04\xe2\x41\x01\x01\x12\x16\n\x08question\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12/\n\x05level\x18\x04 \x01(\x0e\x32\x1a.learnflow.common.v1.LevelB\x04\xe2\x41\x01\x01\x12\x1d\n\x0finclude_diagram\x18\x05 \x01(\x08\x42\x04\xe2\x41\x01\x01\"<\n\x0b\x43odeExample\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0e\n\x06output\x18\x02 \x01(\t\x12\x0f\n\x07\x63\x61ption\x18\x03 \x01(\t\"+\n\x07\x44iagram\x12\x0f\n\x07mermaid\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61ption\x18\x02 \x01(\t\"\xfc\x02\n\x0b\x45xplanation\x12)\n\x05topic\x18\x01 \x01(\x0e\x32\x1a.learnflow.common.v1.Topic\x12)\n\x05level\x18\x02 \x01(\x0e\x32\x1a.learnflow.common.v1.Level\x12\r\n\x05title\x18\x03 \x01(\t\x12\x0c\n\x04\x62ody\x18\x04 \x01(\t\x12\x34\n\x08\x65xamples\x18\x05 \x03(\x0b\x32\".learnflow.concepts.v1.CodeExample\x12\x10\n\x08pitfalls\x18\x06 \x03(\t\x12/\n\x07\x64iagram\x18\x07 \x01(\x0b\x32\x1e.learnflow.concepts.v1.Diagram\x12\x39\n\x06origin\x18\x08 \x01(\x0e\x32).learnflow.concepts.v1.Explanation.Origin\"F\n\x06Origin\x12\x16\n\x12ORIGIN_UNSPECIFIED\x10\x00\x12\x12\n\x0eORIGIN_CURATED\x10\x01\x12\x10\n\x0cORIGIN_MODEL\x10\x02\x32\xaf\x03\n\x0f\x43onceptsService\x12y\n\nListTopics\x12(.learnflow.concepts.v1.ListTopicsRequest\x1a).learnflow.concepts.v1.ListTopicsResponse\"\x16\x98\xa1\x19\x01\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/topics\x12|\n\x08GetTopic\x12&.learnflow.concepts.v1.GetTopicRequest\x1a .learnflow.concepts.v1.TopicInfo\"&\xda\x41\x04name\x98\xa1\x19\x01\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/{name=topics/*}\x12\x87\x01\n\x0e\x45xplainConcept\x12,.learnflow.concepts.v1.ExplainConceptRequest\x1a\".learnflow.concepts.v1.Explanation\"#\x98\xa1\x19\x02\x82\xd3\xe4\x93\x02\x19\"\x14/v1/concepts:explain:\x01*\x1a\x19\xca\x41\x16\x63oncepts.learnflow.devB\x02P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -68,29 +69,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CONCEPTSSERVICE']._loaded_options = None
   _globals['_CONCEPTSSERVICE']._serialized_options = b'\312A\026concepts.learnflow.dev'
   _globals['_CONCEPTSSERVICE'].methods_by_name['ListTopics']._loaded_options = None
-  _globals['_CONCEPTSSERVICE'].methods_by_name['ListTopics']._serialized_options = b'\202\323\344\223\002\014\022\n/v1/topics'
+  _globals['_CONCEPTSSERVICE'].methods_by_name['ListTopics']._serialized_options = b'\230\241\031\001\202\323\344\223\002\014\022\n/v1/topics'
   _globals['_CONCEPTSSERVICE'].methods_by_name['GetTopic']._loaded_options = None
-  _globals['_CONCEPTSSERVICE'].methods_by_name['GetTopic']._serialized_options = b'\332A\004name\202\323\344\223\002\025\022\023/v1/{name=topics/*}'
+  _globals['_CONCEPTSSERVICE'].methods_by_name['GetTopic']._serialized_options = b'\332A\004name\230\241\031\001\202\323\344\223\002\025\022\023/v1/{name=topics/*}'
   _globals['_CONCEPTSSERVICE'].methods_by_name['ExplainConcept']._loaded_options = None
-  _globals['_CONCEPTSSERVICE'].methods_by_name['ExplainConcept']._serialized_options = b'\202\323\344\223\002\031\"\024/v1/concepts:explain:\001*'
-  _globals['_TOPICINFO']._serialized_start=213
-  _globals['_TOPICINFO']._serialized_end=462
-  _globals['_LISTTOPICSREQUEST']._serialized_start=464
-  _globals['_LISTTOPICSREQUEST']._serialized_end=534
-  _globals['_LISTTOPICSRESPONSE']._serialized_start=536
-  _globals['_LISTTOPICSRESPONSE']._serialized_end=631
-  _globals['_GETTOPICREQUEST']._serialized_start=633
-  _globals['_GETTOPICREQUEST']._serialized_end=694
-  _globals['_EXPLAINCONCEPTREQUEST']._serialized_start=697
-  _globals['_EXPLAINCONCEPTREQUEST']._serialized_end=922
-  _globals['_CODEEXAMPLE']._serialized_start=924
-  _globals['_CODEEXAMPLE']._serialized_end=984
-  _globals['_DIAGRAM']._serialized_start=986
-  _globals['_DIAGRAM']._serialized_end=1029
-  _globals['_EXPLANATION']._serialized_start=1032
-  _globals['_EXPLANATION']._serialized_end=1412
-  _globals['_EXPLANATION_ORIGIN']._serialized_start=1342
-  _globals['_EXPLANATION_ORIGIN']._serialized_end=1412
-  _globals['_CONCEPTSSERVICE']._serialized_start=1415
-  _globals['_CONCEPTSSERVICE']._serialized_end=1834
+  _globals['_CONCEPTSSERVICE'].methods_by_name['ExplainConcept']._serialized_options = b'\230\241\031\002\202\323\344\223\002\031\"\024/v1/concepts:explain:\001*'
+  _globals['_TOPICINFO']._serialized_start=247
+  _globals['_TOPICINFO']._serialized_end=496
+  _globals['_LISTTOPICSREQUEST']._serialized_start=498
+  _globals['_LISTTOPICSREQUEST']._serialized_end=568
+  _globals['_LISTTOPICSRESPONSE']._serialized_start=570
+  _globals['_LISTTOPICSRESPONSE']._serialized_end=665
+  _globals['_GETTOPICREQUEST']._serialized_start=667
+  _globals['_GETTOPICREQUEST']._serialized_end=728
+  _globals['_EXPLAINCONCEPTREQUEST']._serialized_start=731
+  _globals['_EXPLAINCONCEPTREQUEST']._serialized_end=956
+  _globals['_CODEEXAMPLE']._serialized_start=958
+  _globals['_CODEEXAMPLE']._serialized_end=1018
+  _globals['_DIAGRAM']._serialized_start=1020
+  _globals['_DIAGRAM']._serialized_end=1063
+  _globals['_EXPLANATION']._serialized_start=1066
+  _globals['_EXPLANATION']._serialized_end=1446
+  _globals['_EXPLANATION_ORIGIN']._serialized_start=1376
+  _globals['_EXPLANATION_ORIGIN']._serialized_end=1446
+  _globals['_CONCEPTSSERVICE']._serialized_start=1449
+  _globals['_CONCEPTSSERVICE']._serialized_end=1880
 # @@protoc_insertion_point(module_scope)

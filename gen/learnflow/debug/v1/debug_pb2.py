@@ -27,10 +27,11 @@ from google.api import client_pb2 as google_dot_api_dot_client__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from learnflow.common.v1 import access_pb2 as learnflow_dot_common_dot_v1_dot_access__pb2
 from learnflow.common.v1 import common_pb2 as learnflow_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1elearnflow/debug/v1/debug.proto\x12\x12learnflow.debug.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x17google/api/client.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a learnflow/common/v1/common.proto\"\x97\x01\n\x0bParsedError\x12\x12\n\nerror_type\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12-\n\x04span\x18\x03 \x01(\x0b\x32\x1f.learnflow.common.v1.SourceSpan\x12\x13\n\x0bsource_line\x18\x04 \x01(\t\x12\x10\n\x08\x66unction\x18\x05 \x01(\t\x12\r\n\x05notes\x18\x06 \x03(\t\"\x87\x01\n\x04Hint\x12,\n\x05level\x18\x01 \x01(\x0e\x32\x1d.learnflow.debug.v1.HintLevel\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x12\n\nfixed_code\x18\x03 \x01(\t\x12/\n\x0breveal_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xfe\x03\n\tDiagnosis\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x12\n\x04\x63ode\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\ttraceback\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x16\n\x08\x65xercise\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\x12\x34\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x1f.learnflow.debug.v1.ParsedErrorB\x04\xe2\x41\x01\x03\x12\x34\n\x05\x63hain\x18\x06 \x03(\x0b\x32\x1f.learnflow.debug.v1.ParsedErrorB\x04\xe2\x41\x01\x03\x12/\n\x05topic\x18\x07 \x01(\x0e\x32\x1a.learnflow.common.v1.TopicB\x04\xe2\x41\x01\x03\x12-\n\x05hints\x18\x08 \x03(\x0b\x32\x18.learnflow.debug.v1.HintB\x04\xe2\x41\x01\x03\x12\x16\n\x08no_error\x18\t \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x1f\n\x11struggle_detected\x18\n \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03:\\\xea\x41Y\n\x17learnflow.dev/Diagnosis\x12(students/{student}/diagnoses/{diagnosis}*\tdiagnoses2\tdiagnosis\"\x80\x01\n\x16\x43reateDiagnosisRequest\x12.\n\x06parent\x18\x01 \x01(\tB\x1e\xe2\x41\x01\x02\xfa\x41\x17\n\x15learnflow.dev/Student\x12\x36\n\tdiagnosis\x18\x02 \x01(\x0b\x32\x1d.learnflow.debug.v1.DiagnosisB\x04\xe2\x41\x01\x02\"E\n\x13GetDiagnosisRequest\x12.\n\x04name\x18\x01 \x01(\tB \xe2\x41\x01\x02\xfa\x41\x19\n\x17learnflow.dev/Diagnosis\"y\n\x14ListDiagnosesRequest\x12.\n\x06parent\x18\x01 \x01(\tB\x1e\xe2\x41\x01\x02\xfa\x41\x17\n\x15learnflow.dev/Student\x12\x17\n\tpage_size\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"b\n\x15ListDiagnosesResponse\x12\x30\n\tdiagnoses\x18\x01 \x03(\x0b\x32\x1d.learnflow.debug.v1.Diagnosis\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"G\n\x15RevealNextHintRequest\x12.\n\x04name\x18\x01 \x01(\tB \xe2\x41\x01\x02\xfa\x41\x19\n\x17learnflow.dev/Diagnosis*q\n\tHintLevel\x12\x1a\n\x16HINT_LEVEL_UNSPECIFIED\x10\x00\x12\x16\n\x12HINT_LEVEL_GENERAL\x10\x01\x12\x17\n\x13HINT_LEVEL_SPECIFIC\x10\x02\x12\x17\n\x13HINT_LEVEL_SOLUTION\x10\x03\x32\x8e\x05\n\x0c\x44\x65\x62ugService\x12\xa5\x01\n\x0f\x43reateDiagnosis\x12*.learnflow.debug.v1.CreateDiagnosisRequest\x1a\x1d.learnflow.debug.v1.Diagnosis\"G\xda\x41\x10parent,diagnosis\x82\xd3\xe4\x93\x02.\"!/v1/{parent=students/*}/diagnoses:\tdiagnosis\x12\x88\x01\n\x0cGetDiagnosis\x12\'.learnflow.debug.v1.GetDiagnosisRequest\x1a\x1d.learnflow.debug.v1.Diagnosis\"0\xda\x41\x04name\x82\xd3\xe4\x93\x02#\x12!/v1/{name=students/*/diagnoses/*}\x12\x98\x01\n\rListDiagnoses\x12(.learnflow.debug.v1.ListDiagnosesRequest\x1a).learnflow.debug.v1.ListDiagnosesResponse\"2\xda\x41\x06parent\x82\xd3\xe4\x93\x02#\x12!/v1/{parent=students/*}/diagnoses\x12\x97\x01\n\x0eRevealNextHint\x12).learnflow.debug.v1.RevealNextHintRequest\x1a\x1d.learnflow.debug.v1.Diagnosis\";\x82\xd3\xe4\x93\x02\x35\"0/v1/{name=students/*/diagnoses/*}:revealNextHint:\x01*\x1a\x16\xca\x41\x13\x64\x65\x62ug.learnflow.devB\x02P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1elearnflow/debug/v1/debug.proto\x12\x12learnflow.debug.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x17google/api/client.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a learnflow/common/v1/access.proto\x1a learnflow/common/v1/common.proto\"\x97\x01\n\x0bParsedError\x12\x12\n\nerror_type\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12-\n\x04span\x18\x03 \x01(\x0b\x32\x1f.learnflow.common.v1.SourceSpan\x12\x13\n\x0bsource_line\x18\x04 \x01(\t\x12\x10\n\x08\x66unction\x18\x05 \x01(\t\x12\r\n\x05notes\x18\x06 \x03(\t\"\x87\x01\n\x04Hint\x12,\n\x05level\x18\x01 \x01(\x0e\x32\x1d.learnflow.debug.v1.HintLevel\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x12\n\nfixed_code\x18\x03 \x01(\t\x12/\n\x0breveal_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xfe\x03\n\tDiagnosis\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x12\n\x04\x63ode\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\ttraceback\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x16\n\x08\x65xercise\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\x12\x34\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x1f.learnflow.debug.v1.ParsedErrorB\x04\xe2\x41\x01\x03\x12\x34\n\x05\x63hain\x18\x06 \x03(\x0b\x32\x1f.learnflow.debug.v1.ParsedErrorB\x04\xe2\x41\x01\x03\x12/\n\x05topic\x18\x07 \x01(\x0e\x32\x1a.learnflow.common.v1.TopicB\x04\xe2\x41\x01\x03\x12-\n\x05hints\x18\x08 \x03(\x0b\x32\x18.learnflow.debug.v1.HintB\x04\xe2\x41\x01\x03\x12\x16\n\x08no_error\x18\t \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x1f\n\x11struggle_detected\x18\n \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03:\\\xea\x41Y\n\x17learnflow.dev/Diagnosis\x12(students/{student}/diagnoses/{diagnosis}*\tdiagnoses2\tdiagnosis\"\x80\x01\n\x16\x43reateDiagnosisRequest\x12.\n\x06parent\x18\x01 \x01(\tB\x1e\xe2\x41\x01\x02\xfa\x41\x17\n\x15learnflow.dev/Student\x12\x36\n\tdiagnosis\x18\x02 \x01(\x0b\x32\x1d.learnflow.debug.v1.DiagnosisB\x04\xe2\x41\x01\x02\"E\n\x13GetDiagnosisRequest\x12.\n\x04name\x18\x01 \x01(\tB \xe2\x41\x01\x02\xfa\x41\x19\n\x17learnflow.dev/Diagnosis\"y\n\x14ListDiagnosesRequest\x12.\n\x06parent\x18\x01 \x01(\tB\x1e\xe2\x41\x01\x02\xfa\x41\x17\n\x15learnflow.dev/Student\x12\x17\n\tpage_size\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"b\n\x15ListDiagnosesResponse\x12\x30\n\tdiagnoses\x18\x01 \x03(\x0b\x32\x1d.learnflow.debug.v1.Diagnosis\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"G\n\x15RevealNextHintRequest\x12.\n\x04name\x18\x01 \x01(\tB \xe2\x41\x01\x02\xfa\x41\x19\n\x17learnflow.dev/Diagnosis*q\n\tHintLevel\x12\x1a\n\x16HINT_LEVEL_UNSPECIFIED\x10\x00\x12\x16\n\x12HINT_LEVEL_GENERAL\x10\x01\x12\x17\n\x13HINT_LEVEL_SPECIFIC\x10\x02\x12\x17\n\x13HINT_LEVEL_SOLUTION\x10\x03\x32\x9e\x05\n\x0c\x44\x65\x62ugService\x12\xa9\x01\n\x0f\x43reateDiagnosis\x12*.learnflow.debug.v1.CreateDiagnosisRequest\x1a\x1d.learnflow.debug.v1.Diagnosis\"K\xda\x41\x10parent,diagnosis\x98\xa1\x19\x03\x82\xd3\xe4\x93\x02.\"!/v1/{parent=students/*}/diagnoses:\tdiagnosis\x12\x8c\x01\n\x0cGetDiagnosis\x12\'.learnflow.debug.v1.GetDiagnosisRequest\x1a\x1d.learnflow.debug.v1.Diagnosis\"4\xda\x41\x04name\x98\xa1\x19\x02\x82\xd3\xe4\x93\x02#\x12!/v1/{name=students/*/diagnoses/*}\x12\x9c\x01\n\rListDiagnoses\x12(.learnflow.debug.v1.ListDiagnosesRequest\x1a).learnflow.debug.v1.ListDiagnosesResponse\"6\xda\x41\x06parent\x98\xa1\x19\x02\x82\xd3\xe4\x93\x02#\x12!/v1/{parent=students/*}/diagnoses\x12\x9b\x01\n\x0eRevealNextHint\x12).learnflow.debug.v1.RevealNextHintRequest\x1a\x1d.learnflow.debug.v1.Diagnosis\"?\x98\xa1\x19\x03\x82\xd3\xe4\x93\x02\x35\"0/v1/{name=students/*/diagnoses/*}:revealNextHint:\x01*\x1a\x16\xca\x41\x13\x64\x65\x62ug.learnflow.devB\x02P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -79,31 +80,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DEBUGSERVICE']._loaded_options = None
   _globals['_DEBUGSERVICE']._serialized_options = b'\312A\023debug.learnflow.dev'
   _globals['_DEBUGSERVICE'].methods_by_name['CreateDiagnosis']._loaded_options = None
-  _globals['_DEBUGSERVICE'].methods_by_name['CreateDiagnosis']._serialized_options = b'\332A\020parent,diagnosis\202\323\344\223\002.\"!/v1/{parent=students/*}/diagnoses:\tdiagnosis'
+  _globals['_DEBUGSERVICE'].methods_by_name['CreateDiagnosis']._serialized_options = b'\332A\020parent,diagnosis\230\241\031\003\202\323\344\223\002.\"!/v1/{parent=students/*}/diagnoses:\tdiagnosis'
   _globals['_DEBUGSERVICE'].methods_by_name['GetDiagnosis']._loaded_options = None
-  _globals['_DEBUGSERVICE'].methods_by_name['GetDiagnosis']._serialized_options = b'\332A\004name\202\323\344\223\002#\022!/v1/{name=students/*/diagnoses/*}'
+  _globals['_DEBUGSERVICE'].methods_by_name['GetDiagnosis']._serialized_options = b'\332A\004name\230\241\031\002\202\323\344\223\002#\022!/v1/{name=students/*/diagnoses/*}'
   _globals['_DEBUGSERVICE'].methods_by_name['ListDiagnoses']._loaded_options = None
-  _globals['_DEBUGSERVICE'].methods_by_name['ListDiagnoses']._serialized_options = b'\332A\006parent\202\323\344\223\002#\022!/v1/{parent=students/*}/diagnoses'
+  _globals['_DEBUGSERVICE'].methods_by_name['ListDiagnoses']._serialized_options = b'\332A\006parent\230\241\031\002\202\323\344\223\002#\022!/v1/{parent=students/*}/diagnoses'
   _globals['_DEBUGSERVICE'].methods_by_name['RevealNextHint']._loaded_options = None
-  _globals['_DEBUGSERVICE'].methods_by_name['RevealNextHint']._serialized_options = b'\202\323\344\223\0025\"0/v1/{name=students/*/diagnoses/*}:revealNextHint:\001*'
-  _globals['_HINTLEVEL']._serialized_start=1539
-  _globals['_HINTLEVEL']._serialized_end=1652
-  _globals['_PARSEDERROR']._serialized_start=237
-  _globals['_PARSEDERROR']._serialized_end=388
-  _globals['_HINT']._serialized_start=391
-  _globals['_HINT']._serialized_end=526
-  _globals['_DIAGNOSIS']._serialized_start=529
-  _globals['_DIAGNOSIS']._serialized_end=1039
-  _globals['_CREATEDIAGNOSISREQUEST']._serialized_start=1042
-  _globals['_CREATEDIAGNOSISREQUEST']._serialized_end=1170
-  _globals['_GETDIAGNOSISREQUEST']._serialized_start=1172
-  _globals['_GETDIAGNOSISREQUEST']._serialized_end=1241
-  _globals['_LISTDIAGNOSESREQUEST']._serialized_start=1243
-  _globals['_LISTDIAGNOSESREQUEST']._serialized_end=1364
-  _globals['_LISTDIAGNOSESRESPONSE']._serialized_start=1366
-  _globals['_LISTDIAGNOSESRESPONSE']._serialized_end=1464
-  _globals['_REVEALNEXTHINTREQUEST']._serialized_start=1466
-  _globals['_REVEALNEXTHINTREQUEST']._serialized_end=1537
-  _globals['_DEBUGSERVICE']._serialized_start=1655
-  _globals['_DEBUGSERVICE']._serialized_end=2309
+  _globals['_DEBUGSERVICE'].methods_by_name['RevealNextHint']._serialized_options = b'\230\241\031\003\202\323\344\223\0025\"0/v1/{name=students/*/diagnoses/*}:revealNextHint:\001*'
+  _globals['_HINTLEVEL']._serialized_start=1573
+  _globals['_HINTLEVEL']._serialized_end=1686
+  _globals['_PARSEDERROR']._serialized_start=271
+  _globals['_PARSEDERROR']._serialized_end=422
+  _globals['_HINT']._serialized_start=425
+  _globals['_HINT']._serialized_end=560
+  _globals['_DIAGNOSIS']._serialized_start=563
+  _globals['_DIAGNOSIS']._serialized_end=1073
+  _globals['_CREATEDIAGNOSISREQUEST']._serialized_start=1076
+  _globals['_CREATEDIAGNOSISREQUEST']._serialized_end=1204
+  _globals['_GETDIAGNOSISREQUEST']._serialized_start=1206
+  _globals['_GETDIAGNOSISREQUEST']._serialized_end=1275
+  _globals['_LISTDIAGNOSESREQUEST']._serialized_start=1277
+  _globals['_LISTDIAGNOSESREQUEST']._serialized_end=1398
+  _globals['_LISTDIAGNOSESRESPONSE']._serialized_start=1400
+  _globals['_LISTDIAGNOSESRESPONSE']._serialized_end=1498
+  _globals['_REVEALNEXTHINTREQUEST']._serialized_start=1500
+  _globals['_REVEALNEXTHINTREQUEST']._serialized_end=1571
+  _globals['_DEBUGSERVICE']._serialized_start=1689
+  _globals['_DEBUGSERVICE']._serialized_end=2359
 # @@protoc_insertion_point(module_scope)

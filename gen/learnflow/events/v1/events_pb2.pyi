@@ -45,6 +45,7 @@ class StudentRef(_message.Message):
     STUDENT_ID_FIELD_NUMBER: _builtins.int
     COHORT_FIELD_NUMBER: _builtins.int
     TIME_ZONE_FIELD_NUMBER: _builtins.int
+    TENANT_FIELD_NUMBER: _builtins.int
     student_id: _builtins.str
     """The student's user id (the JWT `sub`), also the Kafka key."""
     cohort: _builtins.str
@@ -53,16 +54,22 @@ class StudentRef(_message.Message):
     """The student's IANA time zone, e.g. "Europe/Berlin"; empty means UTC. Streaks
     count days in this zone.
     """
+    tenant: _builtins.str
+    """The student's school or organisation (the JWT `tenant` claim). Required: a
+    student id is unique only within its tenant, and consumers dead-letter events
+    without one.
+    """
     def __init__(
         self,
         *,
         student_id: _builtins.str = ...,
         cohort: _builtins.str = ...,
         time_zone: _builtins.str = ...,
+        tenant: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cohort", b"cohort", "student_id", b"student_id", "time_zone", b"time_zone"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cohort", b"cohort", "student_id", b"student_id", "tenant", b"tenant", "time_zone", b"time_zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

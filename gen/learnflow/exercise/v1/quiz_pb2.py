@@ -27,10 +27,11 @@ from google.api import client_pb2 as google_dot_api_dot_client__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from learnflow.common.v1 import access_pb2 as learnflow_dot_common_dot_v1_dot_access__pb2
 from learnflow.common.v1 import common_pb2 as learnflow_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n learnflow/exercise/v1/quiz.proto\x12\x15learnflow.exercise.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x17google/api/client.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a learnflow/common/v1/common.proto\"\xd3\x01\n\x08Question\x12\x13\n\x0bquestion_id\x18\x01 \x01(\t\x12\x32\n\x04kind\x18\x02 \x01(\x0e\x32$.learnflow.exercise.v1.Question.Kind\x12\x0e\n\x06prompt\x18\x03 \x01(\t\x12\x0c\n\x04\x63ode\x18\x04 \x01(\t\x12\x0f\n\x07\x63hoices\x18\x05 \x03(\t\"O\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14KIND_MULTIPLE_CHOICE\x10\x01\x12\x17\n\x13KIND_PREDICT_OUTPUT\x10\x02\"N\n\x06\x41nswer\x12\x13\n\x0bquestion_id\x18\x01 \x01(\t\x12\x16\n\x0c\x63hoice_index\x18\x02 \x01(\x05H\x00\x12\x0e\n\x04text\x18\x03 \x01(\tH\x00\x42\x07\n\x05value\"c\n\x0eQuestionResult\x12\x13\n\x0bquestion_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63orrect\x18\x02 \x01(\x08\x12\x16\n\x0e\x63orrect_answer\x18\x03 \x01(\t\x12\x13\n\x0b\x65xplanation\x18\x04 \x01(\t\"\xf1\x04\n\x04Quiz\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12/\n\x05topic\x18\x02 \x01(\x0e\x32\x1a.learnflow.common.v1.TopicB\x04\xe2\x41\x01\x03\x12/\n\x05level\x18\x03 \x01(\x0e\x32\x1a.learnflow.common.v1.LevelB\x04\xe2\x41\x01\x03\x12\x38\n\tquestions\x18\x04 \x03(\x0b\x32\x1f.learnflow.exercise.v1.QuestionB\x04\xe2\x41\x01\x03\x12\x36\n\x05state\x18\x05 \x01(\x0e\x32!.learnflow.exercise.v1.Quiz.StateB\x04\xe2\x41\x01\x03\x12\x34\n\x07\x61nswers\x18\x06 \x03(\x0b\x32\x1d.learnflow.exercise.v1.AnswerB\x04\xe2\x41\x01\x03\x12<\n\x07results\x18\x07 \x03(\x0b\x32%.learnflow.exercise.v1.QuestionResultB\x04\xe2\x41\x01\x03\x12\x13\n\x05score\x18\x08 \x01(\x01\x42\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\ngrade_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"@\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0e\n\nSTATE_OPEN\x10\x01\x12\x10\n\x0cSTATE_GRADED\x10\x02:I\xea\x41\x46\n\x12learnflow.dev/Quiz\x12!students/{student}/quizzes/{quiz}*\x07quizzes2\x04quiz\"\xc5\x01\n\x13GenerateQuizRequest\x12.\n\x06parent\x18\x01 \x01(\tB\x1e\xe2\x41\x01\x02\xfa\x41\x17\n\x15learnflow.dev/Student\x12/\n\x05topic\x18\x02 \x01(\x0e\x32\x1a.learnflow.common.v1.TopicB\x04\xe2\x41\x01\x02\x12/\n\x05level\x18\x03 \x01(\x0e\x32\x1a.learnflow.common.v1.LevelB\x04\xe2\x41\x01\x01\x12\x1c\n\x0equestion_count\x18\x04 \x01(\x05\x42\x04\xe2\x41\x01\x01\";\n\x0eGetQuizRequest\x12)\n\x04name\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12learnflow.dev/Quiz\"s\n\x10GradeQuizRequest\x12)\n\x04name\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12learnflow.dev/Quiz\x12\x34\n\x07\x61nswers\x18\x02 \x03(\x0b\x32\x1d.learnflow.exercise.v1.AnswerB\x04\xe2\x41\x01\x02\x32\xbc\x03\n\x0bQuizService\x12\x8c\x01\n\x0cGenerateQuiz\x12*.learnflow.exercise.v1.GenerateQuizRequest\x1a\x1b.learnflow.exercise.v1.Quiz\"3\x82\xd3\xe4\x93\x02-\"(/v1/{parent=students/*}/quizzes:generate:\x01*\x12}\n\x07GetQuiz\x12%.learnflow.exercise.v1.GetQuizRequest\x1a\x1b.learnflow.exercise.v1.Quiz\".\xda\x41\x04name\x82\xd3\xe4\x93\x02!\x12\x1f/v1/{name=students/*/quizzes/*}\x12\x83\x01\n\tGradeQuiz\x12\'.learnflow.exercise.v1.GradeQuizRequest\x1a\x1b.learnflow.exercise.v1.Quiz\"0\x82\xd3\xe4\x93\x02*\"%/v1/{name=students/*/quizzes/*}:grade:\x01*\x1a\x19\xca\x41\x16\x65xercise.learnflow.devB\x02P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n learnflow/exercise/v1/quiz.proto\x12\x15learnflow.exercise.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x17google/api/client.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a learnflow/common/v1/access.proto\x1a learnflow/common/v1/common.proto\"\xd3\x01\n\x08Question\x12\x13\n\x0bquestion_id\x18\x01 \x01(\t\x12\x32\n\x04kind\x18\x02 \x01(\x0e\x32$.learnflow.exercise.v1.Question.Kind\x12\x0e\n\x06prompt\x18\x03 \x01(\t\x12\x0c\n\x04\x63ode\x18\x04 \x01(\t\x12\x0f\n\x07\x63hoices\x18\x05 \x03(\t\"O\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14KIND_MULTIPLE_CHOICE\x10\x01\x12\x17\n\x13KIND_PREDICT_OUTPUT\x10\x02\"N\n\x06\x41nswer\x12\x13\n\x0bquestion_id\x18\x01 \x01(\t\x12\x16\n\x0c\x63hoice_index\x18\x02 \x01(\x05H\x00\x12\x0e\n\x04text\x18\x03 \x01(\tH\x00\x42\x07\n\x05value\"c\n\x0eQuestionResult\x12\x13\n\x0bquestion_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63orrect\x18\x02 \x01(\x08\x12\x16\n\x0e\x63orrect_answer\x18\x03 \x01(\t\x12\x13\n\x0b\x65xplanation\x18\x04 \x01(\t\"\xf1\x04\n\x04Quiz\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12/\n\x05topic\x18\x02 \x01(\x0e\x32\x1a.learnflow.common.v1.TopicB\x04\xe2\x41\x01\x03\x12/\n\x05level\x18\x03 \x01(\x0e\x32\x1a.learnflow.common.v1.LevelB\x04\xe2\x41\x01\x03\x12\x38\n\tquestions\x18\x04 \x03(\x0b\x32\x1f.learnflow.exercise.v1.QuestionB\x04\xe2\x41\x01\x03\x12\x36\n\x05state\x18\x05 \x01(\x0e\x32!.learnflow.exercise.v1.Quiz.StateB\x04\xe2\x41\x01\x03\x12\x34\n\x07\x61nswers\x18\x06 \x03(\x0b\x32\x1d.learnflow.exercise.v1.AnswerB\x04\xe2\x41\x01\x03\x12<\n\x07results\x18\x07 \x03(\x0b\x32%.learnflow.exercise.v1.QuestionResultB\x04\xe2\x41\x01\x03\x12\x13\n\x05score\x18\x08 \x01(\x01\x42\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\ngrade_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"@\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0e\n\nSTATE_OPEN\x10\x01\x12\x10\n\x0cSTATE_GRADED\x10\x02:I\xea\x41\x46\n\x12learnflow.dev/Quiz\x12!students/{student}/quizzes/{quiz}*\x07quizzes2\x04quiz\"\xc5\x01\n\x13GenerateQuizRequest\x12.\n\x06parent\x18\x01 \x01(\tB\x1e\xe2\x41\x01\x02\xfa\x41\x17\n\x15learnflow.dev/Student\x12/\n\x05topic\x18\x02 \x01(\x0e\x32\x1a.learnflow.common.v1.TopicB\x04\xe2\x41\x01\x02\x12/\n\x05level\x18\x03 \x01(\x0e\x32\x1a.learnflow.common.v1.LevelB\x04\xe2\x41\x01\x01\x12\x1c\n\x0equestion_count\x18\x04 \x01(\x05\x42\x04\xe2\x41\x01\x01\";\n\x0eGetQuizRequest\x12)\n\x04name\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12learnflow.dev/Quiz\"s\n\x10GradeQuizRequest\x12)\n\x04name\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12learnflow.dev/Quiz\x12\x34\n\x07\x61nswers\x18\x02 \x03(\x0b\x32\x1d.learnflow.exercise.v1.AnswerB\x04\xe2\x41\x01\x02\x32\xc9\x03\n\x0bQuizService\x12\x90\x01\n\x0cGenerateQuiz\x12*.learnflow.exercise.v1.GenerateQuizRequest\x1a\x1b.learnflow.exercise.v1.Quiz\"7\x98\xa1\x19\x03\x82\xd3\xe4\x93\x02-\"(/v1/{parent=students/*}/quizzes:generate:\x01*\x12\x81\x01\n\x07GetQuiz\x12%.learnflow.exercise.v1.GetQuizRequest\x1a\x1b.learnflow.exercise.v1.Quiz\"2\xda\x41\x04name\x98\xa1\x19\x02\x82\xd3\xe4\x93\x02!\x12\x1f/v1/{name=students/*/quizzes/*}\x12\x87\x01\n\tGradeQuiz\x12\'.learnflow.exercise.v1.GradeQuizRequest\x1a\x1b.learnflow.exercise.v1.Quiz\"4\x98\xa1\x19\x03\x82\xd3\xe4\x93\x02*\"%/v1/{name=students/*/quizzes/*}:grade:\x01*\x1a\x19\xca\x41\x16\x65xercise.learnflow.devB\x02P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -77,29 +78,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_QUIZSERVICE']._loaded_options = None
   _globals['_QUIZSERVICE']._serialized_options = b'\312A\026exercise.learnflow.dev'
   _globals['_QUIZSERVICE'].methods_by_name['GenerateQuiz']._loaded_options = None
-  _globals['_QUIZSERVICE'].methods_by_name['GenerateQuiz']._serialized_options = b'\202\323\344\223\002-\"(/v1/{parent=students/*}/quizzes:generate:\001*'
+  _globals['_QUIZSERVICE'].methods_by_name['GenerateQuiz']._serialized_options = b'\230\241\031\003\202\323\344\223\002-\"(/v1/{parent=students/*}/quizzes:generate:\001*'
   _globals['_QUIZSERVICE'].methods_by_name['GetQuiz']._loaded_options = None
-  _globals['_QUIZSERVICE'].methods_by_name['GetQuiz']._serialized_options = b'\332A\004name\202\323\344\223\002!\022\037/v1/{name=students/*/quizzes/*}'
+  _globals['_QUIZSERVICE'].methods_by_name['GetQuiz']._serialized_options = b'\332A\004name\230\241\031\002\202\323\344\223\002!\022\037/v1/{name=students/*/quizzes/*}'
   _globals['_QUIZSERVICE'].methods_by_name['GradeQuiz']._loaded_options = None
-  _globals['_QUIZSERVICE'].methods_by_name['GradeQuiz']._serialized_options = b'\202\323\344\223\002*\"%/v1/{name=students/*/quizzes/*}:grade:\001*'
-  _globals['_QUESTION']._serialized_start=242
-  _globals['_QUESTION']._serialized_end=453
-  _globals['_QUESTION_KIND']._serialized_start=374
-  _globals['_QUESTION_KIND']._serialized_end=453
-  _globals['_ANSWER']._serialized_start=455
-  _globals['_ANSWER']._serialized_end=533
-  _globals['_QUESTIONRESULT']._serialized_start=535
-  _globals['_QUESTIONRESULT']._serialized_end=634
-  _globals['_QUIZ']._serialized_start=637
-  _globals['_QUIZ']._serialized_end=1262
-  _globals['_QUIZ_STATE']._serialized_start=1123
-  _globals['_QUIZ_STATE']._serialized_end=1187
-  _globals['_GENERATEQUIZREQUEST']._serialized_start=1265
-  _globals['_GENERATEQUIZREQUEST']._serialized_end=1462
-  _globals['_GETQUIZREQUEST']._serialized_start=1464
-  _globals['_GETQUIZREQUEST']._serialized_end=1523
-  _globals['_GRADEQUIZREQUEST']._serialized_start=1525
-  _globals['_GRADEQUIZREQUEST']._serialized_end=1640
-  _globals['_QUIZSERVICE']._serialized_start=1643
-  _globals['_QUIZSERVICE']._serialized_end=2087
+  _globals['_QUIZSERVICE'].methods_by_name['GradeQuiz']._serialized_options = b'\230\241\031\003\202\323\344\223\002*\"%/v1/{name=students/*/quizzes/*}:grade:\001*'
+  _globals['_QUESTION']._serialized_start=276
+  _globals['_QUESTION']._serialized_end=487
+  _globals['_QUESTION_KIND']._serialized_start=408
+  _globals['_QUESTION_KIND']._serialized_end=487
+  _globals['_ANSWER']._serialized_start=489
+  _globals['_ANSWER']._serialized_end=567
+  _globals['_QUESTIONRESULT']._serialized_start=569
+  _globals['_QUESTIONRESULT']._serialized_end=668
+  _globals['_QUIZ']._serialized_start=671
+  _globals['_QUIZ']._serialized_end=1296
+  _globals['_QUIZ_STATE']._serialized_start=1157
+  _globals['_QUIZ_STATE']._serialized_end=1221
+  _globals['_GENERATEQUIZREQUEST']._serialized_start=1299
+  _globals['_GENERATEQUIZREQUEST']._serialized_end=1496
+  _globals['_GETQUIZREQUEST']._serialized_start=1498
+  _globals['_GETQUIZREQUEST']._serialized_end=1557
+  _globals['_GRADEQUIZREQUEST']._serialized_start=1559
+  _globals['_GRADEQUIZREQUEST']._serialized_end=1674
+  _globals['_QUIZSERVICE']._serialized_start=1677
+  _globals['_QUIZSERVICE']._serialized_end=2134
 # @@protoc_insertion_point(module_scope)

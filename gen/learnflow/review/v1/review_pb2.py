@@ -27,10 +27,11 @@ from google.api import client_pb2 as google_dot_api_dot_client__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from learnflow.common.v1 import access_pb2 as learnflow_dot_common_dot_v1_dot_access__pb2
 from learnflow.common.v1 import common_pb2 as learnflow_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n learnflow/review/v1/review.proto\x12\x13learnflow.review.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x17google/api/client.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a learnflow/common/v1/common.proto\"\xc0\x01\n\x07\x46inding\x12\x0c\n\x04rule\x18\x01 \x01(\t\x12\x36\n\x08\x63\x61tegory\x18\x02 \x01(\x0e\x32$.learnflow.review.v1.FindingCategory\x12/\n\x08severity\x18\x03 \x01(\x0e\x32\x1d.learnflow.review.v1.Severity\x12\x0f\n\x07message\x18\x04 \x01(\t\x12-\n\x04span\x18\x05 \x01(\x0b\x32\x1f.learnflow.common.v1.SourceSpan\"\xfb\x01\n\nSuggestion\x12\r\n\x05title\x18\x01 \x01(\t\x12\x0e\n\x06\x62\x65\x66ore\x18\x02 \x01(\t\x12\r\n\x05\x61\x66ter\x18\x03 \x01(\t\x12\x11\n\trationale\x18\x04 \x01(\t\x12-\n\x04span\x18\x05 \x01(\x0b\x32\x1f.learnflow.common.v1.SourceSpan\x12\x36\n\x06origin\x18\x06 \x01(\x0e\x32&.learnflow.review.v1.Suggestion.Origin\"E\n\x06Origin\x12\x16\n\x12ORIGIN_UNSPECIFIED\x10\x00\x12\x11\n\rORIGIN_LINTER\x10\x01\x12\x10\n\x0cORIGIN_MODEL\x10\x02\"\x8a\x01\n\x0b\x43odeMetrics\x12\x15\n\rlines_of_code\x18\x01 \x01(\x05\x12!\n\x19max_cyclomatic_complexity\x18\x02 \x01(\x05\x12\"\n\x1amean_cyclomatic_complexity\x18\x03 \x01(\x01\x12\x1d\n\x15maintainability_index\x18\x04 \x01(\x01\"\xf9\x03\n\nCodeReview\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x12\n\x04\x63ode\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12/\n\x05topic\x18\x03 \x01(\x0e\x32\x1a.learnflow.common.v1.TopicB\x04\xe2\x41\x01\x01\x12\x16\n\x08\x65xercise\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1b\n\rquality_score\x18\x05 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x34\n\x08\x66indings\x18\x06 \x03(\x0b\x32\x1c.learnflow.review.v1.FindingB\x04\xe2\x41\x01\x03\x12:\n\x0bsuggestions\x18\x07 \x03(\x0b\x32\x1f.learnflow.review.v1.SuggestionB\x04\xe2\x41\x01\x03\x12\x37\n\x07metrics\x18\x08 \x01(\x0b\x32 .learnflow.review.v1.CodeMetricsB\x04\xe2\x41\x01\x03\x12\x15\n\x07summary\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03:d\xea\x41\x61\n\x18learnflow.dev/CodeReview\x12,students/{student}/codeReviews/{code_review}*\x0b\x63odeReviews2\ncodeReview\"\x85\x01\n\x17\x43reateCodeReviewRequest\x12.\n\x06parent\x18\x01 \x01(\tB\x1e\xe2\x41\x01\x02\xfa\x41\x17\n\x15learnflow.dev/Student\x12:\n\x0b\x63ode_review\x18\x02 \x01(\x0b\x32\x1f.learnflow.review.v1.CodeReviewB\x04\xe2\x41\x01\x02\"G\n\x14GetCodeReviewRequest\x12/\n\x04name\x18\x01 \x01(\tB!\xe2\x41\x01\x02\xfa\x41\x1a\n\x18learnflow.dev/CodeReview\"{\n\x16ListCodeReviewsRequest\x12.\n\x06parent\x18\x01 \x01(\tB\x1e\xe2\x41\x01\x02\xfa\x41\x17\n\x15learnflow.dev/Student\x12\x17\n\tpage_size\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"i\n\x17ListCodeReviewsResponse\x12\x35\n\x0c\x63ode_reviews\x18\x01 \x03(\x0b\x32\x1f.learnflow.review.v1.CodeReview\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\xb4\x01\n\x0f\x46indingCategory\x12 \n\x1c\x46INDING_CATEGORY_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x46INDING_CATEGORY_STYLE\x10\x01\x12\x1f\n\x1b\x46INDING_CATEGORY_COMPLEXITY\x10\x02\x12 \n\x1c\x46INDING_CATEGORY_READABILITY\x10\x03\x12 \n\x1c\x46INDING_CATEGORY_CORRECTNESS\x10\x04*a\n\x08Severity\x12\x18\n\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x11\n\rSEVERITY_INFO\x10\x01\x12\x14\n\x10SEVERITY_WARNING\x10\x02\x12\x12\n\x0eSEVERITY_ERROR\x10\x03\x32\x92\x04\n\rReviewService\x12\xb0\x01\n\x10\x43reateCodeReview\x12,.learnflow.review.v1.CreateCodeReviewRequest\x1a\x1f.learnflow.review.v1.CodeReview\"M\xda\x41\x12parent,code_review\x82\xd3\xe4\x93\x02\x32\"#/v1/{parent=students/*}/codeReviews:\x0b\x63ode_review\x12\x8f\x01\n\rGetCodeReview\x12).learnflow.review.v1.GetCodeReviewRequest\x1a\x1f.learnflow.review.v1.CodeReview\"2\xda\x41\x04name\x82\xd3\xe4\x93\x02%\x12#/v1/{name=students/*/codeReviews/*}\x12\xa2\x01\n\x0fListCodeReviews\x12+.learnflow.review.v1.ListCodeReviewsRequest\x1a,.learnflow.review.v1.ListCodeReviewsResponse\"4\xda\x41\x06parent\x82\xd3\xe4\x93\x02%\x12#/v1/{parent=students/*}/codeReviews\x1a\x17\xca\x41\x14review.learnflow.devB\x02P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n learnflow/review/v1/review.proto\x12\x13learnflow.review.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x17google/api/client.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a learnflow/common/v1/access.proto\x1a learnflow/common/v1/common.proto\"\xc0\x01\n\x07\x46inding\x12\x0c\n\x04rule\x18\x01 \x01(\t\x12\x36\n\x08\x63\x61tegory\x18\x02 \x01(\x0e\x32$.learnflow.review.v1.FindingCategory\x12/\n\x08severity\x18\x03 \x01(\x0e\x32\x1d.learnflow.review.v1.Severity\x12\x0f\n\x07message\x18\x04 \x01(\t\x12-\n\x04span\x18\x05 \x01(\x0b\x32\x1f.learnflow.common.v1.SourceSpan\"\xfb\x01\n\nSuggestion\x12\r\n\x05title\x18\x01 \x01(\t\x12\x0e\n\x06\x62\x65\x66ore\x18\x02 \x01(\t\x12\r\n\x05\x61\x66ter\x18\x03 \x01(\t\x12\x11\n\trationale\x18\x04 \x01(\t\x12-\n\x04span\x18\x05 \x01(\x0b\x32\x1f.learnflow.common.v1.SourceSpan\x12\x36\n\x06origin\x18\x06 \x01(\x0e\x32&.learnflow.review.v1.Suggestion.Origin\"E\n\x06Origin\x12\x16\n\x12ORIGIN_UNSPECIFIED\x10\x00\x12\x11\n\rORIGIN_LINTER\x10\x01\x12\x10\n\x0cORIGIN_MODEL\x10\x02\"\x8a\x01\n\x0b\x43odeMetrics\x12\x15\n\rlines_of_code\x18\x01 \x01(\x05\x12!\n\x19max_cyclomatic_complexity\x18\x02 \x01(\x05\x12\"\n\x1amean_cyclomatic_complexity\x18\x03 \x01(\x01\x12\x1d\n\x15maintainability_index\x18\x04 \x01(\x01\"\xf9\x03\n\nCodeReview\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x12\n\x04\x63ode\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12/\n\x05topic\x18\x03 \x01(\x0e\x32\x1a.learnflow.common.v1.TopicB\x04\xe2\x41\x01\x01\x12\x16\n\x08\x65xercise\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1b\n\rquality_score\x18\x05 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x34\n\x08\x66indings\x18\x06 \x03(\x0b\x32\x1c.learnflow.review.v1.FindingB\x04\xe2\x41\x01\x03\x12:\n\x0bsuggestions\x18\x07 \x03(\x0b\x32\x1f.learnflow.review.v1.SuggestionB\x04\xe2\x41\x01\x03\x12\x37\n\x07metrics\x18\x08 \x01(\x0b\x32 .learnflow.review.v1.CodeMetricsB\x04\xe2\x41\x01\x03\x12\x15\n\x07summary\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03:d\xea\x41\x61\n\x18learnflow.dev/CodeReview\x12,students/{student}/codeReviews/{code_review}*\x0b\x63odeReviews2\ncodeReview\"\x85\x01\n\x17\x43reateCodeReviewRequest\x12.\n\x06parent\x18\x01 \x01(\tB\x1e\xe2\x41\x01\x02\xfa\x41\x17\n\x15learnflow.dev/Student\x12:\n\x0b\x63ode_review\x18\x02 \x01(\x0b\x32\x1f.learnflow.review.v1.CodeReviewB\x04\xe2\x41\x01\x02\"G\n\x14GetCodeReviewRequest\x12/\n\x04name\x18\x01 \x01(\tB!\xe2\x41\x01\x02\xfa\x41\x1a\n\x18learnflow.dev/CodeReview\"{\n\x16ListCodeReviewsRequest\x12.\n\x06parent\x18\x01 \x01(\tB\x1e\xe2\x41\x01\x02\xfa\x41\x17\n\x15learnflow.dev/Student\x12\x17\n\tpage_size\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"i\n\x17ListCodeReviewsResponse\x12\x35\n\x0c\x63ode_reviews\x18\x01 \x03(\x0b\x32\x1f.learnflow.review.v1.CodeReview\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\xb4\x01\n\x0f\x46indingCategory\x12 \n\x1c\x46INDING_CATEGORY_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x46INDING_CATEGORY_STYLE\x10\x01\x12\x1f\n\x1b\x46INDING_CATEGORY_COMPLEXITY\x10\x02\x12 \n\x1c\x46INDING_CATEGORY_READABILITY\x10\x03\x12 \n\x1c\x46INDING_CATEGORY_CORRECTNESS\x10\x04*a\n\x08Severity\x12\x18\n\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x11\n\rSEVERITY_INFO\x10\x01\x12\x14\n\x10SEVERITY_WARNING\x10\x02\x12\x12\n\x0eSEVERITY_ERROR\x10\x03\x32\x9e\x04\n\rReviewService\x12\xb4\x01\n\x10\x43reateCodeReview\x12,.learnflow.review.v1.CreateCodeReviewRequest\x1a\x1f.learnflow.review.v1.CodeReview\"Q\xda\x41\x12parent,code_review\x98\xa1\x19\x03\x82\xd3\xe4\x93\x02\x32\"#/v1/{parent=students/*}/codeReviews:\x0b\x63ode_review\x12\x93\x01\n\rGetCodeReview\x12).learnflow.review.v1.GetCodeReviewRequest\x1a\x1f.learnflow.review.v1.CodeReview\"6\xda\x41\x04name\x98\xa1\x19\x02\x82\xd3\xe4\x93\x02%\x12#/v1/{name=students/*/codeReviews/*}\x12\xa6\x01\n\x0fListCodeReviews\x12+.learnflow.review.v1.ListCodeReviewsRequest\x1a,.learnflow.review.v1.ListCodeReviewsResponse\"8\xda\x41\x06parent\x98\xa1\x19\x02\x82\xd3\xe4\x93\x02%\x12#/v1/{parent=students/*}/codeReviews\x1a\x17\xca\x41\x14review.learnflow.devB\x02P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -75,33 +76,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REVIEWSERVICE']._loaded_options = None
   _globals['_REVIEWSERVICE']._serialized_options = b'\312A\024review.learnflow.dev'
   _globals['_REVIEWSERVICE'].methods_by_name['CreateCodeReview']._loaded_options = None
-  _globals['_REVIEWSERVICE'].methods_by_name['CreateCodeReview']._serialized_options = b'\332A\022parent,code_review\202\323\344\223\0022\"#/v1/{parent=students/*}/codeReviews:\013code_review'
+  _globals['_REVIEWSERVICE'].methods_by_name['CreateCodeReview']._serialized_options = b'\332A\022parent,code_review\230\241\031\003\202\323\344\223\0022\"#/v1/{parent=students/*}/codeReviews:\013code_review'
   _globals['_REVIEWSERVICE'].methods_by_name['GetCodeReview']._loaded_options = None
-  _globals['_REVIEWSERVICE'].methods_by_name['GetCodeReview']._serialized_options = b'\332A\004name\202\323\344\223\002%\022#/v1/{name=students/*/codeReviews/*}'
+  _globals['_REVIEWSERVICE'].methods_by_name['GetCodeReview']._serialized_options = b'\332A\004name\230\241\031\002\202\323\344\223\002%\022#/v1/{name=students/*/codeReviews/*}'
   _globals['_REVIEWSERVICE'].methods_by_name['ListCodeReviews']._loaded_options = None
-  _globals['_REVIEWSERVICE'].methods_by_name['ListCodeReviews']._serialized_options = b'\332A\006parent\202\323\344\223\002%\022#/v1/{parent=students/*}/codeReviews'
-  _globals['_FINDINGCATEGORY']._serialized_start=1779
-  _globals['_FINDINGCATEGORY']._serialized_end=1959
-  _globals['_SEVERITY']._serialized_start=1961
-  _globals['_SEVERITY']._serialized_end=2058
-  _globals['_FINDING']._serialized_start=240
-  _globals['_FINDING']._serialized_end=432
-  _globals['_SUGGESTION']._serialized_start=435
-  _globals['_SUGGESTION']._serialized_end=686
-  _globals['_SUGGESTION_ORIGIN']._serialized_start=617
-  _globals['_SUGGESTION_ORIGIN']._serialized_end=686
-  _globals['_CODEMETRICS']._serialized_start=689
-  _globals['_CODEMETRICS']._serialized_end=827
-  _globals['_CODEREVIEW']._serialized_start=830
-  _globals['_CODEREVIEW']._serialized_end=1335
-  _globals['_CREATECODEREVIEWREQUEST']._serialized_start=1338
-  _globals['_CREATECODEREVIEWREQUEST']._serialized_end=1471
-  _globals['_GETCODEREVIEWREQUEST']._serialized_start=1473
-  _globals['_GETCODEREVIEWREQUEST']._serialized_end=1544
-  _globals['_LISTCODEREVIEWSREQUEST']._serialized_start=1546
-  _globals['_LISTCODEREVIEWSREQUEST']._serialized_end=1669
-  _globals['_LISTCODEREVIEWSRESPONSE']._serialized_start=1671
-  _globals['_LISTCODEREVIEWSRESPONSE']._serialized_end=1776
-  _globals['_REVIEWSERVICE']._serialized_start=2061
-  _globals['_REVIEWSERVICE']._serialized_end=2591
+  _globals['_REVIEWSERVICE'].methods_by_name['ListCodeReviews']._serialized_options = b'\332A\006parent\230\241\031\002\202\323\344\223\002%\022#/v1/{parent=students/*}/codeReviews'
+  _globals['_FINDINGCATEGORY']._serialized_start=1813
+  _globals['_FINDINGCATEGORY']._serialized_end=1993
+  _globals['_SEVERITY']._serialized_start=1995
+  _globals['_SEVERITY']._serialized_end=2092
+  _globals['_FINDING']._serialized_start=274
+  _globals['_FINDING']._serialized_end=466
+  _globals['_SUGGESTION']._serialized_start=469
+  _globals['_SUGGESTION']._serialized_end=720
+  _globals['_SUGGESTION_ORIGIN']._serialized_start=651
+  _globals['_SUGGESTION_ORIGIN']._serialized_end=720
+  _globals['_CODEMETRICS']._serialized_start=723
+  _globals['_CODEMETRICS']._serialized_end=861
+  _globals['_CODEREVIEW']._serialized_start=864
+  _globals['_CODEREVIEW']._serialized_end=1369
+  _globals['_CREATECODEREVIEWREQUEST']._serialized_start=1372
+  _globals['_CREATECODEREVIEWREQUEST']._serialized_end=1505
+  _globals['_GETCODEREVIEWREQUEST']._serialized_start=1507
+  _globals['_GETCODEREVIEWREQUEST']._serialized_end=1578
+  _globals['_LISTCODEREVIEWSREQUEST']._serialized_start=1580
+  _globals['_LISTCODEREVIEWSREQUEST']._serialized_end=1703
+  _globals['_LISTCODEREVIEWSRESPONSE']._serialized_start=1705
+  _globals['_LISTCODEREVIEWSRESPONSE']._serialized_end=1810
+  _globals['_REVIEWSERVICE']._serialized_start=2095
+  _globals['_REVIEWSERVICE']._serialized_end=2637
 # @@protoc_insertion_point(module_scope)

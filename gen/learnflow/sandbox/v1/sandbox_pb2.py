@@ -26,10 +26,11 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import client_pb2 as google_dot_api_dot_client__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
+from learnflow.common.v1 import access_pb2 as learnflow_dot_common_dot_v1_dot_access__pb2
 from learnflow.common.v1 import common_pb2 as learnflow_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"learnflow/sandbox/v1/sandbox.proto\x12\x14learnflow.sandbox.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x17google/api/client.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a learnflow/common/v1/common.proto\"\xe1\x01\n\x0eResourceLimits\x12,\n\twall_time\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12+\n\x08\x63pu_time\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x14\n\x0cmemory_bytes\x18\x03 \x01(\x03\x12\x15\n\rmax_processes\x18\x04 \x01(\x05\x12\x18\n\x10max_output_bytes\x18\x05 \x01(\x03\x12\x16\n\x0emax_file_bytes\x18\x06 \x01(\x03\x12\x15\n\rscratch_bytes\x18\x07 \x01(\x03\"\x98\x01\n\x12\x45xecuteCodeRequest\x12\x12\n\x04\x63ode\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x05stdin\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12:\n\x06limits\x18\x03 \x01(\x0b\x32$.learnflow.sandbox.v1.ResourceLimitsB\x04\xe2\x41\x01\x01\x12\x1d\n\x0f\x61llowed_imports\x18\x04 \x03(\tB\x04\xe2\x41\x01\x01\"\xfd\x01\n\x0fPrecheckFailure\x12\x38\n\x04kind\x18\x01 \x01(\x0e\x32*.learnflow.sandbox.v1.PrecheckFailure.Kind\x12\x0f\n\x07message\x18\x02 \x01(\t\x12-\n\x04span\x18\x03 \x01(\x0b\x32\x1f.learnflow.common.v1.SourceSpan\x12\x0f\n\x07\x65xcerpt\x18\x04 \x01(\t\x12\x0e\n\x06module\x18\x05 \x01(\t\"O\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11KIND_SYNTAX_ERROR\x10\x01\x12\x1a\n\x16KIND_DISALLOWED_IMPORT\x10\x02\"\xf7\x02\n\x13\x45xecuteCodeResponse\x12\x0e\n\x06stdout\x18\x01 \x01(\t\x12\x0e\n\x06stderr\x18\x02 \x01(\t\x12\x11\n\texit_code\x18\x03 \x01(\x05\x12\x0e\n\x06signal\x18\x04 \x01(\x05\x12,\n\twall_time\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12+\n\x08\x63pu_time\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x11\n\ttimed_out\x18\x07 \x01(\x08\x12\x17\n\x0fmemory_exceeded\x18\x08 \x01(\x08\x12\x18\n\x10output_truncated\x18\t \x01(\x08\x12?\n\x10precheck_failure\x18\n \x01(\x0b\x32%.learnflow.sandbox.v1.PrecheckFailure\x12;\n\x0eisolation_mode\x18\x0b \x01(\x0e\x32#.learnflow.sandbox.v1.IsolationMode*\x8b\x01\n\rIsolationMode\x12\x1e\n\x1aISOLATION_MODE_UNSPECIFIED\x10\x00\x12\x1d\n\x19ISOLATION_MODE_BUBBLEWRAP\x10\x01\x12\x1b\n\x17ISOLATION_MODE_LANDLOCK\x10\x02\x12\x1e\n\x1aISOLATION_MODE_UNSAFE_NONE\x10\x03\x32\xb3\x01\n\x0eSandboxService\x12\x86\x01\n\x0b\x45xecuteCode\x12(.learnflow.sandbox.v1.ExecuteCodeRequest\x1a).learnflow.sandbox.v1.ExecuteCodeResponse\"\"\x82\xd3\xe4\x93\x02\x1c\"\x17/v1/sandbox:executeCode:\x01*\x1a\x18\xca\x41\x15sandbox.learnflow.devB\x02P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"learnflow/sandbox/v1/sandbox.proto\x12\x14learnflow.sandbox.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x17google/api/client.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a learnflow/common/v1/access.proto\x1a learnflow/common/v1/common.proto\"\xe1\x01\n\x0eResourceLimits\x12,\n\twall_time\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12+\n\x08\x63pu_time\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x14\n\x0cmemory_bytes\x18\x03 \x01(\x03\x12\x15\n\rmax_processes\x18\x04 \x01(\x05\x12\x18\n\x10max_output_bytes\x18\x05 \x01(\x03\x12\x16\n\x0emax_file_bytes\x18\x06 \x01(\x03\x12\x15\n\rscratch_bytes\x18\x07 \x01(\x03\"\x98\x01\n\x12\x45xecuteCodeRequest\x12\x12\n\x04\x63ode\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x05stdin\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12:\n\x06limits\x18\x03 \x01(\x0b\x32$.learnflow.sandbox.v1.ResourceLimitsB\x04\xe2\x41\x01\x01\x12\x1d\n\x0f\x61llowed_imports\x18\x04 \x03(\tB\x04\xe2\x41\x01\x01\"\xfd\x01\n\x0fPrecheckFailure\x12\x38\n\x04kind\x18\x01 \x01(\x0e\x32*.learnflow.sandbox.v1.PrecheckFailure.Kind\x12\x0f\n\x07message\x18\x02 \x01(\t\x12-\n\x04span\x18\x03 \x01(\x0b\x32\x1f.learnflow.common.v1.SourceSpan\x12\x0f\n\x07\x65xcerpt\x18\x04 \x01(\t\x12\x0e\n\x06module\x18\x05 \x01(\t\"O\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11KIND_SYNTAX_ERROR\x10\x01\x12\x1a\n\x16KIND_DISALLOWED_IMPORT\x10\x02\"\xf7\x02\n\x13\x45xecuteCodeResponse\x12\x0e\n\x06stdout\x18\x01 \x01(\t\x12\x0e\n\x06stderr\x18\x02 \x01(\t\x12\x11\n\texit_code\x18\x03 \x01(\x05\x12\x0e\n\x06signal\x18\x04 \x01(\x05\x12,\n\twall_time\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12+\n\x08\x63pu_time\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x11\n\ttimed_out\x18\x07 \x01(\x08\x12\x17\n\x0fmemory_exceeded\x18\x08 \x01(\x08\x12\x18\n\x10output_truncated\x18\t \x01(\x08\x12?\n\x10precheck_failure\x18\n \x01(\x0b\x32%.learnflow.sandbox.v1.PrecheckFailure\x12;\n\x0eisolation_mode\x18\x0b \x01(\x0e\x32#.learnflow.sandbox.v1.IsolationMode*\x8b\x01\n\rIsolationMode\x12\x1e\n\x1aISOLATION_MODE_UNSPECIFIED\x10\x00\x12\x1d\n\x19ISOLATION_MODE_BUBBLEWRAP\x10\x01\x12\x1b\n\x17ISOLATION_MODE_LANDLOCK\x10\x02\x12\x1e\n\x1aISOLATION_MODE_UNSAFE_NONE\x10\x03\x32\xb7\x01\n\x0eSandboxService\x12\x8a\x01\n\x0b\x45xecuteCode\x12(.learnflow.sandbox.v1.ExecuteCodeRequest\x1a).learnflow.sandbox.v1.ExecuteCodeResponse\"&\x98\xa1\x19\x01\x82\xd3\xe4\x93\x02\x1c\"\x17/v1/sandbox:executeCode:\x01*\x1a\x18\xca\x41\x15sandbox.learnflow.devB\x02P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,19 +49,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SANDBOXSERVICE']._loaded_options = None
   _globals['_SANDBOXSERVICE']._serialized_options = b'\312A\025sandbox.learnflow.dev'
   _globals['_SANDBOXSERVICE'].methods_by_name['ExecuteCode']._loaded_options = None
-  _globals['_SANDBOXSERVICE'].methods_by_name['ExecuteCode']._serialized_options = b'\202\323\344\223\002\034\"\027/v1/sandbox:executeCode:\001*'
-  _globals['_ISOLATIONMODE']._serialized_start=1232
-  _globals['_ISOLATIONMODE']._serialized_end=1371
-  _globals['_RESOURCELIMITS']._serialized_start=215
-  _globals['_RESOURCELIMITS']._serialized_end=440
-  _globals['_EXECUTECODEREQUEST']._serialized_start=443
-  _globals['_EXECUTECODEREQUEST']._serialized_end=595
-  _globals['_PRECHECKFAILURE']._serialized_start=598
-  _globals['_PRECHECKFAILURE']._serialized_end=851
-  _globals['_PRECHECKFAILURE_KIND']._serialized_start=772
-  _globals['_PRECHECKFAILURE_KIND']._serialized_end=851
-  _globals['_EXECUTECODERESPONSE']._serialized_start=854
-  _globals['_EXECUTECODERESPONSE']._serialized_end=1229
-  _globals['_SANDBOXSERVICE']._serialized_start=1374
-  _globals['_SANDBOXSERVICE']._serialized_end=1553
+  _globals['_SANDBOXSERVICE'].methods_by_name['ExecuteCode']._serialized_options = b'\230\241\031\001\202\323\344\223\002\034\"\027/v1/sandbox:executeCode:\001*'
+  _globals['_ISOLATIONMODE']._serialized_start=1266
+  _globals['_ISOLATIONMODE']._serialized_end=1405
+  _globals['_RESOURCELIMITS']._serialized_start=249
+  _globals['_RESOURCELIMITS']._serialized_end=474
+  _globals['_EXECUTECODEREQUEST']._serialized_start=477
+  _globals['_EXECUTECODEREQUEST']._serialized_end=629
+  _globals['_PRECHECKFAILURE']._serialized_start=632
+  _globals['_PRECHECKFAILURE']._serialized_end=885
+  _globals['_PRECHECKFAILURE_KIND']._serialized_start=806
+  _globals['_PRECHECKFAILURE_KIND']._serialized_end=885
+  _globals['_EXECUTECODERESPONSE']._serialized_start=888
+  _globals['_EXECUTECODERESPONSE']._serialized_end=1263
+  _globals['_SANDBOXSERVICE']._serialized_start=1408
+  _globals['_SANDBOXSERVICE']._serialized_end=1591
 # @@protoc_insertion_point(module_scope)

@@ -27,10 +27,11 @@ from google.api import client_pb2 as google_dot_api_dot_client__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from learnflow.common.v1 import access_pb2 as learnflow_dot_common_dot_v1_dot_access__pb2
 from learnflow.common.v1 import common_pb2 as learnflow_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n learnflow/triage/v1/triage.proto\x12\x13learnflow.triage.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x17google/api/client.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a learnflow/common/v1/common.proto\"\xc5\x01\n\x0e\x43lassification\x12+\n\x06intent\x18\x01 \x01(\x0e\x32\x1b.learnflow.triage.v1.Intent\x12\x12\n\nconfidence\x18\x02 \x01(\x01\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12)\n\x05topic\x18\x04 \x01(\x0e\x32\x1a.learnflow.common.v1.Topic\x12\x37\n\x0c\x61lternatives\x18\x05 \x03(\x0b\x32!.learnflow.triage.v1.ScoredIntent\"O\n\x0cScoredIntent\x12+\n\x06intent\x18\x01 \x01(\x0e\x32\x1b.learnflow.triage.v1.Intent\x12\x12\n\nconfidence\x18\x02 \x01(\x01\"\x8e\x01\n\x16\x43lassifyRequestRequest\x12/\n\x07student\x18\x01 \x01(\tB\x1e\xe2\x41\x01\x02\xfa\x41\x17\n\x15learnflow.dev/Student\x12\x16\n\x08question\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04\x63ode\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x17\n\ttraceback\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\"\xb5\x01\n\nAskRequest\x12/\n\x07student\x18\x01 \x01(\tB\x1e\xe2\x41\x01\x02\xfa\x41\x17\n\x15learnflow.dev/Student\x12\x16\n\x08question\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04\x63ode\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x17\n\ttraceback\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\x12\x31\n\x06intent\x18\x05 \x01(\x0e\x32\x1b.learnflow.triage.v1.IntentB\x04\xe2\x41\x01\x01\"\x8a\x01\n\x0b\x41skResponse\x12=\n\x0e\x63lassification\x18\x01 \x01(\x0b\x32#.learnflow.triage.v1.ClassificationH\x00\x12\x31\n\x05\x63hunk\x18\x02 \x01(\x0b\x32 .learnflow.triage.v1.AnswerChunkH\x00\x42\t\n\x07payload\"K\n\x0b\x41nswerChunk\x12\x10\n\x08sequence\x18\x01 \x01(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\r\n\x05\x66inal\x18\x03 \x01(\x08\x12\r\n\x05\x61gent\x18\x04 \x01(\t\"\x9b\x01\n\x0bRecentError\x12\x12\n\nerror_type\x18\x01 \x01(\t\x12)\n\x05topic\x18\x02 \x01(\x0e\x32\x1a.learnflow.common.v1.Topic\x12\x18\n\x10occurrence_count\x18\x03 \x01(\x05\x12\x33\n\x0flast_occur_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xfd\x02\n\x0eStudentContext\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x1b\n\rmastery_score\x18\x02 \x01(\x01\x42\x04\xe2\x41\x01\x03\x12\x34\n\x04\x62\x61nd\x18\x03 \x01(\x0e\x32 .learnflow.common.v1.MasteryBandB\x04\xe2\x41\x01\x03\x12/\n\x05level\x18\x04 \x01(\x0e\x32\x1a.learnflow.common.v1.LevelB\x04\xe2\x41\x01\x03\x12=\n\rrecent_errors\x18\x05 \x03(\x0b\x32 .learnflow.triage.v1.RecentErrorB\x04\xe2\x41\x01\x03\x12\x34\n\nfetch_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03:^\xea\x41[\n\x1clearnflow.dev/StudentContext\x12\x1astudents/{student}/context*\x0fstudentContexts2\x0estudentContext\"O\n\x18GetStudentContextRequest\x12\x33\n\x04name\x18\x01 \x01(\tB%\xe2\x41\x01\x02\xfa\x41\x1e\n\x1clearnflow.dev/StudentContext*\x83\x01\n\x06Intent\x12\x16\n\x12INTENT_UNSPECIFIED\x10\x00\x12\x12\n\x0eINTENT_CONCEPT\x10\x01\x12\x10\n\x0cINTENT_DEBUG\x10\x02\x12\x13\n\x0fINTENT_EXERCISE\x10\x03\x12\x11\n\rINTENT_REVIEW\x10\x04\x12\x13\n\x0fINTENT_PROGRESS\x10\x05\x32\xd0\x03\n\rTriageService\x12\x98\x01\n\x0f\x43lassifyRequest\x12+.learnflow.triage.v1.ClassifyRequestRequest\x1a#.learnflow.triage.v1.Classification\"3\x82\xd3\xe4\x93\x02-\"(/v1/{student=students/*}:classifyRequest:\x01*\x12s\n\x03\x41sk\x12\x1f.learnflow.triage.v1.AskRequest\x1a .learnflow.triage.v1.AskResponse\"\'\x82\xd3\xe4\x93\x02!\"\x1c/v1/{student=students/*}:ask:\x01*0\x01\x12\x95\x01\n\x11GetStudentContext\x12-.learnflow.triage.v1.GetStudentContextRequest\x1a#.learnflow.triage.v1.StudentContext\",\xda\x41\x04name\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/{name=students/*/context}\x1a\x17\xca\x41\x14triage.learnflow.devB\x02P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n learnflow/triage/v1/triage.proto\x12\x13learnflow.triage.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x17google/api/client.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a learnflow/common/v1/access.proto\x1a learnflow/common/v1/common.proto\"\xc5\x01\n\x0e\x43lassification\x12+\n\x06intent\x18\x01 \x01(\x0e\x32\x1b.learnflow.triage.v1.Intent\x12\x12\n\nconfidence\x18\x02 \x01(\x01\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12)\n\x05topic\x18\x04 \x01(\x0e\x32\x1a.learnflow.common.v1.Topic\x12\x37\n\x0c\x61lternatives\x18\x05 \x03(\x0b\x32!.learnflow.triage.v1.ScoredIntent\"O\n\x0cScoredIntent\x12+\n\x06intent\x18\x01 \x01(\x0e\x32\x1b.learnflow.triage.v1.Intent\x12\x12\n\nconfidence\x18\x02 \x01(\x01\"\x8e\x01\n\x16\x43lassifyRequestRequest\x12/\n\x07student\x18\x01 \x01(\tB\x1e\xe2\x41\x01\x02\xfa\x41\x17\n\x15learnflow.dev/Student\x12\x16\n\x08question\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04\x63ode\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x17\n\ttraceback\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\"\xb5\x01\n\nAskRequest\x12/\n\x07student\x18\x01 \x01(\tB\x1e\xe2\x41\x01\x02\xfa\x41\x17\n\x15learnflow.dev/Student\x12\x16\n\x08question\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04\x63ode\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x17\n\ttraceback\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\x12\x31\n\x06intent\x18\x05 \x01(\x0e\x32\x1b.learnflow.triage.v1.IntentB\x04\xe2\x41\x01\x01\"\x8a\x01\n\x0b\x41skResponse\x12=\n\x0e\x63lassification\x18\x01 \x01(\x0b\x32#.learnflow.triage.v1.ClassificationH\x00\x12\x31\n\x05\x63hunk\x18\x02 \x01(\x0b\x32 .learnflow.triage.v1.AnswerChunkH\x00\x42\t\n\x07payload\"K\n\x0b\x41nswerChunk\x12\x10\n\x08sequence\x18\x01 \x01(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\r\n\x05\x66inal\x18\x03 \x01(\x08\x12\r\n\x05\x61gent\x18\x04 \x01(\t\"\x9b\x01\n\x0bRecentError\x12\x12\n\nerror_type\x18\x01 \x01(\t\x12)\n\x05topic\x18\x02 \x01(\x0e\x32\x1a.learnflow.common.v1.Topic\x12\x18\n\x10occurrence_count\x18\x03 \x01(\x05\x12\x33\n\x0flast_occur_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xfd\x02\n\x0eStudentContext\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x1b\n\rmastery_score\x18\x02 \x01(\x01\x42\x04\xe2\x41\x01\x03\x12\x34\n\x04\x62\x61nd\x18\x03 \x01(\x0e\x32 .learnflow.common.v1.MasteryBandB\x04\xe2\x41\x01\x03\x12/\n\x05level\x18\x04 \x01(\x0e\x32\x1a.learnflow.common.v1.LevelB\x04\xe2\x41\x01\x03\x12=\n\rrecent_errors\x18\x05 \x03(\x0b\x32 .learnflow.triage.v1.RecentErrorB\x04\xe2\x41\x01\x03\x12\x34\n\nfetch_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03:^\xea\x41[\n\x1clearnflow.dev/StudentContext\x12\x1astudents/{student}/context*\x0fstudentContexts2\x0estudentContext\"O\n\x18GetStudentContextRequest\x12\x33\n\x04name\x18\x01 \x01(\tB%\xe2\x41\x01\x02\xfa\x41\x1e\n\x1clearnflow.dev/StudentContext*\x83\x01\n\x06Intent\x12\x16\n\x12INTENT_UNSPECIFIED\x10\x00\x12\x12\n\x0eINTENT_CONCEPT\x10\x01\x12\x10\n\x0cINTENT_DEBUG\x10\x02\x12\x13\n\x0fINTENT_EXERCISE\x10\x03\x12\x11\n\rINTENT_REVIEW\x10\x04\x12\x13\n\x0fINTENT_PROGRESS\x10\x05\x32\xdc\x03\n\rTriageService\x12\x9c\x01\n\x0f\x43lassifyRequest\x12+.learnflow.triage.v1.ClassifyRequestRequest\x1a#.learnflow.triage.v1.Classification\"7\x98\xa1\x19\x03\x82\xd3\xe4\x93\x02-\"(/v1/{student=students/*}:classifyRequest:\x01*\x12w\n\x03\x41sk\x12\x1f.learnflow.triage.v1.AskRequest\x1a .learnflow.triage.v1.AskResponse\"+\x98\xa1\x19\x03\x82\xd3\xe4\x93\x02!\"\x1c/v1/{student=students/*}:ask:\x01*0\x01\x12\x99\x01\n\x11GetStudentContext\x12-.learnflow.triage.v1.GetStudentContextRequest\x1a#.learnflow.triage.v1.StudentContext\"0\xda\x41\x04name\x98\xa1\x19\x02\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/{name=students/*/context}\x1a\x17\xca\x41\x14triage.learnflow.devB\x02P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -75,31 +76,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TRIAGESERVICE']._loaded_options = None
   _globals['_TRIAGESERVICE']._serialized_options = b'\312A\024triage.learnflow.dev'
   _globals['_TRIAGESERVICE'].methods_by_name['ClassifyRequest']._loaded_options = None
-  _globals['_TRIAGESERVICE'].methods_by_name['ClassifyRequest']._serialized_options = b'\202\323\344\223\002-\"(/v1/{student=students/*}:classifyRequest:\001*'
+  _globals['_TRIAGESERVICE'].methods_by_name['ClassifyRequest']._serialized_options = b'\230\241\031\003\202\323\344\223\002-\"(/v1/{student=students/*}:classifyRequest:\001*'
   _globals['_TRIAGESERVICE'].methods_by_name['Ask']._loaded_options = None
-  _globals['_TRIAGESERVICE'].methods_by_name['Ask']._serialized_options = b'\202\323\344\223\002!\"\034/v1/{student=students/*}:ask:\001*'
+  _globals['_TRIAGESERVICE'].methods_by_name['Ask']._serialized_options = b'\230\241\031\003\202\323\344\223\002!\"\034/v1/{student=students/*}:ask:\001*'
   _globals['_TRIAGESERVICE'].methods_by_name['GetStudentContext']._loaded_options = None
-  _globals['_TRIAGESERVICE'].methods_by_name['GetStudentContext']._serialized_options = b'\332A\004name\202\323\344\223\002\037\022\035/v1/{name=students/*/context}'
-  _globals['_INTENT']._serialized_start=1691
-  _globals['_INTENT']._serialized_end=1822
-  _globals['_CLASSIFICATION']._serialized_start=240
-  _globals['_CLASSIFICATION']._serialized_end=437
-  _globals['_SCOREDINTENT']._serialized_start=439
-  _globals['_SCOREDINTENT']._serialized_end=518
-  _globals['_CLASSIFYREQUESTREQUEST']._serialized_start=521
-  _globals['_CLASSIFYREQUESTREQUEST']._serialized_end=663
-  _globals['_ASKREQUEST']._serialized_start=666
-  _globals['_ASKREQUEST']._serialized_end=847
-  _globals['_ASKRESPONSE']._serialized_start=850
-  _globals['_ASKRESPONSE']._serialized_end=988
-  _globals['_ANSWERCHUNK']._serialized_start=990
-  _globals['_ANSWERCHUNK']._serialized_end=1065
-  _globals['_RECENTERROR']._serialized_start=1068
-  _globals['_RECENTERROR']._serialized_end=1223
-  _globals['_STUDENTCONTEXT']._serialized_start=1226
-  _globals['_STUDENTCONTEXT']._serialized_end=1607
-  _globals['_GETSTUDENTCONTEXTREQUEST']._serialized_start=1609
-  _globals['_GETSTUDENTCONTEXTREQUEST']._serialized_end=1688
-  _globals['_TRIAGESERVICE']._serialized_start=1825
-  _globals['_TRIAGESERVICE']._serialized_end=2289
+  _globals['_TRIAGESERVICE'].methods_by_name['GetStudentContext']._serialized_options = b'\332A\004name\230\241\031\002\202\323\344\223\002\037\022\035/v1/{name=students/*/context}'
+  _globals['_INTENT']._serialized_start=1725
+  _globals['_INTENT']._serialized_end=1856
+  _globals['_CLASSIFICATION']._serialized_start=274
+  _globals['_CLASSIFICATION']._serialized_end=471
+  _globals['_SCOREDINTENT']._serialized_start=473
+  _globals['_SCOREDINTENT']._serialized_end=552
+  _globals['_CLASSIFYREQUESTREQUEST']._serialized_start=555
+  _globals['_CLASSIFYREQUESTREQUEST']._serialized_end=697
+  _globals['_ASKREQUEST']._serialized_start=700
+  _globals['_ASKREQUEST']._serialized_end=881
+  _globals['_ASKRESPONSE']._serialized_start=884
+  _globals['_ASKRESPONSE']._serialized_end=1022
+  _globals['_ANSWERCHUNK']._serialized_start=1024
+  _globals['_ANSWERCHUNK']._serialized_end=1099
+  _globals['_RECENTERROR']._serialized_start=1102
+  _globals['_RECENTERROR']._serialized_end=1257
+  _globals['_STUDENTCONTEXT']._serialized_start=1260
+  _globals['_STUDENTCONTEXT']._serialized_end=1641
+  _globals['_GETSTUDENTCONTEXTREQUEST']._serialized_start=1643
+  _globals['_GETSTUDENTCONTEXTREQUEST']._serialized_end=1722
+  _globals['_TRIAGESERVICE']._serialized_start=1859
+  _globals['_TRIAGESERVICE']._serialized_end=2335
 # @@protoc_insertion_point(module_scope)
