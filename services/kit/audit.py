@@ -62,7 +62,7 @@ from google.protobuf.message import Message
 from learnflow.audit.v1 import audit_pb2
 from prometheus_client import Counter
 
-from services.kit.auth import Principal
+from services.kit.auth import TENANT_METADATA, Principal
 from services.kit.bus import AUDIT_EVENTS, CONTENT_TYPE, SPEC_VERSION, Bus
 from services.kit.interceptors import CallOutcome
 
@@ -247,6 +247,10 @@ def build_event(pending: Pending, event_id: str) -> audit_pb2.AuditEvent:
     if not external:
         forwarded = metadata.get(FORWARDED_FOR_KEY)
     resources, students = _named(pending.request)
+    named = metadata.get(TENANT_METADATA)
+    if named and named != principal.tenant:
+        # A refused attempt to act in another tenant: which one it was is part of what.
+        resources = [*resources, f"tenants/{_clean(named, MAX_ID_LENGTH)}"]
     # Set field by field: half the cost of keyword construction.
     event = audit_pb2.AuditEvent()
     event.name = EVENT_NAME_PREFIX + event_id

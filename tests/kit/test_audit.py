@@ -266,6 +266,7 @@ def test_an_operator_is_recorded_in_the_tenant_it_acts_in(
         "operator",
     )
     assert record.key == "school-b"
+    assert list(event.resources) == ["students/alice/mastery"]
 
 
 def test_a_refused_attempt_to_act_in_another_tenant_is_recorded_in_the_callers_own(
@@ -284,6 +285,8 @@ def test_a_refused_attempt_to_act_in_another_tenant_is_recorded_in_the_callers_o
         "school-a",
         "PERMISSION_DENIED",
     )
+    # Which tenant it tried to act in is part of what it did.
+    assert list(event.resources) == ["students/alice/mastery", "tenants/school-b"]
 
 
 def test_unauthenticated_health_and_reflection_calls_are_not_recorded(
