@@ -67,7 +67,9 @@ def start_mesh(prefix: str) -> Mesh:
     runtime = Runtime(settings, run_dir=work / "run")
     mesh = Mesh(settings, work, runtime, ports)
     for spec in SERVICES:
-        server = LearnFlowServer(spec, builder(spec.name)(runtime), settings, port=ports[spec.name])
+        server = LearnFlowServer(
+            spec, builder(spec.name)(runtime), settings, port=ports[spec.name], audit=runtime.audit
+        )
         server.start()
         mesh.servers.append(server)
     return mesh

@@ -52,7 +52,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level, settings.log_format)
     spec = SERVICES_BY_NAME[args.service]
     runtime = Runtime(settings)
-    server = LearnFlowServer(spec, builder(spec.name)(runtime), settings)
+    server = LearnFlowServer(spec, builder(spec.name)(runtime), settings, audit=runtime.audit)
     server.start()
     serve_metrics(settings)
 
@@ -90,7 +90,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     for spec in specs:
         os.environ.setdefault(spec.address_env, f"localhost:{spec.port + offset}")
     servers = [
-        LearnFlowServer(spec, builder(spec.name)(runtime), settings, port=spec.port + offset)
+        LearnFlowServer(
+            spec,
+            builder(spec.name)(runtime),
+            settings,
+            port=spec.port + offset,
+            audit=runtime.audit,
+        )
         for spec in specs
     ]
     for server in servers:

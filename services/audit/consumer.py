@@ -14,7 +14,6 @@ from learnflow.audit.v1 import audit_pb2
 from services.audit.convert import to_record
 from services.audit.domain.records import AuditRecord, UnstorableRecordError, storable
 from services.audit.store import AuditStore
-from services.kit.auth import TENANT_ID
 from services.kit.bus import (
     AUDIT_EVENTS,
     DEFAULT_STALL_SECONDS,
@@ -22,6 +21,7 @@ from services.kit.bus import (
     ConsumerLoop,
     Envelope,
     PoisonEventError,
+    event_tenant,
 )
 
 BATCH_SIZE = 500
@@ -32,10 +32,7 @@ def record_of(envelope: Envelope) -> AuditRecord:
     record, message = envelope.record, envelope.message
     if not isinstance(message, audit_pb2.AuditEvent):
         raise PoisonEventError(f"{record.event_type} does not belong on {record.topic}")
-    if not message.tenant:
-        raise PoisonEventError(f"audit event {record.event_id}: no tenant")
-    if not TENANT_ID.fullmatch(message.tenant):
-        raise PoisonEventError(f"audit event {record.event_id}: {message.tenant!r} is no tenant")
+    event_tenant(record, message.tenant)
     if not message.HasField("event_time"):
         raise PoisonEventError(f"audit event {record.event_id}: no event_time")
     try:

@@ -67,9 +67,8 @@ class ExerciseStore:
             if row is not None:
                 return bytes(row[0])
             first = conn.execute(
-                "SELECT message FROM submissions "
-                "WHERE tenant = %s AND student_id = %s AND request_id = %s",
-                (tenant, student_id, request_id),
+                "SELECT message FROM submissions WHERE student_id = %s AND request_id = %s",
+                (student_id, request_id),
             ).fetchone()
         assert first is not None
         return bytes(first[0])
@@ -77,9 +76,8 @@ class ExerciseStore:
     def find_by_request(self, tenant: str, student_id: str, request_id: str) -> bytes | None:
         with self.db.scoped(tenant) as conn:
             row = conn.execute(
-                "SELECT message FROM submissions "
-                "WHERE tenant = %s AND student_id = %s AND request_id = %s",
-                (tenant, student_id, request_id),
+                "SELECT message FROM submissions WHERE student_id = %s AND request_id = %s",
+                (student_id, request_id),
             ).fetchone()
         return bytes(row[0]) if row else None
 
@@ -89,8 +87,8 @@ class ExerciseStore:
         with self.db.scoped(tenant) as conn:
             row = conn.execute(
                 "SELECT cohort, message FROM submissions "
-                "WHERE tenant = %s AND student_id = %s AND submission_id = %s",
-                (tenant, student_id, submission_id),
+                "WHERE student_id = %s AND submission_id = %s",
+                (student_id, submission_id),
             ).fetchone()
         return StoredSubmission(row[0], bytes(row[1])) if row else None
 
@@ -99,24 +97,23 @@ class ExerciseStore:
     ) -> tuple[list[bytes], int]:
         with self.db.scoped(tenant) as conn:
             total = conn.execute(
-                "SELECT count(*) FROM submissions WHERE tenant = %s AND student_id = %s "
+                "SELECT count(*) FROM submissions WHERE student_id = %s "
                 "AND (%s::text IS NULL OR exercise_id = %s)",
-                (tenant, student_id, exercise_id, exercise_id),
+                (student_id, exercise_id, exercise_id),
             ).fetchone()
             rows = conn.execute(
-                "SELECT message FROM submissions WHERE tenant = %s AND student_id = %s "
+                "SELECT message FROM submissions WHERE student_id = %s "
                 "AND (%s::text IS NULL OR exercise_id = %s) "
                 "ORDER BY created_at DESC, submission_id LIMIT %s OFFSET %s",
-                (tenant, student_id, exercise_id, exercise_id, limit, offset),
+                (student_id, exercise_id, exercise_id, limit, offset),
             ).fetchall()
         return [bytes(r[0]) for r in rows], int(total[0]) if total else 0
 
     def passed_exercises(self, tenant: str, student_id: str) -> set[str]:
         with self.db.scoped(tenant) as conn:
             rows = conn.execute(
-                "SELECT DISTINCT exercise_id FROM submissions "
-                "WHERE tenant = %s AND student_id = %s AND passed",
-                (tenant, student_id),
+                "SELECT DISTINCT exercise_id FROM submissions WHERE student_id = %s AND passed",
+                (student_id,),
             ).fetchall()
         return {r[0] for r in rows}
 
@@ -147,8 +144,8 @@ class ExerciseStore:
         with self.db.scoped(tenant) as conn:
             row = conn.execute(
                 "SELECT cohort, graded, message, generated_questions FROM quizzes "
-                "WHERE tenant = %s AND student_id = %s AND quiz_id = %s",
-                (tenant, student_id, quiz_id),
+                "WHERE student_id = %s AND quiz_id = %s",
+                (student_id, quiz_id),
             ).fetchone()
         if row is None:
             return None
@@ -164,9 +161,9 @@ class ExerciseStore:
         with self.db.scoped(tenant) as conn:
             row = conn.execute(
                 "UPDATE quizzes SET graded = true, message = %s "
-                "WHERE tenant = %s AND student_id = %s AND quiz_id = %s AND NOT graded "
+                "WHERE student_id = %s AND quiz_id = %s AND NOT graded "
                 "RETURNING quiz_id",
-                (message, tenant, student_id, quiz_id),
+                (message, student_id, quiz_id),
             ).fetchone()
         return row is not None
 
@@ -196,8 +193,8 @@ class ExerciseStore:
         with self.db.scoped(tenant) as conn:
             row = conn.execute(
                 "SELECT student_id, cohort, exercise FROM generated_exercises "
-                "WHERE tenant = %s AND exercise_id = %s",
-                (tenant, exercise_id),
+                "WHERE exercise_id = %s",
+                (exercise_id,),
             ).fetchone()
         if row is None:
             return None
@@ -209,8 +206,8 @@ class ExerciseStore:
         with self.db.scoped(tenant) as conn:
             rows = conn.execute(
                 "SELECT exercise->>'title' FROM generated_exercises "
-                "WHERE tenant = %s AND student_id = %s AND topic = %s "
+                "WHERE student_id = %s AND topic = %s "
                 "ORDER BY created_at DESC LIMIT %s",
-                (tenant, student_id, int(topic), limit),
+                (student_id, int(topic), limit),
             ).fetchall()
         return [r[0] for r in rows]

@@ -51,11 +51,10 @@ import os
 import re
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from datetime import UTC, datetime
 
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
@@ -63,14 +62,13 @@ from learnflow.audit.v1 import audit_pb2
 from prometheus_client import Counter
 
 from services.kit.auth import TENANT_METADATA, Principal
-from services.kit.bus import AUDIT_EVENTS, CONTENT_TYPE, SPEC_VERSION, Bus
+from services.kit.bus import AUDIT_EVENTS, Bus, cloudevent_headers
 from services.kit.interceptors import CallOutcome
 
 log = logging.getLogger("learnflow.audit")
 
 SOURCE_PREFIX = "//learnflow.dev/"
 EVENT_NAME_PREFIX = "auditEvents/"
-AUDIT_EVENT_TYPE = audit_pb2.AuditEvent.DESCRIPTOR.full_name
 
 RECORDS = Counter(
     "learnflow_audit_records",
@@ -172,18 +170,13 @@ def _walk(message: Message, depth: int, resources: list[str], students: list[str
                 _walk(item, depth + 1, resources, students)
 
 
-def _named(request: object) -> tuple[list[str], list[str]]:
+def touched(request: object) -> Touched:
+    """What `request` names (nothing for anything but a protobuf message: a client
+    stream, or bytes that did not parse)."""
     resources: list[str] = []
     students: list[str] = []
     if isinstance(request, Message):
         _walk(request, 0, resources, students)
-    return resources, students
-
-
-def touched(request: object) -> Touched:
-    """What `request` names (nothing for anything but a protobuf message: a client
-    stream, or bytes that did not parse)."""
-    resources, students = _named(request)
     return Touched(tuple(resources), tuple(students))
 
 
@@ -246,11 +239,12 @@ def build_event(pending: Pending, event_id: str) -> audit_pb2.AuditEvent:
     external = forwarded is not None
     if not external:
         forwarded = metadata.get(FORWARDED_FOR_KEY)
-    resources, students = _named(pending.request)
+    names = touched(pending.request)
+    resources, students = names.resources, names.students
     named = metadata.get(TENANT_METADATA)
     if named and named != principal.tenant:
         # A refused attempt to act in another tenant: which one it was is part of what.
-        resources = [*resources, f"tenants/{_clean(named, MAX_ID_LENGTH)}"]
+        resources = (*resources, f"tenants/{_clean(named, MAX_ID_LENGTH)}")
     # Set field by field: half the cost of keyword construction.
     event = audit_pb2.AuditEvent()
     event.name = EVENT_NAME_PREFIX + event_id
@@ -309,8 +303,7 @@ class Recorder:
             forwarded = metadata and (
                 FORWARDED_FOR_KEY in metadata or EXTERNAL_ADDRESS_KEY in metadata
             )
-            # The connection's address: only the live call can tell.
-            peer = "" if forwarded else str(call.grpc_context.peer() or "")
+            peer = "" if forwarded else outcome.peer
             trail.submit(
                 Pending(
                     self.source,
@@ -368,8 +361,6 @@ class AuditTrail:
         # a uuid4 per record); ce_time's second, formatted once per second.
         self._id_prefix = os.urandom(10).hex()
         self._ids = itertools.count()
-        self._second = -1
-        self._second_text = ""
         self.stats = AuditStats()
 
     def enable(self) -> None:
@@ -448,7 +439,14 @@ class AuditTrail:
                 AUDIT_EVENTS,
                 tenant,
                 event.SerializeToString(),
-                self._headers(pending, event_id, tenant),
+                cloudevent_headers(
+                    event,
+                    source=pending.source,
+                    subject=tenant,
+                    event_id=event_id,
+                    traceparent=pending.traceparent,
+                    time=datetime.fromtimestamp(pending.started, UTC),
+                ),
             )
         except Exception:
             self.stats.failed += 1
@@ -457,29 +455,6 @@ class AuditTrail:
             return False
         self.stats.published += 1
         return True
-
-    def _headers(self, pending: Pending, event_id: str, tenant: str) -> dict[str, str]:
-        """The house CloudEvents envelope (binary mode, as `cloudevent_headers` makes
-        it), with `ce_time` the time of the call and the call's trace carried on."""
-        source, started = pending.source, pending.started
-        second = int(started)
-        if second != self._second:
-            self._second = second
-            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        traceparent = pending.traceparent
-        if not traceparent:
-            fresh = os.urandom(24).hex()
-            traceparent = f"00-{fresh[:32]}-{fresh[32:]}-01"
-        return {
-            "ce_specversion": SPEC_VERSION,
-            "ce_id": event_id,
-            "ce_source": source,
-            "ce_type": AUDIT_EVENT_TYPE,
-            "ce_time": f"{self._second_text}.{int((started - second) * 1e6):06d}Z",
-            "ce_subject": tenant,
-            "content-type": CONTENT_TYPE,
-            "traceparent": traceparent,
-        }
 
     def _warn(self, message: str, *, exc_info: bool = False) -> None:
         """Log `message` at most every LOG_EVERY seconds (a broken bus or a full queue
@@ -516,40 +491,3 @@ class AuditTrail:
         self._drain(timeout)
         if self._queue:
             log.error("audit records lost at shutdown", extra={"count": len(self._queue)})
-
-
-# -- which trail a server uses ---------------------------------------------------------
-
-_bound: dict[int, tuple[weakref.ref[Any], AuditTrail]] = {}
-_bound_lock = threading.Lock()
-
-
-def bind(settings: object, trail: AuditTrail) -> None:
-    """Make `trail` the one servers built with these very `settings` record into
-    (`Runtime` binds its own: a server is given the settings, not the runtime)."""
-    key = id(settings)
-    with _bound_lock:
-        _bound[key] = (weakref.ref(settings, lambda _ref: _unbind_key(key)), trail)
-
-
-def unbind(settings: object, trail: AuditTrail) -> None:
-    with _bound_lock:
-        entry = _bound.get(id(settings))
-        if entry is not None and entry[1] is trail:
-            del _bound[id(settings)]
-
-
-def _unbind_key(key: int) -> None:
-    with _bound_lock:
-        entry = _bound.get(key)
-        if entry is not None and entry[0]() is None:
-            del _bound[key]
-
-
-def bound_to(settings: object) -> AuditTrail | None:
-    """The trail bound to these `settings`, if any."""
-    with _bound_lock:
-        entry = _bound.get(id(settings))
-    if entry is None or entry[0]() is not settings:
-        return None
-    return entry[1]

@@ -72,6 +72,7 @@ from tenacity import (
     wait_exponential,
 )
 
+from services.kit.auth import TENANT_ID
 from services.kit.health import ComponentCheck
 from services.kit.interceptors import maybe_current_call
 
@@ -158,6 +159,16 @@ class PoisonEventError(Exception):
     """An event that can never be processed; it goes to the DLQ."""
 
 
+def event_tenant(record: Record, tenant: str) -> str:
+    """`tenant` (the one an event names: its student's, or its own), checked: every
+    consumer dead-letters an event that names no tenant, for a student id is unique
+    only within one."""
+    if not tenant or not TENANT_ID.fullmatch(tenant):
+        what = f" ({tenant[:80]!r} is not a tenant id)" if tenant else ""
+        raise PoisonEventError(f"{record.event_type} {record.event_id}: no tenant{what}")
+    return tenant
+
+
 class DecodeFailureError(PoisonEventError):
     pass
 
@@ -196,19 +207,28 @@ def cloudevent_headers(
     subject: str,
     event_id: str | None = None,
     traceparent: str | None = None,
+    time: datetime | None = None,
 ) -> dict[str, str]:
-    return _headers(message.DESCRIPTOR.full_name, source, subject, event_id, traceparent)
+    """`time`: when the event happened (default now)."""
+    return _headers(message.DESCRIPTOR.full_name, source, subject, event_id, traceparent, time=time)
 
 
 def _headers(
-    event_type: str, source: str, subject: str, event_id: str | None, traceparent: str | None
+    event_type: str,
+    source: str,
+    subject: str,
+    event_id: str | None,
+    traceparent: str | None,
+    *,
+    time: datetime | None = None,
 ) -> dict[str, str]:
+    moment = time or datetime.now(UTC)
     return {
         "ce_specversion": SPEC_VERSION,
         "ce_id": event_id or uuid.uuid4().hex,
         "ce_source": source,
         "ce_type": event_type,
-        "ce_time": datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
+        "ce_time": moment.isoformat(timespec="microseconds").replace("+00:00", "Z"),
         "ce_subject": subject,
         "content-type": CONTENT_TYPE,
         # The trace crosses Kafka: consumers continue the publisher's trace.

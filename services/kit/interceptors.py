@@ -99,15 +99,17 @@ def use_call(call: CallContext) -> None:
 
 class CallOutcome:
     """What one call's log line (and audit record) says: its context once known, and
-    its code; the verified caller, even when acting as it was refused; its metadata."""
+    its code; the verified caller, even when acting as it was refused; its metadata;
+    the connection's address for its audit record."""
 
-    __slots__ = ("call", "caller", "code", "metadata")
+    __slots__ = ("call", "caller", "code", "metadata", "peer")
 
     def __init__(self) -> None:
         self.call: CallContext | None = None
         self.code = "OK"
         self.caller: Principal | None = None
         self.metadata: dict[str, str] | None = None
+        self.peer = ""
 
 
 class CallRecorder(Protocol):
@@ -144,6 +146,10 @@ class CallSteps:
         raises Unauthenticated or DeadlineExceeded."""
         metadata = dict(context.invocation_metadata() or ())
         outcome.metadata = metadata
+        if not exempt and self.audit is not None:
+            # Read while the call is live: an asyncio call's context must not be asked
+            # once it has ended (grpc.aio crashes the process on it).
+            outcome.peer = context.peer() or ""
         request_id = metadata.get(REQUEST_ID_KEY) or uuid.uuid4().hex
         authorization = metadata.get("authorization")
         traceparent = metadata.get("traceparent")

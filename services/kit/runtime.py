@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from services.kit.audit import AuditTrail, bind, unbind
+from services.kit.audit import AuditTrail
 from services.kit.bus import ALL_TOPICS, Bus, InProcessBus, KafkaBus
 from services.kit.cache import Cache, InProcessCache, RedisCache
 from services.kit.config import RUN_DIR, Settings
@@ -45,10 +45,9 @@ class Runtime:
         self._databases: list[Database] = []
         # Every authenticated call's audit record (services/kit/audit.py), published on
         # this runtime's bus: on with a broker; on the in-process bus only in a process
-        # that serves the audit service too (it calls `audit.enable()`). The servers built
-        # with these settings record into it.
+        # that serves the audit service too (it calls `audit.enable()`). Servers built
+        # from this runtime's parts are given it (LearnFlowServer's `audit`).
         self.audit = AuditTrail(lambda: self.bus, enabled=bool(settings.kafka_bootstrap_servers))
-        bind(settings, self.audit)
 
     @property
     def database_url(self) -> str:
@@ -147,7 +146,6 @@ class Runtime:
     def close(self) -> None:
         # First the audit records still queued, to the bus (which then flushes them).
         self.audit.close()
-        unbind(self.settings, self.audit)
         with self._lock:
             for db in self._databases:
                 db.close()

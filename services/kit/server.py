@@ -36,7 +36,7 @@ from services.kit.aio import (
     EventLoopThread,
     LoopHealth,
 )
-from services.kit.audit import AuditTrail, Recorder, bound_to
+from services.kit.audit import AuditTrail, Recorder
 from services.kit.auth import TokenVerifier
 from services.kit.catalogue import MAX_MESSAGE_BYTES, ServiceSpec
 from services.kit.config import Settings
@@ -130,8 +130,8 @@ class LearnFlowServer:
         verifier: TokenVerifier | None = None,
         audit: AuditTrail | None = None,
     ) -> None:
-        """`audit`: the trail this server's calls are recorded in; by default the one
-        of the Runtime built on these `settings` (services/kit/audit.py), if any."""
+        """`audit`: the trail this server's calls are recorded in (its Runtime's,
+        services/kit/audit.py); None: they are not recorded."""
         self.spec = spec
         self.settings = settings
         self._parts = parts
@@ -156,8 +156,7 @@ class LearnFlowServer:
         max_rpcs = settings.grpc_max_concurrent_rpcs + max_streams
         self._loop: EventLoopThread | None = None
         self.health: LoopHealth | health.HealthServicer
-        trail = audit or bound_to(settings)
-        self._audit: Recorder | None = trail.recorder(spec.name) if trail is not None else None
+        self._audit: Recorder | None = audit.recorder(spec.name) if audit is not None else None
         # One set of steps, whichever server model.
         steps = CallSteps(verifier, gate, parts.roster, audit=self._audit)
         if parts.asynchronous:

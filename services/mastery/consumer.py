@@ -15,6 +15,7 @@ from services.kit.bus import (
     ConsumerLoop,
     Envelope,
     PoisonEventError,
+    event_tenant,
 )
 from services.mastery.domain.events import (
     HISTORY_HORIZON,
@@ -66,7 +67,7 @@ def to_domain(
                 subject=subject,
                 value=value,
                 occur_time=message.occur_time.ToDatetime(tzinfo=UTC),
-                tenant=student.tenant,
+                tenant=event_tenant(record, student.tenant),
             ),
             now,
             horizon,

@@ -23,7 +23,6 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from learnflow.events.v1 import events_pb2
 from learnflow.notify.v1 import notify_pb2
 
-from services.kit.auth import TENANT_ID
 from services.kit.bus import (
     DEFAULT_STALL_SECONDS,
     LEARNING_RESPONSES,
@@ -33,6 +32,7 @@ from services.kit.bus import (
     ConsumerLoop,
     Envelope,
     PoisonEventError,
+    event_tenant,
 )
 from services.kit.names import MAX_ID_LENGTH
 from services.notify.domain.model import Kind
@@ -57,22 +57,6 @@ def _time(stamp: Timestamp) -> datetime:
     return stamp.ToDatetime(tzinfo=UTC)
 
 
-def _tenant(envelope: Envelope, student: events_pb2.StudentRef) -> str:
-    """The tenant the event belongs to; PoisonEventError without a usable one."""
-    tenant = student.tenant
-    if not tenant:
-        raise PoisonEventError(
-            f"{envelope.record.event_type} {envelope.record.event_id}: no tenant "
-            "(student.tenant is empty)"
-        )
-    if not TENANT_ID.fullmatch(tenant):
-        raise PoisonEventError(
-            f"{envelope.record.event_type} {envelope.record.event_id}: no tenant "
-            f"(student.tenant {tenant[:80]!r} is not a tenant id)"
-        )
-    return tenant
-
-
 def _student(envelope: Envelope, student: events_pb2.StudentRef) -> str:
     student_id = student.student_id
     if not student_id or len(student_id) > MAX_ID_LENGTH or "/" in student_id:
@@ -86,7 +70,7 @@ def to_detection(envelope: Envelope) -> Detection:
     """What one event means; PoisonEventError if it can never apply."""
     record, message = envelope.record, envelope.message
     if isinstance(message, events_pb2.StruggleDetected):
-        tenant = _tenant(envelope, message.student)
+        tenant = event_tenant(envelope.record, message.student.tenant)
         student_id = _student(envelope, message.student)
         kind = STRUGGLE_KINDS.get(message.kind)
         if kind is None:
@@ -112,7 +96,7 @@ def to_detection(envelope: Envelope) -> Detection:
         )
         return Detection(tenant, record.source, record.event_id, [struggle_signal(struggle)])
     if isinstance(message, events_pb2.MasteryUpdated):
-        tenant = _tenant(envelope, message.student)
+        tenant = event_tenant(envelope.record, message.student.tenant)
         student_id = _student(envelope, message.student)
         if not message.HasField("update_time"):
             raise PoisonEventError(f"mastery {record.event_id}: no update_time")
@@ -204,7 +188,7 @@ def to_update(
         return None  # older than the log keeps: no stream could be sent it
     if not isinstance(message, events_pb2.LearningResponse | events_pb2.MasteryUpdated):
         raise PoisonEventError(f"{record.event_type} does not belong on {record.topic}")
-    tenant = _tenant(envelope, message.student)
+    tenant = event_tenant(envelope.record, message.student.tenant)
     student_id = _student(envelope, message.student)
     cohort = None
     if isinstance(message, events_pb2.LearningResponse):

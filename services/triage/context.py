@@ -26,6 +26,7 @@ from services.kit.bus import (
     ConsumerLoop,
     Envelope,
     PoisonEventError,
+    event_tenant,
 )
 from services.kit.cache import Cache
 from services.kit.errors import PermissionDenied, Unavailable
@@ -140,11 +141,8 @@ def invalidation_consumer(
                 raise PoisonEventError(
                     f"{envelope.record.event_type} does not belong on {envelope.record.topic}"
                 )
-            if not message.student.tenant:
-                raise PoisonEventError(
-                    f"{envelope.record.event_type} {envelope.record.event_id}: no tenant"
-                )
-            students.append((message.student.tenant, message.student.student_id))
+            tenant = event_tenant(envelope.record, message.student.tenant)
+            students.append((tenant, message.student.student_id))
         contexts.invalidate(sorted(set(students)))
 
     return ConsumerLoop(

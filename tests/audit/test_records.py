@@ -80,7 +80,7 @@ def test_an_event_becomes_a_record_and_back() -> None:
     ("change", "reason"),
     [
         ({"tenant": ""}, "no tenant"),
-        ({"tenant": "School A"}, "is no tenant"),
+        ({"tenant": "School A"}, "is not a tenant id"),
         ({"event_time": None}, "no event_time"),
         ({"name": "alerts/1"}, "not an audit event name"),
         ({"name": "auditEvents/a b"}, "no usable event id"),

@@ -56,7 +56,13 @@ def mesh(settings: Settings, runtime: Runtime, mint_token: MintToken) -> Iterato
     for spec in SERVICES:
         patch.setenv(spec.address_env, f"127.0.0.1:{ports[spec.name]}")
     servers = [
-        LearnFlowServer(spec, builder(spec.name)(runtime), settings, port=ports[spec.name])
+        LearnFlowServer(
+            spec,
+            builder(spec.name)(runtime),
+            settings,
+            port=ports[spec.name],
+            audit=runtime.audit,
+        )
         for spec in SERVICES
     ]
     for server in servers:

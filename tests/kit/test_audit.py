@@ -23,7 +23,6 @@ from learnflow.mastery.v1 import mastery_pb2, mastery_pb2_grpc
 from learnflow.notify.v1 import notify_pb2, notify_pb2_grpc
 from learnflow.triage.v1 import triage_pb2, triage_pb2_grpc
 
-from services.kit import audit
 from services.kit.audit import AuditTrail
 from services.kit.auth import TENANT_METADATA, Principal, Role
 from services.kit.bus import AUDIT_EVENTS, EVENT_TYPES, InProcessBus, Record, decode
@@ -31,7 +30,6 @@ from services.kit.catalogue import ServiceSpec
 from services.kit.config import Settings
 from services.kit.errors import NotFound, PermissionDenied
 from services.kit.interceptors import CallContext, CallOutcome, current_principal
-from services.kit.runtime import Runtime
 from services.kit.server import LearnFlowServer, ServiceParts
 from tests.conftest import MintToken, wait_for
 
@@ -464,21 +462,6 @@ def test_the_asyncio_server_records_the_same(
     assert events["StreamUpdates"].code == "OK"
     assert events["ListAlerts"].code == "UNIMPLEMENTED"
     assert {e.tenant for e in events.values()} == {"school-a"}
-
-
-def test_servers_record_into_the_trail_of_the_runtime_built_on_their_settings(
-    settings: Settings,
-) -> None:
-    own = settings.model_copy()
-    runtime = Runtime(own)
-    try:
-        assert audit.bound_to(own) is runtime.audit
-        assert audit.bound_to(settings.model_copy()) is None
-        # No broker: nobody in this process reads an in-process audit topic yet.
-        assert runtime.audit.enabled is bool(own.kafka_bootstrap_servers)
-    finally:
-        runtime.close()
-    assert audit.bound_to(own) is None
 
 
 class _Context:
