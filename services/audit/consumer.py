@@ -1,8 +1,10 @@
-"""audit.events in, through the kit's ConsumerLoop: each batch stored in one
+"""audit.events in, through the kit's ConsumerLoop: each poll's batches stored in one
 transaction, grouped by tenant, each group in its tenant's scope. At-least-once and
 idempotent: an event stored before (same tenant, same event id) is left as it is.
-An event that can never be stored (no tenant, no id, not an AuditEvent) goes to
-`audit.events.dlq`."""
+A batch that can never be stored whole (not an AuditBatch, an event without a tenant,
+in another tenant than the batch's, or without an id) goes to `audit.events.dlq` as it
+came: the trail built all its events, so one that cannot be stored is a fault to look
+at, not one to store around."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from collections.abc import Sequence
 
 import psycopg
 from learnflow.audit.v1 import audit_pb2
+from learnflow.events.v1 import events_pb2
 
 from services.audit.convert import to_record
 from services.audit.domain.records import AuditRecord, UnstorableRecordError, storable
@@ -21,24 +24,32 @@ from services.kit.bus import (
     ConsumerLoop,
     Envelope,
     PoisonEventError,
+    Record,
     event_tenant,
 )
 
 BATCH_SIZE = 500
 
 
-def record_of(envelope: Envelope) -> AuditRecord:
-    """The record one event stores; PoisonEventError if it can never be stored."""
+def records_of(envelope: Envelope) -> list[AuditRecord]:
+    """The records one batch stores; PoisonEventError if it can never be stored."""
     record, message = envelope.record, envelope.message
-    if not isinstance(message, audit_pb2.AuditEvent):
+    if not isinstance(message, events_pb2.AuditBatch):
         raise PoisonEventError(f"{record.event_type} does not belong on {record.topic}")
-    event_tenant(record, message.tenant)
-    if not message.HasField("event_time"):
-        raise PoisonEventError(f"audit event {record.event_id}: no event_time")
+    tenant = event_tenant(record, record.subject)
+    return [_record_of(record, tenant, event) for event in message.audit_events]
+
+
+def _record_of(record: Record, tenant: str, event: audit_pb2.AuditEvent) -> AuditRecord:
+    where = f"audit batch {record.event_id}, event {event.name!r}"
+    if event.tenant != tenant:
+        raise PoisonEventError(f"{where}: tenant {event.tenant[:80]!r}, not the batch's")
+    if not event.HasField("event_time"):
+        raise PoisonEventError(f"{where}: no event_time")
     try:
-        return storable(to_record(message))
+        return storable(to_record(event))
     except (UnstorableRecordError, ValueError, OverflowError) as exc:
-        raise PoisonEventError(f"audit event {record.event_id}: {exc}") from None
+        raise PoisonEventError(f"{where}: {exc}") from None
 
 
 def audit_consumer(
@@ -53,7 +64,7 @@ def audit_consumer(
     stored once (and again harmlessly, should it be redelivered)."""
 
     def handle(batch: Sequence[Envelope]) -> None:
-        store.append([record_of(envelope) for envelope in batch])
+        store.append([stored for envelope in batch for stored in records_of(envelope)])
 
     return ConsumerLoop(
         bus,

@@ -9,23 +9,25 @@ it has no tenant whose admins could read it (the server's log line has it).
 
 Cost on the request path: `Recorder.record` keeps references to what the call already
 holds (its outcome, principal, request message, ids) and the connection's address,
-appended as one tuple to a bounded in-memory queue (about a microsecond of the
-call's time); nothing is built, serialised or sent there, and it never blocks or
-raises. One thread per process (`AuditTrail`) wakes every `INTERVAL` seconds, turns
-what the queue holds into `learnflow.audit.v1.AuditEvent`s (the request is walked for
-resource names then) and hands them to the bus: topic `audit.events`, CloudEvents
-binary mode, keyed by tenant, continuing the call's trace. The producer's own
-batching (Kafka's linger) is the batching. The audit service stores them
-(services/audit/).
+appended as one small record (`Pending`) to a bounded in-memory queue (about a
+microsecond of the call's time); nothing is built, serialised or sent there, and it
+never blocks or raises. One thread per process (`AuditTrail`) wakes every `INTERVAL`
+seconds, turns what the queue holds into `learnflow.audit.v1.AuditEvent`s (the request
+is walked for resource names then), built straight into one
+`learnflow.events.v1.AuditBatch` per tenant and recording service, and hands each
+batch to the bus as one message: topic `audit.events`, CloudEvents binary mode, keyed
+by tenant. Each event carries its call's trace id; a batch is a message of its own, so
+it starts its own trace. The audit service stores them (services/audit/).
 
-Delivery: lossless while the bus takes records. A record the bus refuses when it is
-handed over is logged and counted (`learnflow_audit_records{outcome="failed"}`). A
-broker that is away is the Kafka producer's to retry: the idempotent producer holds
-records until its delivery timeout, and the bus logs each it finally could not deliver
-("delivery failed"; the bus's produce API has no per-record callback, so those are not
-in this counter). Should the broker stay away so long that the producer's queue and
-then this queue fill (`CAPACITY` records), further records are dropped and counted
-(`outcome="dropped"`) rather than slow or fail any call. What is queued when a server
+Delivery: lossless while the bus takes records. A batch the bus refuses when it is
+handed over is logged and its records counted
+(`learnflow_audit_records{outcome="failed"}`). A broker that is away is the Kafka
+producer's to retry: the idempotent producer holds batches until its delivery timeout,
+and the bus logs each it finally could not deliver ("delivery failed"; the bus's
+produce API has no per-record callback, so those are not in this counter). Should the
+broker stay away so long that the producer's queue and then this queue fill
+(`CAPACITY` records), further records are dropped and counted (`outcome="dropped"`)
+rather than slow or fail any call. What is queued when a server
 stops is handed to the bus (`AuditTrail.flush`, `close`), and the bus flushes its
 producer when the runtime closes.
 
@@ -54,11 +56,11 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from learnflow.audit.v1 import audit_pb2
+from learnflow.events.v1 import events_pb2
 from prometheus_client import Counter
 
 from services.kit.auth import TENANT_METADATA, Principal
@@ -173,11 +175,17 @@ def _walk(message: Message, depth: int, resources: list[str], students: list[str
 def touched(request: object) -> Touched:
     """What `request` names (nothing for anything but a protobuf message: a client
     stream, or bytes that did not parse)."""
+    resources, students = _names(request)
+    return Touched(tuple(resources), tuple(students))
+
+
+def _names(request: object) -> tuple[list[str], list[str]]:
+    # `touched` without its frozen result: the trail's per-record path, a third cheaper.
     resources: list[str] = []
     students: list[str] = []
     if isinstance(request, Message):
         _walk(request, 0, resources, students)
-    return Touched(tuple(resources), tuple(students))
+    return resources, students
 
 
 def trace_id(traceparent: str | None) -> str:
@@ -209,9 +217,6 @@ def _clean(text: str, limit: int) -> str:
 # -- recording ----------------------------------------------------------------------------
 
 
-# What a call leaves for its record, on the request path: references to what the call
-# holds, and the two things only the live call can tell. A plain tuple: the cheapest
-# thing to make. (source, method, request, outcome, wall-clock start, connection peer)
 @dataclass(frozen=True, slots=True)
 class Pending:
     """What the publishing thread needs of one call: plain values copied on the request
@@ -232,6 +237,14 @@ class Pending:
 
 def build_event(pending: Pending, event_id: str) -> audit_pb2.AuditEvent:
     """The AuditEvent of one recorded call."""
+    event = audit_pb2.AuditEvent()
+    fill_event(event, pending, event_id)
+    return event
+
+
+def fill_event(event: audit_pb2.AuditEvent, pending: Pending, event_id: str) -> None:
+    """Set an empty `event` to the record of one call (filled in place: the trail
+    builds straight into its batch)."""
     principal = pending.principal
     started, peer = pending.started, pending.peer
     metadata = pending.metadata or {}
@@ -239,14 +252,12 @@ def build_event(pending: Pending, event_id: str) -> audit_pb2.AuditEvent:
     external = forwarded is not None
     if not external:
         forwarded = metadata.get(FORWARDED_FOR_KEY)
-    names = touched(pending.request)
-    resources, students = names.resources, names.students
+    resources, students = _names(pending.request)
     named = metadata.get(TENANT_METADATA)
     if named and named != principal.tenant:
         # A refused attempt to act in another tenant: which one it was is part of what.
-        resources = (*resources, f"tenants/{_clean(named, MAX_ID_LENGTH)}")
+        resources.append(f"tenants/{_clean(named, MAX_ID_LENGTH)}")
     # Set field by field: half the cost of keyword construction.
-    event = audit_pb2.AuditEvent()
     event.name = EVENT_NAME_PREFIX + event_id
     actor = event.actor
     actor.subject = _clean(principal.subject, MAX_ID_LENGTH)
@@ -266,7 +277,25 @@ def build_event(pending: Pending, event_id: str) -> audit_pb2.AuditEvent:
     stamp = event.event_time
     stamp.seconds = int(started)
     stamp.nanos = int((started - stamp.seconds) * 1e9)
-    return event
+
+
+class _Batch:
+    """The records of one tenant and recording service gathered in one drain: one
+    message on the topic (AuditBatch), kept well under the broker's 1 MB default."""
+
+    MAX_EVENTS = 500
+    MAX_BYTES = 512 * 1024  # one event is at most about 25 kB (MAX_NAMED names)
+
+    __slots__ = ("message", "size", "source", "tenant")
+
+    def __init__(self, tenant: str, source: str) -> None:
+        self.tenant = tenant
+        self.source = source
+        self.message = events_pb2.AuditBatch()
+        self.size = 0
+
+    def full(self) -> bool:
+        return self.size >= self.MAX_BYTES or len(self.message.audit_events) >= self.MAX_EVENTS
 
 
 @dataclass
@@ -358,7 +387,7 @@ class AuditTrail:
         self._stop = threading.Event()
         self._warned_at: dict[str, float] = {}
         # Event ids: a random prefix per trail and a counter (unique, and cheaper than
-        # a uuid4 per record); ce_time's second, formatted once per second.
+        # a uuid4 per record).
         self._id_prefix = os.urandom(10).hex()
         self._ids = itertools.count()
         self.stats = AuditStats()
@@ -404,10 +433,10 @@ class AuditTrail:
             self._drain()
 
     def _drain(self, wait: float = -1) -> int:
-        """Publish what the queue holds; how many were handed to the bus. `wait`: how
-        long to wait for a drain already running (a producer whose own queue is full
-        blocks until the broker takes records; a stopping server must not wait for it
-        forever); -1: as long as it takes."""
+        """Publish what the queue holds, a batch per tenant; how many records were handed
+        to the bus. `wait`: how long to wait for a drain already running (a producer
+        whose own queue is full blocks until the broker takes records; a stopping server
+        must not wait for it forever); -1: as long as it takes."""
         if not self._drain_lock.acquire(timeout=wait):
             self._warn("audit trail busy publishing; not flushed")
             return 0
@@ -421,40 +450,57 @@ class AuditTrail:
                 self._warn("audit bus unavailable; records wait", exc_info=True)
                 return 0
             published = 0
+            # One batch per tenant (the topic's key) and recording service (the source).
+            open_batches: dict[tuple[str, str], _Batch] = {}
             while queue:
-                if self._publish(bus, queue.popleft()):
-                    published += 1
+                pending = queue.popleft()
+                key = (pending.principal.tenant, pending.source)
+                batch = open_batches.get(key)
+                if batch is None:
+                    batch = open_batches[key] = _Batch(*key)
+                if self._add(batch, pending) and batch.full():
+                    published += self._publish(bus, open_batches.pop(key))
+            for batch in open_batches.values():
+                published += self._publish(bus, batch)
             if published:
                 RECORDS.labels("published").inc(published)
             return published
         finally:
             self._drain_lock.release()
 
-    def _publish(self, bus: Bus, pending: Pending) -> bool:
-        event_id = f"{self._id_prefix}{next(self._ids):012x}"
+    def _add(self, batch: _Batch, pending: Pending) -> bool:
+        event = batch.message.audit_events.add()
         try:
-            event = build_event(pending, event_id)
-            tenant = event.tenant
+            fill_event(event, pending, f"{self._id_prefix}{next(self._ids):012x}")
+            batch.size += event.ByteSize()
+        except Exception:  # a record that cannot be built is counted, not the batch lost
+            del batch.message.audit_events[-1]
+            self._count_failed(1, "audit record not built")
+            return False
+        return True
+
+    def _publish(self, bus: Bus, batch: _Batch) -> int:
+        message = batch.message
+        count = len(message.audit_events)
+        if not count:
+            return 0
+        try:
             bus.publish_raw(
                 AUDIT_EVENTS,
-                tenant,
-                event.SerializeToString(),
-                cloudevent_headers(
-                    event,
-                    source=pending.source,
-                    subject=tenant,
-                    event_id=event_id,
-                    traceparent=pending.traceparent,
-                    time=datetime.fromtimestamp(pending.started, UTC),
-                ),
+                batch.tenant,
+                message.SerializeToString(),
+                cloudevent_headers(message, source=batch.source, subject=batch.tenant),
             )
         except Exception:
-            self.stats.failed += 1
-            RECORDS.labels("failed").inc()
-            self._warn("audit record not published", exc_info=True)
-            return False
-        self.stats.published += 1
-        return True
+            self._count_failed(count, "audit records not published")
+            return 0
+        self.stats.published += count
+        return count
+
+    def _count_failed(self, count: int, why: str) -> None:
+        self.stats.failed += count
+        RECORDS.labels("failed").inc(count)
+        self._warn(why, exc_info=True)
 
     def _warn(self, message: str, *, exc_info: bool = False) -> None:
         """Log `message` at most every LOG_EVERY seconds (a broken bus or a full queue

@@ -62,7 +62,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol, cast
 
 from google.protobuf.message import DecodeError, Message
-from learnflow.audit.v1 import audit_pb2
 from learnflow.events.v1 import events_pb2
 from tenacity import (
     RetryCallState,
@@ -114,13 +113,11 @@ ALL_TOPICS = (*TOPICS, *(dlq_topic(t) for t in TOPICS))
 DEFAULT_PARTITIONS = 3
 TOPIC_PARTITIONS = {PROGRESS_EVENTS: 6}
 
-# ce_type -> message class, for every payload in learnflow.events.v1, and the audit
-# trail's records (audit.events).
+# ce_type -> message class, for every payload in learnflow.events.v1.
 EVENT_TYPES: dict[str, type[Message]] = {
     descriptor.full_name: getattr(events_pb2, name)
     for name, descriptor in events_pb2.DESCRIPTOR.message_types_by_name.items()
 }
-EVENT_TYPES[audit_pb2.AuditEvent.DESCRIPTOR.full_name] = audit_pb2.AuditEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +142,10 @@ class Record:
     @property
     def event_type(self) -> str:
         return self.headers.get("ce_type", "")
+
+    @property
+    def subject(self) -> str:
+        return self.headers.get("ce_subject", "")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,6 @@
-"""Stored audit records: what makes a consumed AuditEvent storable (else it is
-dead-lettered, e.g. with no tenant), cleaning, grouping by tenant, and the event's
-round trip through the record."""
+"""Stored audit records: what makes a consumed AuditBatch storable (else it is
+dead-lettered, e.g. an event with no tenant or another tenant than the batch's),
+cleaning, grouping by tenant, and the event's round trip through the record."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from learnflow.audit.v1 import audit_pb2
 from learnflow.events.v1 import events_pb2
 
-from services.audit.consumer import record_of
+from services.audit.consumer import records_of
 from services.audit.convert import to_event, to_record
 from services.audit.domain.records import (
     AuditRecord,
@@ -48,16 +48,19 @@ def event(**fields: object) -> audit_pb2.AuditEvent:
     return message
 
 
-def envelope(message: object) -> Envelope:
-    assert isinstance(message, audit_pb2.AuditEvent | events_pb2.StudentRef)
-    headers = cloudevent_headers(message, source="//learnflow.dev/mastery", subject="school-a")
-    record = Record(AUDIT_EVENTS, 0, 7, "school-a", message.SerializeToString(), headers)
+def envelope(message: object, tenant: str = "school-a") -> Envelope:
+    """`message` as consumed from audit.events, an AuditEvent in a batch of its own."""
+    if isinstance(message, audit_pb2.AuditEvent):
+        message = events_pb2.AuditBatch(audit_events=[message])
+    assert isinstance(message, events_pb2.AuditBatch | events_pb2.StudentRef)
+    headers = cloudevent_headers(message, source="//learnflow.dev/mastery", subject=tenant)
+    record = Record(AUDIT_EVENTS, 0, 7, tenant, message.SerializeToString(), headers)
     return Envelope(record, message)
 
 
 def test_an_event_becomes_a_record_and_back() -> None:
     original = event()
-    record = record_of(envelope(original))
+    [record] = records_of(envelope(original))
     assert record == AuditRecord(
         event_id=EVENT_ID,
         event_time=WHEN,
@@ -79,8 +82,8 @@ def test_an_event_becomes_a_record_and_back() -> None:
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
-        ({"tenant": ""}, "no tenant"),
-        ({"tenant": "School A"}, "is not a tenant id"),
+        ({"tenant": ""}, "not the batch's"),
+        ({"tenant": "school-b"}, "not the batch's"),
         ({"event_time": None}, "no event_time"),
         ({"name": "alerts/1"}, "not an audit event name"),
         ({"name": "auditEvents/a b"}, "no usable event id"),
@@ -89,13 +92,26 @@ def test_an_event_becomes_a_record_and_back() -> None:
     ],
 )
 def test_events_that_can_never_be_stored_are_poison(change: dict[str, object], reason: str) -> None:
+    good = event(name="auditEvents/good")
     with pytest.raises(PoisonEventError, match=reason):
-        record_of(envelope(event(**change)))
+        records_of(envelope(events_pb2.AuditBatch(audit_events=[good, event(**change)])))
+
+
+@pytest.mark.parametrize(("tenant", "reason"), [("", "no tenant"), ("School A", "not a tenant id")])
+def test_a_batch_keyed_by_no_tenant_is_poison(tenant: str, reason: str) -> None:
+    with pytest.raises(PoisonEventError, match=reason):
+        records_of(envelope(event(), tenant=tenant))
+
+
+def test_a_batch_stores_each_of_its_events_in_order() -> None:
+    first, second = event(name="auditEvents/one"), event(name="auditEvents/two")
+    batch = events_pb2.AuditBatch(audit_events=[first, second])
+    assert [r.event_id for r in records_of(envelope(batch))] == ["one", "two"]
 
 
 def test_another_message_type_does_not_belong_on_the_topic() -> None:
     with pytest.raises(PoisonEventError, match="does not belong"):
-        record_of(envelope(events_pb2.StudentRef(student_id="x")))
+        records_of(envelope(events_pb2.StudentRef(student_id="x")))
 
 
 def test_no_actor_subject_is_unstorable() -> None:

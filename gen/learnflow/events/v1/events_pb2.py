@@ -23,10 +23,11 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from learnflow.audit.v1 import audit_pb2 as learnflow_dot_audit_dot_v1_dot_audit__pb2
 from learnflow.common.v1 import common_pb2 as learnflow_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n learnflow/events/v1/events.proto\x12\x13learnflow.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a learnflow/common/v1/common.proto\"S\n\nStudentRef\x12\x12\n\nstudent_id\x18\x01 \x01(\t\x12\x0e\n\x06\x63ohort\x18\x02 \x01(\t\x12\x11\n\ttime_zone\x18\x03 \x01(\t\x12\x0e\n\x06tenant\x18\x04 \x01(\t\"\xb0\x02\n\x0e\x45xerciseGraded\x12\x30\n\x07student\x18\x01 \x01(\x0b\x32\x1f.learnflow.events.v1.StudentRef\x12)\n\x05topic\x18\x02 \x01(\x0e\x32\x1a.learnflow.common.v1.Topic\x12\x13\n\x0b\x65xercise_id\x18\x03 \x01(\t\x12\x12\n\nsubmission\x18\x04 \x01(\t\x12\r\n\x05score\x18\x05 \x01(\x01\x12\x14\n\x0ctests_passed\x18\x06 \x01(\x05\x12\x13\n\x0btests_total\x18\x07 \x01(\x05\x12.\n\ndifficulty\x18\x08 \x01(\x0e\x32\x1a.learnflow.common.v1.Level\x12.\n\noccur_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe5\x01\n\nQuizGraded\x12\x30\n\x07student\x18\x01 \x01(\x0b\x32\x1f.learnflow.events.v1.StudentRef\x12)\n\x05topic\x18\x02 \x01(\x0e\x32\x1a.learnflow.common.v1.Topic\x12\x0c\n\x04quiz\x18\x03 \x01(\t\x12\r\n\x05score\x18\x04 \x01(\x01\x12\x15\n\rcorrect_count\x18\x05 \x01(\x05\x12\x16\n\x0equestion_count\x18\x06 \x01(\x05\x12.\n\noccur_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc7\x01\n\x0c\x43odeReviewed\x12\x30\n\x07student\x18\x01 \x01(\x0b\x32\x1f.learnflow.events.v1.StudentRef\x12)\n\x05topic\x18\x02 \x01(\x0e\x32\x1a.learnflow.common.v1.Topic\x12\x13\n\x0b\x63ode_review\x18\x03 \x01(\t\x12\x15\n\rquality_score\x18\x04 \x01(\x05\x12.\n\noccur_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd6\x01\n\x0cHintRevealed\x12\x30\n\x07student\x18\x01 \x01(\x0b\x32\x1f.learnflow.events.v1.StudentRef\x12)\n\x05topic\x18\x02 \x01(\x0e\x32\x1a.learnflow.common.v1.Topic\x12\x11\n\tdiagnosis\x18\x03 \x01(\t\x12\x12\n\nerror_type\x18\x04 \x01(\t\x12\x12\n\nhint_level\x18\x05 \x01(\x05\x12.\n\noccur_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xce\x03\n\x10StruggleDetected\x12\x30\n\x07student\x18\x01 \x01(\x0b\x32\x1f.learnflow.events.v1.StudentRef\x12\x38\n\x04kind\x18\x02 \x01(\x0e\x32*.learnflow.events.v1.StruggleDetected.Kind\x12)\n\x05topic\x18\x03 \x01(\x0e\x32\x1a.learnflow.common.v1.Topic\x12\x12\n\nerror_type\x18\x04 \x01(\t\x12\x13\n\x0b\x65xercise_id\x18\x05 \x01(\t\x12\x18\n\x10occurrence_count\x18\x06 \x01(\x05\x12\x12\n\nepisode_id\x18\x07 \x01(\t\x12\x35\n\x11window_start_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x64\x65tect_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x65vidence_ids\x18\n \x03(\t\"N\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13KIND_REPEATED_ERROR\x10\x01\x12\x17\n\x13KIND_WHEEL_SPINNING\x10\x02\"\xd7\x04\n\x0eMasteryUpdated\x12\x30\n\x07student\x18\x01 \x01(\x0b\x32\x1f.learnflow.events.v1.StudentRef\x12\x16\n\x0eprevious_score\x18\x02 \x01(\x01\x12\r\n\x05score\x18\x03 \x01(\x01\x12\x37\n\rprevious_band\x18\x04 \x01(\x0e\x32 .learnflow.common.v1.MasteryBand\x12.\n\x04\x62\x61nd\x18\x05 \x01(\x0e\x32 .learnflow.common.v1.MasteryBand\x12?\n\x06topics\x18\x06 \x03(\x0b\x32/.learnflow.events.v1.MasteryUpdated.TopicChange\x12\x16\n\x0e\x63\x61use_event_id\x18\x07 \x01(\t\x12/\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x65vidence_count\x18\t \x01(\x05\x1a\xe0\x01\n\x0bTopicChange\x12)\n\x05topic\x18\x01 \x01(\x0e\x32\x1a.learnflow.common.v1.Topic\x12\x16\n\x0eprevious_score\x18\x02 \x01(\x01\x12\r\n\x05score\x18\x03 \x01(\x01\x12.\n\x04\x62\x61nd\x18\x04 \x01(\x0e\x32 .learnflow.common.v1.MasteryBand\x12\x37\n\rprevious_band\x18\x05 \x01(\x0e\x32 .learnflow.common.v1.MasteryBand\x12\x16\n\x0e\x65vidence_count\x18\x06 \x01(\x05\"\xd8\x01\n\x10LearningResponse\x12\x30\n\x07student\x18\x01 \x01(\x0b\x32\x1f.learnflow.events.v1.StudentRef\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\r\n\x05\x61gent\x18\x03 \x01(\t\x12\x10\n\x08sequence\x18\x04 \x01(\x05\x12\x0c\n\x04text\x18\x05 \x01(\t\x12\r\n\x05\x66inal\x18\x06 \x01(\x08\x12.\n\noccur_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08resource\x18\x08 \x01(\t\"k\n\rStudentErased\x12\x12\n\nstudent_id\x18\x01 \x01(\t\x12\x14\n\x0crequested_by\x18\x02 \x01(\t\x12\x30\n\x0crequest_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x02P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n learnflow/events/v1/events.proto\x12\x13learnflow.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1elearnflow/audit/v1/audit.proto\x1a learnflow/common/v1/common.proto\"S\n\nStudentRef\x12\x12\n\nstudent_id\x18\x01 \x01(\t\x12\x0e\n\x06\x63ohort\x18\x02 \x01(\t\x12\x11\n\ttime_zone\x18\x03 \x01(\t\x12\x0e\n\x06tenant\x18\x04 \x01(\t\"\xb0\x02\n\x0e\x45xerciseGraded\x12\x30\n\x07student\x18\x01 \x01(\x0b\x32\x1f.learnflow.events.v1.StudentRef\x12)\n\x05topic\x18\x02 \x01(\x0e\x32\x1a.learnflow.common.v1.Topic\x12\x13\n\x0b\x65xercise_id\x18\x03 \x01(\t\x12\x12\n\nsubmission\x18\x04 \x01(\t\x12\r\n\x05score\x18\x05 \x01(\x01\x12\x14\n\x0ctests_passed\x18\x06 \x01(\x05\x12\x13\n\x0btests_total\x18\x07 \x01(\x05\x12.\n\ndifficulty\x18\x08 \x01(\x0e\x32\x1a.learnflow.common.v1.Level\x12.\n\noccur_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe5\x01\n\nQuizGraded\x12\x30\n\x07student\x18\x01 \x01(\x0b\x32\x1f.learnflow.events.v1.StudentRef\x12)\n\x05topic\x18\x02 \x01(\x0e\x32\x1a.learnflow.common.v1.Topic\x12\x0c\n\x04quiz\x18\x03 \x01(\t\x12\r\n\x05score\x18\x04 \x01(\x01\x12\x15\n\rcorrect_count\x18\x05 \x01(\x05\x12\x16\n\x0equestion_count\x18\x06 \x01(\x05\x12.\n\noccur_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc7\x01\n\x0c\x43odeReviewed\x12\x30\n\x07student\x18\x01 \x01(\x0b\x32\x1f.learnflow.events.v1.StudentRef\x12)\n\x05topic\x18\x02 \x01(\x0e\x32\x1a.learnflow.common.v1.Topic\x12\x13\n\x0b\x63ode_review\x18\x03 \x01(\t\x12\x15\n\rquality_score\x18\x04 \x01(\x05\x12.\n\noccur_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd6\x01\n\x0cHintRevealed\x12\x30\n\x07student\x18\x01 \x01(\x0b\x32\x1f.learnflow.events.v1.StudentRef\x12)\n\x05topic\x18\x02 \x01(\x0e\x32\x1a.learnflow.common.v1.Topic\x12\x11\n\tdiagnosis\x18\x03 \x01(\t\x12\x12\n\nerror_type\x18\x04 \x01(\t\x12\x12\n\nhint_level\x18\x05 \x01(\x05\x12.\n\noccur_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xce\x03\n\x10StruggleDetected\x12\x30\n\x07student\x18\x01 \x01(\x0b\x32\x1f.learnflow.events.v1.StudentRef\x12\x38\n\x04kind\x18\x02 \x01(\x0e\x32*.learnflow.events.v1.StruggleDetected.Kind\x12)\n\x05topic\x18\x03 \x01(\x0e\x32\x1a.learnflow.common.v1.Topic\x12\x12\n\nerror_type\x18\x04 \x01(\t\x12\x13\n\x0b\x65xercise_id\x18\x05 \x01(\t\x12\x18\n\x10occurrence_count\x18\x06 \x01(\x05\x12\x12\n\nepisode_id\x18\x07 \x01(\t\x12\x35\n\x11window_start_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x64\x65tect_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x65vidence_ids\x18\n \x03(\t\"N\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13KIND_REPEATED_ERROR\x10\x01\x12\x17\n\x13KIND_WHEEL_SPINNING\x10\x02\"\xd7\x04\n\x0eMasteryUpdated\x12\x30\n\x07student\x18\x01 \x01(\x0b\x32\x1f.learnflow.events.v1.StudentRef\x12\x16\n\x0eprevious_score\x18\x02 \x01(\x01\x12\r\n\x05score\x18\x03 \x01(\x01\x12\x37\n\rprevious_band\x18\x04 \x01(\x0e\x32 .learnflow.common.v1.MasteryBand\x12.\n\x04\x62\x61nd\x18\x05 \x01(\x0e\x32 .learnflow.common.v1.MasteryBand\x12?\n\x06topics\x18\x06 \x03(\x0b\x32/.learnflow.events.v1.MasteryUpdated.TopicChange\x12\x16\n\x0e\x63\x61use_event_id\x18\x07 \x01(\t\x12/\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x65vidence_count\x18\t \x01(\x05\x1a\xe0\x01\n\x0bTopicChange\x12)\n\x05topic\x18\x01 \x01(\x0e\x32\x1a.learnflow.common.v1.Topic\x12\x16\n\x0eprevious_score\x18\x02 \x01(\x01\x12\r\n\x05score\x18\x03 \x01(\x01\x12.\n\x04\x62\x61nd\x18\x04 \x01(\x0e\x32 .learnflow.common.v1.MasteryBand\x12\x37\n\rprevious_band\x18\x05 \x01(\x0e\x32 .learnflow.common.v1.MasteryBand\x12\x16\n\x0e\x65vidence_count\x18\x06 \x01(\x05\"\xd8\x01\n\x10LearningResponse\x12\x30\n\x07student\x18\x01 \x01(\x0b\x32\x1f.learnflow.events.v1.StudentRef\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\r\n\x05\x61gent\x18\x03 \x01(\t\x12\x10\n\x08sequence\x18\x04 \x01(\x05\x12\x0c\n\x04text\x18\x05 \x01(\t\x12\r\n\x05\x66inal\x18\x06 \x01(\x08\x12.\n\noccur_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08resource\x18\x08 \x01(\t\"k\n\rStudentErased\x12\x12\n\nstudent_id\x18\x01 \x01(\t\x12\x14\n\x0crequested_by\x18\x02 \x01(\t\x12\x30\n\x0crequest_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"B\n\nAuditBatch\x12\x34\n\x0c\x61udit_events\x18\x01 \x03(\x0b\x32\x1e.learnflow.audit.v1.AuditEventB\x02P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,26 +35,28 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'learnflow.events.v1.events_
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'P\001'
-  _globals['_STUDENTREF']._serialized_start=124
-  _globals['_STUDENTREF']._serialized_end=207
-  _globals['_EXERCISEGRADED']._serialized_start=210
-  _globals['_EXERCISEGRADED']._serialized_end=514
-  _globals['_QUIZGRADED']._serialized_start=517
-  _globals['_QUIZGRADED']._serialized_end=746
-  _globals['_CODEREVIEWED']._serialized_start=749
-  _globals['_CODEREVIEWED']._serialized_end=948
-  _globals['_HINTREVEALED']._serialized_start=951
-  _globals['_HINTREVEALED']._serialized_end=1165
-  _globals['_STRUGGLEDETECTED']._serialized_start=1168
-  _globals['_STRUGGLEDETECTED']._serialized_end=1630
-  _globals['_STRUGGLEDETECTED_KIND']._serialized_start=1552
-  _globals['_STRUGGLEDETECTED_KIND']._serialized_end=1630
-  _globals['_MASTERYUPDATED']._serialized_start=1633
-  _globals['_MASTERYUPDATED']._serialized_end=2232
-  _globals['_MASTERYUPDATED_TOPICCHANGE']._serialized_start=2008
-  _globals['_MASTERYUPDATED_TOPICCHANGE']._serialized_end=2232
-  _globals['_LEARNINGRESPONSE']._serialized_start=2235
-  _globals['_LEARNINGRESPONSE']._serialized_end=2451
-  _globals['_STUDENTERASED']._serialized_start=2453
-  _globals['_STUDENTERASED']._serialized_end=2560
+  _globals['_STUDENTREF']._serialized_start=156
+  _globals['_STUDENTREF']._serialized_end=239
+  _globals['_EXERCISEGRADED']._serialized_start=242
+  _globals['_EXERCISEGRADED']._serialized_end=546
+  _globals['_QUIZGRADED']._serialized_start=549
+  _globals['_QUIZGRADED']._serialized_end=778
+  _globals['_CODEREVIEWED']._serialized_start=781
+  _globals['_CODEREVIEWED']._serialized_end=980
+  _globals['_HINTREVEALED']._serialized_start=983
+  _globals['_HINTREVEALED']._serialized_end=1197
+  _globals['_STRUGGLEDETECTED']._serialized_start=1200
+  _globals['_STRUGGLEDETECTED']._serialized_end=1662
+  _globals['_STRUGGLEDETECTED_KIND']._serialized_start=1584
+  _globals['_STRUGGLEDETECTED_KIND']._serialized_end=1662
+  _globals['_MASTERYUPDATED']._serialized_start=1665
+  _globals['_MASTERYUPDATED']._serialized_end=2264
+  _globals['_MASTERYUPDATED_TOPICCHANGE']._serialized_start=2040
+  _globals['_MASTERYUPDATED_TOPICCHANGE']._serialized_end=2264
+  _globals['_LEARNINGRESPONSE']._serialized_start=2267
+  _globals['_LEARNINGRESPONSE']._serialized_end=2483
+  _globals['_STUDENTERASED']._serialized_start=2485
+  _globals['_STUDENTERASED']._serialized_end=2592
+  _globals['_AUDITBATCH']._serialized_start=2594
+  _globals['_AUDITBATCH']._serialized_end=2660
 # @@protoc_insertion_point(module_scope)

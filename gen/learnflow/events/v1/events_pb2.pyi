@@ -9,6 +9,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from learnflow.audit.v1 import audit_pb2 as _audit_pb2
 from learnflow.common.v1 import common_pb2 as _common_pb2
 import builtins as _builtins
 import sys
@@ -36,6 +37,7 @@ class StudentRef(_message.Message):
       mastery.updated     MasteryUpdated
       learning.responses  LearningResponse
       student.erasure     StudentErased
+      audit.events        AuditBatch (keyed by tenant: `ce_subject` is the tenant id)
 
     Who an event is about, and when it happened in their world.
     """
@@ -562,3 +564,30 @@ class StudentErased(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StudentErased: _TypeAlias = StudentErased  # noqa: Y015
+
+@_typing.final
+class AuditBatch(_message.Message):
+    """Calls recorded by one process's audit trail for one tenant, as one event: the trail
+    publishes what it gathered since its last drain in batches rather than a record per
+    call (ADR 0008). Each AuditEvent keeps its own name, the idempotency key of its row.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AUDIT_EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def audit_events(self) -> _containers.RepeatedCompositeFieldContainer[_audit_pb2.AuditEvent]:
+        """Oldest first; every one in the tenant the batch is keyed by."""
+
+    def __init__(
+        self,
+        *,
+        audit_events: _abc.Iterable[_audit_pb2.AuditEvent] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit_events", b"audit_events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuditBatch: _TypeAlias = AuditBatch  # noqa: Y015
