@@ -15,7 +15,13 @@ from learnflow.audit.v1 import audit_pb2
 from learnflow.events.v1 import events_pb2
 
 from services.audit.convert import to_record
-from services.audit.domain.records import AuditRecord, UnstorableRecordError, storable
+from services.audit.domain.records import (
+    AuditRecord,
+    UnstorableRecordError,
+    named_students,
+    pseudonymised,
+    storable,
+)
 from services.audit.store import AuditStore
 from services.kit.bus import (
     AUDIT_EVENTS,
@@ -27,6 +33,7 @@ from services.kit.bus import (
     Record,
     event_tenant,
 )
+from services.kit.erasure import Tombstones, pseudonym
 
 BATCH_SIZE = 500
 
@@ -52,6 +59,28 @@ def _record_of(record: Record, tenant: str, event: audit_pb2.AuditEvent) -> Audi
         raise PoisonEventError(f"{where}: {exc}") from None
 
 
+def hide_erased(records: list[AuditRecord], tombstones: Tombstones) -> list[AuditRecord]:
+    """`records`, each naming erased students by their pseudonyms instead."""
+    names: dict[str, set[str]] = {}
+    for record in records:
+        names.setdefault(record.tenant, set()).update(named_students(record))
+    erased = {
+        (tenant, student)
+        for tenant, students in names.items()
+        for student in tombstones.erased(tenant, students)
+    }
+    if not erased:
+        return records
+    hidden = []
+    for record in records:
+        kept = record
+        for student in named_students(record):
+            if (record.tenant, student) in erased:
+                kept = pseudonymised(kept, student, pseudonym(record.tenant, student))
+        hidden.append(kept)
+    return hidden
+
+
 def audit_consumer(
     bus: Bus,
     store: AuditStore,
@@ -59,12 +88,15 @@ def audit_consumer(
     group_id: str,
     topics: Sequence[str] = (AUDIT_EVENTS,),
     stall_seconds: float = DEFAULT_STALL_SECONDS,
+    tombstones: Tombstones | None = None,
 ) -> ConsumerLoop:
     """The consumer that stores the trail. Replicas share its group, so each event is
-    stored once (and again harmlessly, should it be redelivered)."""
+    stored once (and again harmlessly, should it be redelivered). Records naming an
+    erased student (`tombstones`) are stored with the student's pseudonym."""
 
     def handle(batch: Sequence[Envelope]) -> None:
-        store.append([stored for envelope in batch for stored in records_of(envelope)])
+        records = [stored for envelope in batch for stored in records_of(envelope)]
+        store.append(hide_erased(records, tombstones) if tombstones else records)
 
     return ConsumerLoop(
         bus,

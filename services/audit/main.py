@@ -1,5 +1,6 @@
 """Wires the audit service: the `audit` schema, the consumer that stores what every
-server records on audit.events, and the servicer that lists it."""
+server records on audit.events, its part of an erasure (pseudonymising the trail), and
+the servicer that lists it."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from services.audit.consumer import audit_consumer
 from services.audit.servicer import AuditServicer
 from services.audit.store import AuditStore
 from services.kit.bus import AUDIT_EVENTS
+from services.kit.erasure import pseudonym, with_erasure
 from services.kit.runtime import Runtime
 from services.kit.server import ServiceParts
 
@@ -29,12 +31,18 @@ def build(
     db = runtime.database("audit", MIGRATIONS)
     bus = runtime.bus
     store = AuditStore(db)
+    tombstones = runtime.tombstones
     consumer = audit_consumer(
         bus,
         store,
         group_id=group_id,
         topics=(topic,),
         stall_seconds=runtime.settings.consumer_stall_seconds,
+        tombstones=tombstones,
+    )
+    erasure = runtime.erasure_consumer(
+        "audit",
+        lambda tenant, student: store.pseudonymise(tenant, student, pseudonym(tenant, student)),
     )
     # On the in-process bus the trail is read here, in this process: record it.
     runtime.audit.enable()
@@ -42,7 +50,7 @@ def build(
     def register(server: grpc.Server) -> None:
         audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(store), server)
 
-    return ServiceParts(
+    parts = ServiceParts(
         register=register,
         checks={
             "postgres": db.check,
@@ -52,3 +60,4 @@ def build(
         start_background=[consumer.start],
         on_stop=[consumer.stop],
     )
+    return with_erasure(parts, erasure, "audit")

@@ -61,6 +61,15 @@ class AuditStore:
                     if students:
                         cur.executemany(_INSERT_STUDENT, students)
 
+    def pseudonymise(self, tenant: str, student_id: str, pseudonym: str) -> int:
+        """Name `pseudonym` instead of the student throughout the tenant's trail (the
+        one change the append-only trail allows); how many rows changed."""
+        with self._db.scoped(tenant) as conn:
+            row = conn.execute(
+                "SELECT pseudonymise_student(%s, %s)", (student_id, pseudonym)
+            ).fetchone()
+        return int(row[0]) if row else 0
+
     def list(self, tenant: str, query: Query) -> list[AuditRecord]:
         """Up to `query.size + 1` of `tenant`'s events matching the query, newest first
         (one more than a page: whether another page follows)."""

@@ -20,9 +20,17 @@ class StoredDiagnosis:
     revealed: int
 
 
+# Every table holding a student's rows: what an erasure deletes.
+STUDENT_TABLES = ("diagnoses", "error_occurrences", "struggle_episodes")
+
+
 class DebugStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+
+    def erase_student(self, tenant: str, student_id: str) -> int:
+        """Delete everything held of a student (an erasure); how many rows."""
+        return self.db.erase_student_rows(tenant, student_id, STUDENT_TABLES)
 
     def add_diagnosis(
         self,

@@ -38,9 +38,17 @@ class StoredQuiz:
     generated: tuple[QuizQuestion, ...]  # generated questions, answers included
 
 
+# Every table holding a student's rows: what an erasure deletes.
+STUDENT_TABLES = ("submissions", "quizzes", "generated_exercises")
+
+
 class ExerciseStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+
+    def erase_student(self, tenant: str, student_id: str) -> int:
+        """Delete everything held of a student (an erasure); how many rows."""
+        return self.db.erase_student_rows(tenant, student_id, STUDENT_TABLES)
 
     def add_submission(
         self,

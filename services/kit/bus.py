@@ -89,8 +89,10 @@ STRUGGLE_DETECTED = "struggle.detected"
 MASTERY_UPDATED = "mastery.updated"
 LEARNING_RESPONSES = "learning.responses"
 STUDENT_ERASURE = "student.erasure"
+# Each service's confirmation that it erased a student (services/kit/erasure.py).
+STUDENT_ERASURE_CONFIRMED = "student.erasure.confirmed"
 # Every authenticated call, recorded by the kit (services/kit/audit.py), keyed by tenant;
-# the audit service stores it. Its payload is learnflow.audit.v1.AuditEvent.
+# the audit service stores it. Its payload is learnflow.events.v1.AuditBatch.
 AUDIT_EVENTS = "audit.events"
 TOPICS = (
     PROGRESS_EVENTS,
@@ -98,6 +100,7 @@ TOPICS = (
     MASTERY_UPDATED,
     LEARNING_RESPONSES,
     STUDENT_ERASURE,
+    STUDENT_ERASURE_CONFIRMED,
     AUDIT_EVENTS,
 )
 

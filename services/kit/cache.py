@@ -6,19 +6,43 @@ callers treat a cache error as a miss.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from typing import Protocol
 
 import redis
 
+_GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
+
 
 class Cache(Protocol):
     def get(self, key: str) -> bytes | None: ...
     def set(self, key: str, value: bytes, ttl_seconds: float) -> None: ...
     def delete(self, *keys: str) -> None: ...
+    def erase_student(self, tenant: str, student_id: str) -> int:
+        """Delete every key naming this student (`names_student`), whoever wrote it:
+        caches, windows, limits (an erasure; rare, so a scan); how many."""
+        ...
+
     def check(self) -> None: ...
     def close(self) -> None: ...
+
+
+def names_student(key: str, tenant: str, student_id: str) -> bool:
+    """Whether a key names a student: every key about one holds `<tenant>:<student>` or
+    `<tenant>/<student>` (the kit's and the services' key shapes), ending the key or
+    followed by `:` or `/`."""
+    for joined in (f"{tenant}:{student_id}", f"{tenant}/{student_id}"):
+        start = key.find(joined)
+        while start >= 0:
+            before = key[start - 1] if start else ":"
+            end = start + len(joined)
+            after = key[end] if end < len(key) else ":"
+            if before in ":/" and after in ":/":
+                return True
+            start = key.find(joined, start + 1)
+    return False
 
 
 class RedisCache:
@@ -35,6 +59,17 @@ class RedisCache:
     def delete(self, *keys: str) -> None:
         if keys:
             self._client.delete(*keys)
+
+    def erase_student(self, tenant: str, student_id: str) -> int:
+        pattern = "*" + _GLOB_SPECIAL.sub(r"\\\1", student_id) + "*"
+        doomed = [
+            key
+            for raw in self._client.scan_iter(match=pattern, count=1000)
+            if names_student(key := raw.decode(errors="replace"), tenant, student_id)
+        ]
+        for start in range(0, len(doomed), 500):
+            self._client.delete(*doomed[start : start + 500])
+        return len(doomed)
 
     def check(self) -> None:
         self._client.ping()
@@ -76,6 +111,13 @@ class InProcessCache:
             for key in keys:
                 self._data.pop(key, None)
 
+    def erase_student(self, tenant: str, student_id: str) -> int:
+        with self._lock:
+            doomed = [k for k in self._data if names_student(k, tenant, student_id)]
+            for key in doomed:
+                del self._data[key]
+        return len(doomed)
+
     def check(self) -> None:
         return None
 
@@ -113,6 +155,10 @@ class TieredCache:
     def delete(self, *keys: str) -> None:
         self._local.delete(*keys)
         self._shared.delete(*keys)
+
+    def erase_student(self, tenant: str, student_id: str) -> int:
+        self._local.erase_student(tenant, student_id)
+        return self._shared.erase_student(tenant, student_id)
 
     def check(self) -> None:
         self._shared.check()

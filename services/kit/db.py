@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -151,6 +151,18 @@ class Database:
         with self.pool.connection() as conn, conn.transaction():
             scope(conn, tenant)
             yield conn
+
+    def erase_student_rows(self, tenant: str, student_id: str, tables: Sequence[str]) -> int:
+        """Delete a student's rows (column `student_id`) from each of `tables`, in one
+        transaction; how many (an erasure, services/kit/erasure.py)."""
+        with self.scoped(tenant) as conn:
+            return sum(
+                conn.execute(
+                    sql.SQL("DELETE FROM {} WHERE student_id = %s").format(sql.Identifier(table)),
+                    (student_id,),
+                ).rowcount
+                for table in tables
+            )
 
     def check(self) -> None:
         """Health check: raises unless a connection answers."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Protocol, TypeVar
 
 from services.kit.auth import Principal, Role
@@ -31,6 +32,8 @@ class RosterStore(Protocol):
     def cohort_of(self, tenant: str, student_id: str) -> str | None: ...
 
     def enrol(self, tenant: str, student_id: str, cohort: str) -> None: ...
+
+    def forget(self, tenant: str, student_id: str) -> int: ...
 
 
 class PostgresRosterStore:
@@ -53,13 +56,23 @@ class PostgresRosterStore:
                 (student_id, cohort),
             )
 
+    def forget(self, tenant: str, student_id: str) -> int:
+        with self._db.scoped(tenant) as conn:
+            return conn.execute(
+                "DELETE FROM students WHERE student_id = %s", (student_id,)
+            ).rowcount
+
 
 class Roster:
     CACHE_SECONDS = 5.0
     CACHE_SIZE = 50_000
 
-    def __init__(self, store: RosterStore) -> None:
+    def __init__(
+        self, store: RosterStore, erased: Callable[[str, str], bool] | None = None
+    ) -> None:
         self._store = store
+        # Whether a (tenant, student) was erased: never enrolled again from a token.
+        self._erased = erased
         self._lock = threading.Lock()
         # Keyed by (tenant, student id).
         self._cohorts: OrderedDict[tuple[str, str], tuple[float, str | None]] = OrderedDict()
@@ -87,9 +100,20 @@ class Roster:
         with self._lock:
             if self._recorded.get(key) == cohort:
                 return
+        if self._erased is not None and self._erased(principal.tenant, principal.subject):
+            self._remember(self._recorded, key, cohort)  # asked once per process
+            return
         self._store.enrol(principal.tenant, principal.subject, cohort)
         self._remember(self._recorded, key, cohort)
         self._remember(self._cohorts, key, (time.monotonic() + self.CACHE_SECONDS, cohort))
+
+    def forget(self, tenant: str, student_id: str) -> int:
+        """Drop an erased student from the roster (and this process's memory of them)."""
+        key = (tenant, student_id)
+        with self._lock:
+            self._cohorts.pop(key, None)
+            self._recorded.pop(key, None)
+        return self._store.forget(tenant, student_id)
 
     def require_readable(self, principal: Principal, student_id: str) -> str:
         """Student: self; teacher: a student in one of their cohorts now; admin and

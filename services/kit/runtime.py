@@ -12,11 +12,14 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import psycopg
+
 from services.kit.audit import AuditTrail
-from services.kit.bus import ALL_TOPICS, Bus, InProcessBus, KafkaBus
+from services.kit.bus import ALL_TOPICS, Bus, ConsumerLoop, InProcessBus, KafkaBus
 from services.kit.cache import Cache, InProcessCache, RedisCache
 from services.kit.config import RUN_DIR, Settings
 from services.kit.db import Database, embedded_postgres_url
+from services.kit.erasure import Erase, Tombstones, erasure_consumer
 from services.kit.limits import InProcessLimiter, Limiter, RedisLimiter
 from services.kit.roster import PostgresRosterStore, Roster
 from services.kit.windows import InProcessWindows, RedisWindows, Windows
@@ -42,6 +45,7 @@ class Runtime:
         self._windows: Windows | None = None
         self._limiter: Limiter | None = None
         self._roster: Roster | None = None
+        self._tombstones: Tombstones | None = None
         self._databases: list[Database] = []
         # Every authenticated call's audit record (services/kit/audit.py), published on
         # this runtime's bus: on with a broker; on the in-process bus only in a process
@@ -104,11 +108,40 @@ class Runtime:
             roster = self._roster
         if roster is None:
             db = self.database("roster", KIT_MIGRATIONS / "roster", max_size=4)
+            tombstones = self.tombstones
             with self._lock:
                 if self._roster is None:
-                    self._roster = Roster(PostgresRosterStore(db))
+                    self._roster = Roster(
+                        PostgresRosterStore(db),
+                        erased=lambda tenant, student: bool(tombstones.erased(tenant, [student])),
+                    )
                 roster = self._roster
         return roster
+
+    @property
+    def tombstones(self) -> Tombstones:
+        """The students erased, by pseudonym (kit-owned schema `erasure`)."""
+        with self._lock:
+            tombstones = self._tombstones
+        if tombstones is None:
+            db = self.database("erasure", KIT_MIGRATIONS / "erasure", max_size=4)
+            with self._lock:
+                if self._tombstones is None:
+                    self._tombstones = Tombstones(db)
+                tombstones = self._tombstones
+        return tombstones
+
+    def erasure_consumer(self, service: str, erase: Erase) -> ConsumerLoop:
+        """`service`'s consumer of student.erasure (services/kit/erasure.py): `erase`
+        deletes what it holds of a student; the cache is swept of them too."""
+        return erasure_consumer(
+            self.bus,
+            self.cache,
+            service=service,
+            erase=erase,
+            transient=(psycopg.OperationalError,),
+            stall_seconds=self.settings.consumer_stall_seconds,
+        )
 
     @property
     def limiter(self) -> Limiter:

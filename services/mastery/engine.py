@@ -127,6 +127,28 @@ class MasteryEngine:
             tenant, name, metadata=metadata, done=done, response=response, error=error
         )
 
+    def start_erasure(
+        self, tenant: str, name: str, created_by: str, metadata: bytes, message: OutboxMessage
+    ) -> None:
+        """Record an erasure's operation and queue its announcement (one transaction)."""
+        self._store.start_erasure(tenant, name, created_by, metadata, message)
+        self._announce()
+
+    def change_operation(
+        self,
+        tenant: str,
+        name: str,
+        change: Callable[[bytes, bytes | None], tuple[bytes, bytes | None, bool] | None],
+    ) -> bool:
+        return self._store.change_operation(tenant, name, change)
+
+    def erase_student(self, tenant: str, student_id: str, topics: Sequence[str]) -> int:
+        """Delete everything held of a student here (rows, unsent announcements on
+        `topics`, the cached mastery); how many rows and entries."""
+        erased = self._store.erase_student(tenant, student_id, topics)
+        self.forget([(tenant, student_id)])
+        return erased
+
     def operation(self, tenant: str, name: str) -> OperationRecord | None:
         return self._store.operation(tenant, name)
 

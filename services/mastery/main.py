@@ -1,5 +1,6 @@
 """Wires the mastery engine: store, cache, outbox publisher, the progress.events
-consumer, recalculations, and the two servicers."""
+consumer, recalculations, erasures (its own part and the confirmations of the others),
+and the two servicers."""
 
 from __future__ import annotations
 
@@ -7,16 +8,19 @@ from datetime import timedelta
 from pathlib import Path
 
 import grpc
+import psycopg
 from google.longrunning import operations_pb2_grpc
 from learnflow.mastery.v1 import mastery_pb2_grpc
 
 from services.kit.bus import PROGRESS_EVENTS, KafkaBus
 from services.kit.cache import TieredCache
+from services.kit.erasure import erasure_consumer, erasure_health_name
 from services.kit.health import ComponentCheck
 from services.kit.runtime import Runtime
 from services.kit.server import ServiceParts
 from services.mastery.consumer import progress_consumer
 from services.mastery.engine import MasteryEngine
+from services.mastery.erasure import Erasures, confirmations_consumer
 from services.mastery.history_job import HistoryJob
 from services.mastery.publisher import OutboxSender, encode_changes, encode_wheel_spins
 from services.mastery.recalculation import Recalculations
@@ -28,6 +32,8 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 # SERVING while the progress.events consumer keeps up; NOT_SERVING when it is behind
 # and has committed nothing for a minute. Readiness ("") is not affected.
 CONSUMER_HEALTH = "learnflow.mastery.consumer"
+# The same for the consumer of erasure confirmations (its own erasure: the kit's).
+CONFIRMATIONS_HEALTH = "learnflow.mastery.erasure-confirmations"
 
 
 def build(
@@ -59,6 +65,19 @@ def build(
         announce=relay.wake,
     )
     recalculations = Recalculations(engine)
+    tombstones = runtime.tombstones
+    erasures = Erasures(engine, tombstones)
+    roster = runtime.roster
+
+    def erase_here(tenant: str, student_id: str) -> int:
+        return erasures.erase_here(tenant, student_id) + roster.forget(tenant, student_id)
+
+    stall = consumer_stall_seconds or runtime.settings.consumer_stall_seconds
+    transient = (psycopg.OperationalError,)
+    erasure = erasure_consumer(
+        bus, cache, service="mastery", erase=erase_here, transient=transient, stall_seconds=stall
+    )
+    confirmations = confirmations_consumer(bus, erasures, transient=transient, stall_seconds=stall)
     history_job = HistoryJob(engine)
     # Lanes: consumers in one group, each a thread with its own partitions (ADR 0005).
     # The in-process bus has one partition per topic and no assignment: a second lane
@@ -73,6 +92,7 @@ def build(
             stall_seconds=consumer_stall_seconds or runtime.settings.consumer_stall_seconds,
             horizon=timedelta(days=runtime.settings.mastery_history_horizon_days),
             batch_size=runtime.settings.mastery_batch_size,
+            tombstones=tombstones,
         )
         for _ in range(lane_count)
     ]
@@ -85,7 +105,7 @@ def build(
         # RPCs not implemented here fall through to the generated base (UNIMPLEMENTED);
         # its type stubs call them abstract.
         servicer = MasteryServicer(  # type: ignore[abstract]
-            engine, cache, recalculations, runtime.roster
+            engine, cache, recalculations, erasures, roster
         )
         mastery_pb2_grpc.add_MasteryServiceServicer_to_server(servicer, server)
         operations_pb2_grpc.add_OperationsServicer_to_server(OperationsServicer(engine), server)
@@ -94,6 +114,8 @@ def build(
         relay.start()  # its first round sends announcements committed before a crash
         for lane in lanes:
             lane.start()
+        erasure.start()
+        confirmations.start()
         history_job.start()
 
     return ServiceParts(
@@ -103,11 +125,15 @@ def build(
             "bus": bus.check,
             "cache": runtime.cache.check,
             "consumer": ComponentCheck(CONSUMER_HEALTH, check_lanes),
+            "erasure": erasure.health_check(erasure_health_name("mastery")),
+            "erasure-confirmations": confirmations.health_check(CONFIRMATIONS_HEALTH),
         },
-        roster=runtime.roster,
+        roster=roster,
         start_background=[start],
         on_stop=[
             *(lane.stop for lane in lanes),
+            erasure.stop,
+            confirmations.stop,
             history_job.stop,
             lambda: recalculations.wait(5.0),
             relay.stop,

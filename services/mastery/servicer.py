@@ -29,6 +29,8 @@ from services.mastery.domain.events import MAX_TOPIC
 from services.mastery.domain.history import MAX_RANGE_DAYS, Granularity
 from services.mastery.domain.records import COHORT_ORDERS
 from services.mastery.engine import MASTERY_CACHE_TTL_SECONDS, MasteryEngine, mastery_cache_key
+from services.mastery.erasure import Erasures
+from services.mastery.erasure import owner as erasure_owner
 from services.mastery.recalculation import Recalculations
 
 MAX_BAND = 4
@@ -48,11 +50,13 @@ class MasteryServicer(mastery_pb2_grpc.MasteryServiceServicer):
         engine: MasteryEngine,
         cache: Cache,
         recalculations: Recalculations,
+        erasures: Erasures,
         roster: Roster,
     ) -> None:
         self._engine = engine
         self._cache = cache
         self._recalculations = recalculations
+        self._erasures = erasures
         self._roster = roster
 
     def GetMastery(
@@ -167,12 +171,27 @@ class MasteryServicer(mastery_pb2_grpc.MasteryServiceServicer):
         name = self._recalculations.start(principal.tenant, cohort, principal.subject)
         return _operation(self._engine, name, principal)
 
+    def EraseStudentData(
+        self, request: mastery_pb2.EraseStudentDataRequest, context: grpc.ServicerContext
+    ) -> operations_pb2.Operation:
+        (student_id,) = parse_name(request.name, "students/*", "name")
+        principal = current_principal()
+        principal.require_acting_as(student_id)
+        if request.validate_only:
+            preview = self._erasures.preview(principal.tenant, student_id)
+            return operations_pb2.Operation(done=True, metadata=any_pb2.Any.FromString(preview))
+        name = self._erasures.start(principal.tenant, student_id, principal.subject)
+        return _operation(self._engine, name, principal)
+
 
 def _operation(engine: MasteryEngine, name: str, principal: Principal) -> operations_pb2.Operation:
     record = engine.operation(principal.tenant, name)
     if record is None:
         raise NotFound(f"{name} does not exist", metadata={"name": name})
-    if not principal.tenant_wide and record.created_by != principal.subject:
+    if not principal.tenant_wide and record.created_by not in (
+        principal.subject,
+        erasure_owner(principal.tenant, principal.subject),
+    ):
         raise PermissionDenied(f"{name} belongs to another user")
     operation = operations_pb2.Operation(
         name=name, done=record.done, metadata=any_pb2.Any.FromString(record.metadata)
@@ -181,7 +200,7 @@ def _operation(engine: MasteryEngine, name: str, principal: Principal) -> operat
         operation.error.CopyFrom(
             status_pb2.Status(code=record.error_code, message=record.error_message or "")
         )
-    elif record.response is not None:
+    elif record.done and record.response is not None:
         operation.response.CopyFrom(any_pb2.Any.FromString(record.response))
     return operation
 

@@ -74,6 +74,18 @@ class OutboxMessage:
     event_id: str = ""
 
 
+# Every table holding a student's rows (column student_id): what an erasure deletes.
+STUDENT_TABLES = (
+    "evidence",
+    "exercise_best",
+    "topic_totals",
+    "active_days",
+    "mastery_current",
+    "mastery_daily",
+    "history_pending",
+    "students",
+)
+
 ORDERINGS = {
     "name": "s.student_id ASC",
     "name desc": "s.student_id DESC",
@@ -1004,6 +1016,54 @@ class MasteryStore:
                 ),
             ).fetchone()
         return bool(row and row[0])
+
+    def start_erasure(
+        self, tenant: str, name: str, created_by: str, metadata: bytes, message: OutboxMessage
+    ) -> None:
+        """The erasure's operation and its `student.erasure` announcement, together."""
+        with self.db.scoped(tenant) as conn:
+            conn.execute(
+                "INSERT INTO operations (name, created_by, metadata) VALUES (%s, %s, %s)",
+                (name, created_by, metadata),
+            )
+            conn.execute(
+                "INSERT INTO outbox (topic, key, payload) VALUES (%s, %s, %s)",
+                (message.topic, message.key, message.payload),
+            )
+
+    def change_operation(
+        self,
+        tenant: str,
+        name: str,
+        change: Callable[[bytes, bytes | None], tuple[bytes, bytes | None, bool] | None],
+    ) -> bool:
+        """Apply `change` (metadata, response) -> (metadata, response, done), or None for
+        no change, to an operation under its row lock; False when there is none."""
+        with self.db.scoped(tenant) as conn:
+            row = conn.execute(
+                "SELECT metadata, response FROM operations WHERE name = %s FOR UPDATE", (name,)
+            ).fetchone()
+            if row is None:
+                return False
+            changed = change(bytes(row[0]), None if row[1] is None else bytes(row[1]))
+            if changed is not None:
+                metadata, response, done = changed
+                conn.execute(
+                    "UPDATE operations SET metadata = %s, response = %s, done = %s, "
+                    "updated_at = now() WHERE name = %s",
+                    (metadata, response, done, name),
+                )
+        return True
+
+    def erase_student(self, tenant: str, student_id: str, topics: Sequence[str]) -> int:
+        """Delete everything held of a student, and their announcements not yet sent on
+        `topics` (the outbox is keyed by student)."""
+        erased = self.db.erase_student_rows(tenant, student_id, STUDENT_TABLES)
+        with self.db.pool.connection() as conn, conn.transaction():
+            erased += conn.execute(
+                "DELETE FROM outbox WHERE key = %s AND topic = ANY(%s)", (student_id, list(topics))
+            ).rowcount
+        return erased
 
     def operation(self, tenant: str, name: str) -> OperationRecord | None:
         with self.db.scoped(tenant) as conn:

@@ -11,9 +11,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import grpc
-from learnflow.notify.v1 import notify_pb2_grpc
+from learnflow.notify.v1 import notify_pb2, notify_pb2_grpc
 
+from services.kit.audit import touched
 from services.kit.bus import LEARNING_RESPONSES, MASTERY_UPDATED, STRUGGLE_DETECTED
+from services.kit.erasure import with_erasure
 from services.kit.runtime import Runtime
 from services.kit.server import ServiceParts
 from services.notify.consumer import alert_consumer, updates_consumer
@@ -54,13 +56,24 @@ def build(
         decode_update,
         retention=timedelta(hours=settings.notify_update_retention_hours),
     )
-    engine = NotifyEngine(AlertStore(db), roster.cohort_of, announce=alert_update)
+    alerts = AlertStore(db)
+    engine = NotifyEngine(alerts, roster.cohort_of, announce=alert_update)
+
+    def erase(tenant: str, student_id: str) -> int:
+        def names_student(payload: bytes) -> bool:
+            return student_id in touched(notify_pb2.Update.FromString(payload)).students
+
+        return alerts.erase_student(tenant, student_id, names_student)
+
+    erasure = runtime.erasure_consumer("notify", erase)
+    tombstones = runtime.tombstones
     consumer = alert_consumer(
         bus,
         engine,
         group_id=group_id or settings.notify_consumer_group,
         topics=topics,
         stall_seconds=settings.consumer_stall_seconds,
+        tombstones=tombstones,
     )
     updates = updates_consumer(
         bus,
@@ -69,6 +82,7 @@ def build(
         group_id=updates_group_id or settings.notify_updates_consumer_group,
         topics=update_topics,
         stall_seconds=settings.consumer_stall_seconds,
+        tombstones=tombstones,
     )
     streams = Streams(hub=hub, log=log, heartbeat_seconds=settings.notify_heartbeat_seconds)
 
@@ -77,7 +91,7 @@ def build(
             servicer(engine, roster, streams), server
         )
 
-    return ServiceParts(
+    parts = ServiceParts(
         register=register,
         checks={
             "postgres": db.check,
@@ -93,3 +107,4 @@ def build(
         start_background=[log.start, consumer.start, updates.start],
         on_stop=[consumer.stop, updates.stop, log.stop],
     )
+    return with_erasure(parts, erasure, "notify")

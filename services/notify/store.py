@@ -14,7 +14,7 @@ transaction.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -249,6 +249,28 @@ def _row(alert: Alert) -> tuple[Any, ...]:
 class AlertStore:
     def __init__(self, db: Database) -> None:
         self._db = db
+
+    def erase_student(
+        self, tenant: str, student_id: str, names_student: Callable[[bytes], bool]
+    ) -> int:
+        """Delete a student's alerts (their evidence goes with them) and every update
+        about them: their own stream's, and their cohort's that name them
+        (`names_student` reads an update's payload); how many rows."""
+        erased = self._db.erase_student_rows(tenant, student_id, ("alerts",))
+        with self._db.scoped(tenant) as conn:
+            erased += conn.execute(
+                "DELETE FROM updates WHERE student_id = %s", (student_id,)
+            ).rowcount
+            candidates = conn.execute(
+                "SELECT seq, payload FROM updates WHERE position(%s::bytea in payload) > 0",
+                (student_id.encode(),),
+            ).fetchall()
+            doomed = [seq for seq, payload in candidates if names_student(bytes(payload))]
+            if doomed:
+                erased += conn.execute(
+                    "DELETE FROM updates WHERE seq = ANY(%s)", (doomed,)
+                ).rowcount
+        return erased
 
     @contextmanager
     def transaction(self, tenant: str) -> Iterator[AlertTransaction]:

@@ -20,6 +20,7 @@ from learnflow.triage.v1 import triage_pb2, triage_pb2_grpc
 
 from services.kit.bus import Publisher
 from services.kit.clients import service_channel
+from services.kit.erasure import with_erasure
 from services.kit.errors import PermissionDenied
 from services.kit.llm import PromptTemplates
 from services.kit.responses import LearningResponses
@@ -131,7 +132,10 @@ def build(runtime: Runtime) -> ServiceParts:
             server,
         )
 
-    return ServiceParts(
+    # Triage keeps nothing of a student but cached context, which the erasure consumer
+    # sweeps from the cache like every service's keys.
+    erasure = runtime.erasure_consumer("triage", lambda _tenant, _student: 0)
+    parts = ServiceParts(
         register=register,
         checks={
             "bus": runtime.bus.check,
@@ -143,3 +147,4 @@ def build(runtime: Runtime) -> ServiceParts:
         on_stop=[consumer.stop],
         limiter=runtime.limiter,
     )
+    return with_erasure(parts, erasure, "triage")

@@ -18,6 +18,8 @@ from services.audit.domain.records import (
     UnstorableRecordError,
     by_tenant,
     event_id_of,
+    named_students,
+    pseudonymised,
     storable,
 )
 from services.kit.bus import AUDIT_EVENTS, Envelope, PoisonEventError, Record, cloudevent_headers
@@ -150,3 +152,25 @@ def test_records_are_grouped_by_tenant_in_order() -> None:
     b1 = replace(a1, tenant="school-b", event_id="b1")
     a2 = replace(a1, event_id="a2")
     assert by_tenant([a1, b1, a2]) == {"school-a": [a1, a2], "school-b": [b1]}
+
+
+def test_a_record_of_an_erased_student_names_their_pseudonym() -> None:
+    record = replace(
+        to_record(event()),
+        actor_subject="alice",
+        actor_role="student",
+        resources=("students/alice/mastery", "students/alice", "students/alicex/mastery"),
+        students=("alice", "alicex"),
+    )
+    hidden = pseudonymised(record, "alice", "erased-1")
+    assert hidden.resources == (
+        "students/erased-1/mastery",
+        "students/erased-1",
+        "students/alicex/mastery",
+    )
+    assert hidden.students == ("erased-1", "alicex")
+    assert hidden.actor_subject == "erased-1"
+    assert named_students(record) == {"alice", "alicex"}
+    # A teacher who happens to share the id keeps it: only a student acts as themself.
+    teacher = replace(record, actor_role="teacher")
+    assert pseudonymised(teacher, "alice", "erased-1").actor_subject == "alice"

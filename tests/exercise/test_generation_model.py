@@ -66,6 +66,9 @@ class _RosterDict(dict[tuple[str, str], str]):
     def enrol(self, tenant: str, student_id: str, cohort: str) -> None:
         self[(tenant, student_id)] = cohort
 
+    def forget(self, tenant: str, student_id: str) -> int:
+        return 1 if self.pop((tenant, student_id), None) is not None else 0
+
 
 @pytest.fixture
 def stats() -> GenerationStats:

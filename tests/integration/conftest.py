@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
@@ -120,6 +121,15 @@ def _wait_until_consumers_caught_up(settings: Settings, timeout: float = 600.0) 
                 time.sleep(0.5)
     finally:
         probe.close()
+
+
+@pytest.fixture(scope="session")
+def channels(mesh: dict[str, int]) -> Iterator[dict[str, grpc.Channel]]:
+    """A channel to each service of the mesh, by name."""
+    opened = {name: grpc.insecure_channel(f"127.0.0.1:{port}") for name, port in mesh.items()}
+    yield opened
+    for channel in opened.values():
+        channel.close()
 
 
 @pytest.fixture(scope="session")

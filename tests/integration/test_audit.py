@@ -17,7 +17,6 @@ the listings poll, with a timeout.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import grpc
 import httpx
@@ -44,16 +43,6 @@ def bearer(token: str, *extra: tuple[str, str]) -> Metadata:
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture(scope="module")
-def channels(mesh: dict[str, int]) -> Iterator[dict[str, grpc.Channel]]:
-    opened = {
-        name: grpc.insecure_channel(f"127.0.0.1:{mesh[name]}") for name in ("mastery", "audit")
-    }
-    yield opened
-    for channel in opened.values():
-        channel.close()
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ Envoy, with its access rules and BadRequest field names."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -26,17 +25,6 @@ LAST_TWICE = "Why does my for loop print the last item twice?"
 
 def bearer(token: str) -> list[tuple[str, str]]:
     return [("authorization", f"Bearer {token}")]
-
-
-@pytest.fixture(scope="module")
-def channels(mesh: dict[str, int]) -> Iterator[dict[str, grpc.Channel]]:
-    opened = {
-        name: grpc.insecure_channel(f"127.0.0.1:{mesh[name]}")
-        for name in ("concepts", "mastery", "review")
-    }
-    yield opened
-    for channel in opened.values():
-        channel.close()
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ graded per test with hidden tests kept hidden, and graded work moves mastery (ex
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -26,14 +25,6 @@ BANK = default_bank()
 
 def bearer(token: str) -> list[tuple[str, str]]:
     return [("authorization", f"Bearer {token}")]
-
-
-@pytest.fixture(scope="module")
-def channels(mesh: dict[str, int]) -> Iterator[dict[str, grpc.Channel]]:
-    opened = {name: grpc.insecure_channel(f"127.0.0.1:{port}") for name, port in mesh.items()}
-    yield opened
-    for channel in opened.values():
-        channel.close()
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ bob's teacher)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import grpc
 import pytest
@@ -25,14 +25,6 @@ CLEAN = "def add(a, b):\n    return a + b\n"
 
 def bearer(token: str) -> list[tuple[str, str]]:
     return [("authorization", f"Bearer {token}")]
-
-
-@pytest.fixture(scope="module")
-def channels(mesh: dict[str, int]) -> Iterator[dict[str, grpc.Channel]]:
-    opened = {name: grpc.insecure_channel(f"127.0.0.1:{mesh[name]}") for name in mesh}
-    yield opened
-    for channel in opened.values():
-        channel.close()
 
 
 def code_of(call: Callable[[str], object], token: str) -> grpc.StatusCode:

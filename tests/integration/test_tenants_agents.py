@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,17 +65,6 @@ DENIED = grpc.StatusCode.PERMISSION_DENIED
 
 def bearer(token: str) -> Metadata:
     return [("authorization", f"Bearer {token}")]
-
-
-@pytest.fixture(scope="module")
-def channels(mesh: dict[str, int]) -> Iterator[dict[str, grpc.Channel]]:
-    opened = {
-        name: grpc.insecure_channel(f"127.0.0.1:{mesh[name]}")
-        for name in ("debug", "review", "triage")
-    }
-    yield opened
-    for channel in opened.values():
-        channel.close()
 
 
 @pytest.fixture(scope="module")

@@ -44,6 +44,33 @@ class AuditRecord:
         return EVENT_NAME_PREFIX + self.event_id
 
 
+def pseudonymised(record: AuditRecord, student_id: str, pseudonym: str) -> AuditRecord:
+    """`record` naming `pseudonym` wherever it named the erased student (the same rule
+    as the store's `pseudonymise_student`, for records that arrive after the erasure)."""
+    named = f"students/{student_id}"
+
+    def rename(resource: str) -> str:
+        if resource == named or resource.startswith(named + "/"):
+            return f"students/{pseudonym}{resource[len(named) :]}"
+        return resource
+
+    acted = record.actor_subject == student_id and record.actor_role == "student"
+    return replace(
+        record,
+        resources=tuple(rename(r) for r in record.resources),
+        students=tuple(pseudonym if s == student_id else s for s in record.students),
+        actor_subject=pseudonym if acted else record.actor_subject,
+    )
+
+
+def named_students(record: AuditRecord) -> set[str]:
+    """Every student a record may name: those it touched, and its actor if a student."""
+    names = set(record.students)
+    if record.actor_role == "student":
+        names.add(record.actor_subject)
+    return names
+
+
 def event_id_of(name: str) -> str:
     """The id of `auditEvents/{id}`; UnstorableRecordError when it is not one."""
     if not name.startswith(EVENT_NAME_PREFIX):

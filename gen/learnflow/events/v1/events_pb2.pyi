@@ -37,6 +37,7 @@ class StudentRef(_message.Message):
       mastery.updated     MasteryUpdated
       learning.responses  LearningResponse
       student.erasure     StudentErased
+      student.erasure.confirmed  StudentErasureConfirmed (keyed by the erasure)
       audit.events        AuditBatch (keyed by tenant: `ce_subject` is the tenant id)
 
     Who an event is about, and when it happened in their world.
@@ -533,8 +534,9 @@ Global___LearningResponse: _TypeAlias = LearningResponse  # noqa: Y015
 
 @_typing.final
 class StudentErased(_message.Message):
-    """A student's data was erased (GDPR Art. 17); every service holding student data
-    deletes its own copy when it sees this.
+    """A student's data is to be erased (GDPR Art. 17): every service holding student data
+    erases its own copy when it sees this, then confirms with StudentErasureConfirmed.
+    Keyed by student id. Seeing it again erases nothing more and confirms again.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -542,10 +544,16 @@ class StudentErased(_message.Message):
     STUDENT_ID_FIELD_NUMBER: _builtins.int
     REQUESTED_BY_FIELD_NUMBER: _builtins.int
     REQUEST_TIME_FIELD_NUMBER: _builtins.int
+    TENANT_FIELD_NUMBER: _builtins.int
+    ERASURE_FIELD_NUMBER: _builtins.int
     student_id: _builtins.str
     """The erased student's id."""
     requested_by: _builtins.str
-    """Who asked: the admin or the student's own user id."""
+    """Who asked: the admin's or the student's own user id."""
+    tenant: _builtins.str
+    """The student's tenant."""
+    erasure: _builtins.str
+    """The erasure's operation (`operations/{id}`), which the confirmations name."""
     @_builtins.property
     def request_time(self) -> _timestamp_pb2.Timestamp:
         """When the erasure was requested."""
@@ -556,14 +564,58 @@ class StudentErased(_message.Message):
         student_id: _builtins.str = ...,
         requested_by: _builtins.str = ...,
         request_time: _timestamp_pb2.Timestamp | None = ...,
+        tenant: _builtins.str = ...,
+        erasure: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["request_time", b"request_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_time", b"request_time", "requested_by", b"requested_by", "student_id", b"student_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["erasure", b"erasure", "request_time", b"request_time", "requested_by", b"requested_by", "student_id", b"student_id", "tenant", b"tenant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StudentErased: _TypeAlias = StudentErased  # noqa: Y015
+
+@_typing.final
+class StudentErasureConfirmed(_message.Message):
+    """One service erased what it held of a student (student.erasure.confirmed, keyed by
+    the erasure's operation name). Names no student: the erasure says whom.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ERASURE_FIELD_NUMBER: _builtins.int
+    TENANT_FIELD_NUMBER: _builtins.int
+    SERVICE_FIELD_NUMBER: _builtins.int
+    ERASED_RECORD_COUNT_FIELD_NUMBER: _builtins.int
+    ERASE_TIME_FIELD_NUMBER: _builtins.int
+    erasure: _builtins.str
+    """The erasure's operation (`operations/{id}`)."""
+    tenant: _builtins.str
+    """The student's tenant."""
+    service: _builtins.str
+    """The confirming service, e.g. "debug"."""
+    erased_record_count: _builtins.int
+    """Rows and cache entries it erased or pseudonymised."""
+    @_builtins.property
+    def erase_time(self) -> _timestamp_pb2.Timestamp:
+        """When it finished."""
+
+    def __init__(
+        self,
+        *,
+        erasure: _builtins.str = ...,
+        tenant: _builtins.str = ...,
+        service: _builtins.str = ...,
+        erased_record_count: _builtins.int = ...,
+        erase_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["erase_time", b"erase_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["erase_time", b"erase_time", "erased_record_count", b"erased_record_count", "erasure", b"erasure", "service", b"service", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StudentErasureConfirmed: _TypeAlias = StudentErasureConfirmed  # noqa: Y015
 
 @_typing.final
 class AuditBatch(_message.Message):

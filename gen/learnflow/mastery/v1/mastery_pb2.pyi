@@ -1403,16 +1403,23 @@ class EraseStudentDataRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """students/{student}"""
+    validate_only: _builtins.bool
+    """Check the request (who may erase whom) and erase nothing (AIP-163): the answer is
+    an operation without a name, already done, whose metadata lists the services that
+    would confirm.
+    """
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
+        validate_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1420,32 +1427,108 @@ Global___EraseStudentDataRequest: _TypeAlias = EraseStudentDataRequest  # noqa: 
 
 @_typing.final
 class EraseStudentDataResponse(_message.Message):
-    """Result of an erasure."""
+    """Result of an erasure: what each service erased."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    ERASED_RECORD_COUNT_FIELD_NUMBER: _builtins.int
-    ERASURE_EVENT_ID_FIELD_NUMBER: _builtins.int
+    SERVICES_FIELD_NUMBER: _builtins.int
     ERASE_TIME_FIELD_NUMBER: _builtins.int
-    erased_record_count: _builtins.int
-    """Rows erased from the mastery engine's store."""
-    erasure_event_id: _builtins.str
-    """The `ce_id` of the published `StudentErased` event."""
+    PSEUDONYM_FIELD_NUMBER: _builtins.int
+    pseudonym: _builtins.str
+    """The erased student's pseudonym: what records kept by law (the audit trail) now
+    name instead of the student.
+    """
+    @_builtins.property
+    def services(self) -> _containers.RepeatedCompositeFieldContainer[Global___ServiceErasure]:
+        """One per service that held the student's data, in the order they confirmed."""
+
     @_builtins.property
     def erase_time(self) -> _timestamp_pb2.Timestamp:
-        """When it was erased."""
+        """When the last service confirmed."""
 
     def __init__(
         self,
         *,
-        erased_record_count: _builtins.int = ...,
-        erasure_event_id: _builtins.str = ...,
+        services: _abc.Iterable[Global___ServiceErasure] | None = ...,
         erase_time: _timestamp_pb2.Timestamp | None = ...,
+        pseudonym: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["erase_time", b"erase_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["erase_time", b"erase_time", "erased_record_count", b"erased_record_count", "erasure_event_id", b"erasure_event_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["erase_time", b"erase_time", "pseudonym", b"pseudonym", "services", b"services"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___EraseStudentDataResponse: _TypeAlias = EraseStudentDataResponse  # noqa: Y015
+
+@_typing.final
+class ServiceErasure(_message.Message):
+    """What one service erased."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVICE_FIELD_NUMBER: _builtins.int
+    ERASED_RECORD_COUNT_FIELD_NUMBER: _builtins.int
+    ERASE_TIME_FIELD_NUMBER: _builtins.int
+    service: _builtins.str
+    """The service, e.g. "mastery", "audit"."""
+    erased_record_count: _builtins.int
+    """Rows and cache entries it erased or pseudonymised."""
+    @_builtins.property
+    def erase_time(self) -> _timestamp_pb2.Timestamp:
+        """When it confirmed."""
+
+    def __init__(
+        self,
+        *,
+        service: _builtins.str = ...,
+        erased_record_count: _builtins.int = ...,
+        erase_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["erase_time", b"erase_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["erase_time", b"erase_time", "erased_record_count", b"erased_record_count", "service", b"service"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ServiceErasure: _TypeAlias = ServiceErasure  # noqa: Y015
+
+@_typing.final
+class EraseStudentDataMetadata(_message.Message):
+    """Progress of an erasure."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONFIRMED_SERVICES_FIELD_NUMBER: _builtins.int
+    PENDING_SERVICES_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    PSEUDONYM_FIELD_NUMBER: _builtins.int
+    pseudonym: _builtins.str
+    """The erased student's pseudonym."""
+    @_builtins.property
+    def confirmed_services(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Services that have confirmed."""
+
+    @_builtins.property
+    def pending_services(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Services still to confirm."""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When the erasure was requested."""
+
+    def __init__(
+        self,
+        *,
+        confirmed_services: _abc.Iterable[_builtins.str] | None = ...,
+        pending_services: _abc.Iterable[_builtins.str] | None = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        pseudonym: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confirmed_services", b"confirmed_services", "create_time", b"create_time", "pending_services", b"pending_services", "pseudonym", b"pseudonym"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EraseStudentDataMetadata: _TypeAlias = EraseStudentDataMetadata  # noqa: Y015

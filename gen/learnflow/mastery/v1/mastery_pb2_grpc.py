@@ -110,7 +110,7 @@ class MasteryServiceStub:
         self.EraseStudentData = channel.unary_unary(
                 '/learnflow.mastery.v1.MasteryService/EraseStudentData',
                 request_serializer=learnflow_dot_mastery_dot_v1_dot_mastery__pb2.EraseStudentDataRequest.SerializeToString,
-                response_deserializer=learnflow_dot_mastery_dot_v1_dot_mastery__pb2.EraseStudentDataResponse.FromString,
+                response_deserializer=google_dot_longrunning_dot_operations__pb2.Operation.FromString,
                 _registered_method=True)
 
 
@@ -218,8 +218,12 @@ class MasteryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def EraseStudentData(self, request, context):
-        """Erases a student's data here and publishes `student.erasure` so every other
-        service erases its copy (GDPR Art. 17).
+        """Erases everything LearnFlow holds about a student (GDPR Art. 17): publishes
+        `student.erasure`, which every service holding student data consumes, erases its
+        copy and confirms on `student.erasure.confirmed`. Returns an operation, done
+        once every one of them has confirmed (progress in `EraseStudentDataMetadata`).
+        Neither the operation nor anything else names the student afterwards: records
+        that must stay (the audit trail) name the student's pseudonym instead.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -291,7 +295,7 @@ def add_MasteryServiceServicer_to_server(servicer, server):
             'EraseStudentData': grpc.unary_unary_rpc_method_handler(
                     servicer.EraseStudentData,
                     request_deserializer=learnflow_dot_mastery_dot_v1_dot_mastery__pb2.EraseStudentDataRequest.FromString,
-                    response_serializer=learnflow_dot_mastery_dot_v1_dot_mastery__pb2.EraseStudentDataResponse.SerializeToString,
+                    response_serializer=google_dot_longrunning_dot_operations__pb2.Operation.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -656,7 +660,7 @@ class MasteryService:
             target,
             '/learnflow.mastery.v1.MasteryService/EraseStudentData',
             learnflow_dot_mastery_dot_v1_dot_mastery__pb2.EraseStudentDataRequest.SerializeToString,
-            learnflow_dot_mastery_dot_v1_dot_mastery__pb2.EraseStudentDataResponse.FromString,
+            google_dot_longrunning_dot_operations__pb2.Operation.FromString,
             options,
             channel_credentials,
             insecure,

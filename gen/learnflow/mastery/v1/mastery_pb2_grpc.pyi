@@ -77,9 +77,13 @@ class MasteryServiceStub:
     """
     ExportStudentData: _grpc.UnaryUnaryMultiCallable[_mastery_pb2.ExportStudentDataRequest, _mastery_pb2.StudentDataExport]
     """Exports everything LearnFlow holds about a student (GDPR Art. 20)."""
-    EraseStudentData: _grpc.UnaryUnaryMultiCallable[_mastery_pb2.EraseStudentDataRequest, _mastery_pb2.EraseStudentDataResponse]
-    """Erases a student's data here and publishes `student.erasure` so every other
-    service erases its copy (GDPR Art. 17).
+    EraseStudentData: _grpc.UnaryUnaryMultiCallable[_mastery_pb2.EraseStudentDataRequest, _operations_pb2.Operation]
+    """Erases everything LearnFlow holds about a student (GDPR Art. 17): publishes
+    `student.erasure`, which every service holding student data consumes, erases its
+    copy and confirms on `student.erasure.confirmed`. Returns an operation, done
+    once every one of them has confirmed (progress in `EraseStudentDataMetadata`).
+    Neither the operation nor anything else names the student afterwards: records
+    that must stay (the audit trail) name the student's pseudonym instead.
     """
 
 @_typing.type_check_only
@@ -130,9 +134,13 @@ class MasteryServiceAsyncStub(MasteryServiceStub):
     """
     ExportStudentData: _aio.UnaryUnaryMultiCallable[_mastery_pb2.ExportStudentDataRequest, _mastery_pb2.StudentDataExport]  # type: ignore[assignment]
     """Exports everything LearnFlow holds about a student (GDPR Art. 20)."""
-    EraseStudentData: _aio.UnaryUnaryMultiCallable[_mastery_pb2.EraseStudentDataRequest, _mastery_pb2.EraseStudentDataResponse]  # type: ignore[assignment]
-    """Erases a student's data here and publishes `student.erasure` so every other
-    service erases its copy (GDPR Art. 17).
+    EraseStudentData: _aio.UnaryUnaryMultiCallable[_mastery_pb2.EraseStudentDataRequest, _operations_pb2.Operation]  # type: ignore[assignment]
+    """Erases everything LearnFlow holds about a student (GDPR Art. 17): publishes
+    `student.erasure`, which every service holding student data consumes, erases its
+    copy and confirms on `student.erasure.confirmed`. Returns an operation, done
+    once every one of them has confirmed (progress in `EraseStudentDataMetadata`).
+    Neither the operation nor anything else names the student afterwards: records
+    that must stay (the audit trail) name the student's pseudonym instead.
     """
 
 class MasteryServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -258,9 +266,13 @@ class MasteryServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _mastery_pb2.EraseStudentDataRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_mastery_pb2.EraseStudentDataResponse, _abc.Awaitable[_mastery_pb2.EraseStudentDataResponse]]:
-        """Erases a student's data here and publishes `student.erasure` so every other
-        service erases its copy (GDPR Art. 17).
+    ) -> _typing.Union[_operations_pb2.Operation, _abc.Awaitable[_operations_pb2.Operation]]:
+        """Erases everything LearnFlow holds about a student (GDPR Art. 17): publishes
+        `student.erasure`, which every service holding student data consumes, erases its
+        copy and confirms on `student.erasure.confirmed`. Returns an operation, done
+        once every one of them has confirmed (progress in `EraseStudentDataMetadata`).
+        Neither the operation nor anything else names the student afterwards: records
+        that must stay (the audit trail) name the student's pseudonym instead.
         """
 
 def add_MasteryServiceServicer_to_server(servicer: MasteryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

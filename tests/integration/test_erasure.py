@@ -1,0 +1,289 @@
+"""Erasing a student everywhere (issue 14), through the running mesh on the real
+Postgres, Redis and Kafka.
+
+A student of a school of their own leaves data in every service: a graded submission
+(exercise; then mastery's evidence and the updates notify logs from it), a diagnosis
+(debug, and its windows in Redis), a code review (review), a question (triage), a
+struggle alert (notify), and the audit trail of all those calls. Their school's admin
+erases them; the operation is done once every service has confirmed. Then every table
+of every schema (scoped to that school) and every Redis database is searched for the
+student's id: nothing is found, while the audit trail still holds the calls under the
+student's pseudonym. A progress event of theirs that arrives afterwards goes to the
+DLQ with the reason, and their mastery does not come back.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import grpc
+import psycopg
+import pytest
+import redis
+from google.longrunning import operations_pb2, operations_pb2_grpc
+from learnflow.audit.v1 import audit_pb2, audit_pb2_grpc
+from learnflow.debug.v1 import debug_pb2, debug_pb2_grpc
+from learnflow.exercise.v1 import exercise_pb2, exercise_pb2_grpc
+from learnflow.mastery.v1 import mastery_pb2, mastery_pb2_grpc
+from learnflow.review.v1 import review_pb2, review_pb2_grpc
+from learnflow.triage.v1 import triage_pb2, triage_pb2_grpc
+from psycopg import sql
+
+from services.exercise.domain.bank import default_bank
+from services.kit.config import Settings
+from services.kit.erasure import ERASING_SERVICES, pseudonym
+from tests.conftest import MintToken, wait_for
+from tests.integration.test_alerts import struggle_event
+from tests.integration.test_mastery import Events, exercise
+from tests.support.dead_letters import dead_letters
+
+pytestmark = pytest.mark.integration
+
+COHORT = "c-erase"
+DIVIDE = "def mean(xs):\n    return sum(xs) / len(xs)\n\nprint(mean([]))\n"
+TRACEBACK = (
+    "Traceback (most recent call last):\n"
+    '  File "main.py", line 4, in <module>\n'
+    "    print(mean([]))\n"
+    '  File "main.py", line 2, in mean\n'
+    "    return sum(xs) / len(xs)\n"
+    "ZeroDivisionError: division by zero\n"
+)
+
+
+def bearer(token: str) -> list[tuple[str, str]]:
+    return [("authorization", f"Bearer {token}")]
+
+
+@pytest.fixture(scope="module")
+def events(settings: Settings, mesh: dict[str, int]) -> Events:
+    assert settings.kafka_bootstrap_servers
+    return Events(settings.kafka_bootstrap_servers)
+
+
+def leave_data_everywhere(
+    channels: dict[str, grpc.Channel], events: Events, token: str, student: str, tenant: str
+) -> None:
+    metadata = bearer(token)
+    item = default_bank().exercises[0]
+    exercise_pb2_grpc.ExerciseServiceStub(channels["exercise"]).CreateSubmission(
+        exercise_pb2.CreateSubmissionRequest(
+            parent=f"students/{student}",
+            submission=exercise_pb2.Submission(
+                exercise=f"exercises/{item.exercise_id}", code=item.reference_solution
+            ),
+        ),
+        metadata=metadata,
+        timeout=60,
+    )
+    debug_pb2_grpc.DebugServiceStub(channels["debug"]).CreateDiagnosis(
+        debug_pb2.CreateDiagnosisRequest(
+            parent=f"students/{student}",
+            diagnosis=debug_pb2.Diagnosis(code=DIVIDE, traceback=TRACEBACK),
+        ),
+        metadata=metadata,
+        timeout=30,
+    )
+    review_pb2_grpc.ReviewServiceStub(channels["review"]).CreateCodeReview(
+        review_pb2.CreateCodeReviewRequest(
+            parent=f"students/{student}",
+            code_review=review_pb2.CodeReview(code=DIVIDE, topic=3),  # type: ignore[arg-type]
+        ),
+        metadata=metadata,
+        timeout=30,
+    )
+    list(
+        triage_pb2_grpc.TriageServiceStub(channels["triage"]).Ask(
+            triage_pb2.AskRequest(student=f"students/{student}", question="how do for loops work?"),
+            metadata=metadata,
+            timeout=60,
+        )
+    )
+    struggle = struggle_event(student, COHORT, f"ep-{uuid.uuid4().hex[:6]}", tenant=tenant)
+    events.send(struggle, student, topic="struggle.detected")
+    events.flush()
+
+
+def rows_naming(database_url: str, tenant: str, student: str) -> dict[str, int]:
+    """Rows of every table of every LearnFlow schema, as the tenant sees them, whose
+    text holds the student's id."""
+    found: dict[str, int] = {}
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("SELECT set_config('learnflow.tenant', %s, false)", (tenant,))
+        tables = conn.execute(
+            "SELECT table_schema, table_name FROM information_schema.tables "
+            "WHERE table_type = 'BASE TABLE' "
+            "AND table_schema NOT IN ('pg_catalog', 'information_schema')"
+        ).fetchall()
+        for schema, table in tables:
+            query = sql.SQL("SELECT count(*) FROM {}.{} t WHERE t::text LIKE %s").format(
+                sql.Identifier(schema), sql.Identifier(table)
+            )
+            row = conn.execute(query, (f"%{student}%",)).fetchone()
+            if row and row[0]:
+                found[f"{schema}.{table}"] = int(row[0])
+    return found
+
+
+def keys_naming(redis_url: str, student: str) -> list[str]:
+    """Keys in every Redis database that name the student, or hold a string that does."""
+    found = []
+    for db in range(16):
+        client = redis.Redis.from_url(redis_url, db=db)
+        try:
+            for key in client.scan_iter(count=1000):
+                named = student.encode() in key
+                if not named and client.type(key) == b"string":
+                    value = client.get(key)
+                    named = value is not None and student.encode() in value
+                if named:
+                    found.append(f"{db}:{key.decode(errors='replace')}")
+        finally:
+            client.close()
+    return found
+
+
+def operation_done(
+    operations: operations_pb2_grpc.OperationsStub, name: str, metadata: list[tuple[str, str]]
+) -> operations_pb2.Operation:
+    def probe() -> operations_pb2.Operation | None:
+        operation = operations.GetOperation(
+            operations_pb2.GetOperationRequest(name=name), metadata=metadata, timeout=10
+        )
+        return operation if operation.done else None
+
+    done: operations_pb2.Operation = wait_for(probe, timeout=90, what=f"{name} done")
+    return done
+
+
+def test_an_erased_student_is_found_nowhere_and_their_late_events_are_refused(
+    channels: dict[str, grpc.Channel],
+    events: Events,
+    settings: Settings,
+    mint_token: MintToken,
+) -> None:
+    assert settings.database_url and settings.redis_url and settings.kafka_bootstrap_servers
+    tenant = f"erase-{uuid.uuid4().hex[:6]}"
+    student = f"gone-{uuid.uuid4().hex[:10]}"
+    token = mint_token(student, "student", [COHORT], tenant=tenant)
+    admin = bearer(mint_token("root", "admin", tenant=tenant))
+    mastery = mastery_pb2_grpc.MasteryServiceStub(channels["mastery"])
+    leave_data_everywhere(channels, events, token, student, tenant)
+
+    # Data everywhere first: mastery from the graded submission, the alert, the trail.
+    def spread() -> dict[str, int] | None:
+        found = rows_naming(settings.database_url or "", tenant, student)
+        wanted = {
+            "mastery.evidence",
+            "exercise.submissions",
+            "debug.diagnoses",
+            "review.code_reviews",
+            "notify.alerts",
+            "audit.audit_events",
+            "roster.students",
+        }
+        return found if wanted <= set(found) else None
+
+    before = wait_for(spread, timeout=60, what="the student's data in every service")
+    assert "notify.updates" in before
+    assert keys_naming(settings.redis_url, student)  # the diagnosis's windows at least
+
+    started = mastery.EraseStudentData(
+        mastery_pb2.EraseStudentDataRequest(name=f"students/{student}"),
+        metadata=admin,
+        timeout=10,
+    )
+    assert started.name.startswith("operations/erasure-")
+    operations = operations_pb2_grpc.OperationsStub(channels["mastery"])
+    done = operation_done(operations, started.name, admin)
+    assert not done.HasField("error")
+    response = mastery_pb2.EraseStudentDataResponse()
+    assert done.response.Unpack(response)
+    hidden = pseudonym(tenant, student)
+    assert response.pseudonym == hidden
+    assert sorted(s.service for s in response.services) == sorted(ERASING_SERVICES)
+    erased = {s.service: s.erased_record_count for s in response.services}
+    assert erased["exercise"] >= 1 and erased["debug"] >= 2 and erased["review"] >= 1
+    metadata = mastery_pb2.EraseStudentDataMetadata()
+    assert done.metadata.Unpack(metadata)
+    assert not metadata.pending_services
+
+    # The audit trail's rows are still there, naming the pseudonym; the erasure call
+    # itself, recorded after it, too.
+    def trail_settled() -> list[audit_pb2.AuditEvent] | None:
+        assert rows_naming(settings.database_url or "", tenant, student) == {}
+        listed = audit_pb2_grpc.AuditServiceStub(channels["audit"]).ListAuditEvents(
+            audit_pb2.ListAuditEventsRequest(student=f"students/{hidden}", page_size=100),
+            metadata=admin,
+            timeout=10,
+        )
+        methods = {e.method.rsplit("/", 1)[1] for e in listed.audit_events}
+        return list(listed.audit_events) if "EraseStudentData" in methods else None
+
+    trail = wait_for(trail_settled, timeout=30, what="the pseudonymised trail")
+    assert {"CreateSubmission", "CreateDiagnosis", "CreateCodeReview"} <= {
+        e.method.rsplit("/", 1)[1] for e in trail
+    }
+    assert all(student not in str(e) for e in trail)
+    assert keys_naming(settings.redis_url, student) == []
+
+    # A late progress event: dead-lettered with the reason, never applied.
+    late = events.send(exercise(student, 0.9, tenant=tenant), student)
+    events.flush()
+    letters = dead_letters(
+        settings.kafka_bootstrap_servers, "progress.events.dlq", [late], timeout=60
+    )
+    assert "was erased" in letters[late]["dlq_error_message"]
+    assert hidden in letters[late]["dlq_error_message"]
+    time.sleep(1.0)
+    with pytest.raises(grpc.RpcError) as missing:
+        mastery.GetMastery(
+            mastery_pb2.GetMasteryRequest(name=f"students/{student}/mastery"),
+            metadata=admin,
+            timeout=10,
+        )
+    assert missing.value.code() is grpc.StatusCode.NOT_FOUND
+    assert rows_naming(settings.database_url or "", tenant, student) == {}
+
+    # Erasing again changes nothing and completes too.
+    again = mastery.EraseStudentData(
+        mastery_pb2.EraseStudentDataRequest(name=f"students/{student}"),
+        metadata=admin,
+        timeout=10,
+    )
+    repeated = operation_done(operations, again.name, admin)
+    response = mastery_pb2.EraseStudentDataResponse()
+    assert repeated.response.Unpack(response)
+    assert {s.service: s.erased_record_count for s in response.services}["exercise"] == 0
+
+
+def test_only_the_student_or_an_admin_may_erase_and_a_check_erases_nothing(
+    channels: dict[str, grpc.Channel], mint_token: MintToken
+) -> None:
+    mastery = mastery_pb2_grpc.MasteryServiceStub(channels["mastery"])
+    request = mastery_pb2.EraseStudentDataRequest(name="students/someone-else")
+    for token in (
+        mint_token("other", "student", [COHORT]),
+        mint_token("tess", "teacher", [COHORT]),
+    ):
+        with pytest.raises(grpc.RpcError) as denied:
+            mastery.EraseStudentData(request, metadata=bearer(token), timeout=10)
+        assert denied.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    # The student themself may; validate_only checks that and erases nothing.
+    preview = mastery.EraseStudentData(
+        mastery_pb2.EraseStudentDataRequest(name="students/someone-else", validate_only=True),
+        metadata=bearer(mint_token("someone-else", "student", [COHORT])),
+        timeout=10,
+    )
+    assert preview.done and not preview.name
+    metadata = mastery_pb2.EraseStudentDataMetadata()
+    assert preview.metadata.Unpack(metadata)
+    assert list(metadata.pending_services) == list(ERASING_SERVICES)
+    with pytest.raises(grpc.RpcError) as bad:
+        mastery.EraseStudentData(
+            mastery_pb2.EraseStudentDataRequest(name="students/"),
+            metadata=bearer(mint_token("root", "admin")),
+            timeout=10,
+        )
+    assert bad.value.code() is grpc.StatusCode.INVALID_ARGUMENT
