@@ -107,7 +107,9 @@ class Erasures:
             name,
             owner(tenant, requested_by),
             _pack(metadata),
-            OutboxMessage(STUDENT_ERASURE, student_id, announcement.SerializeToString()),
+            OutboxMessage(
+                STUDENT_ERASURE, student_id, announcement.SerializeToString(), tenant=tenant
+            ),
         )
         log.info("erasure started", extra={"erasure": name, "tenant": tenant})
         return name

@@ -52,7 +52,11 @@ def encode_changes(changes: Sequence[Change]) -> list[OutboxMessage]:
             update_time=now,
             evidence_count=change.evidence.get(0, 0),
         )
-        messages.append(OutboxMessage(MASTERY_UPDATED, change.student, event.SerializeToString()))
+        messages.append(
+            OutboxMessage(
+                MASTERY_UPDATED, change.student, event.SerializeToString(), tenant=change.tenant
+            )
+        )
     return messages
 
 
@@ -78,7 +82,11 @@ def encode_wheel_spins(spins: Sequence[WheelSpin]) -> list[OutboxMessage]:
             episode_id=f"wheel-spinning:{spin.tenant}/{spin.student}:{spin.exercise_id}",
             detect_time=now,
         )
-        messages.append(OutboxMessage(STRUGGLE_DETECTED, spin.student, event.SerializeToString()))
+        messages.append(
+            OutboxMessage(
+                STRUGGLE_DETECTED, spin.student, event.SerializeToString(), tenant=spin.tenant
+            )
+        )
     return messages
 
 

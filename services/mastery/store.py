@@ -72,6 +72,8 @@ class OutboxMessage:
     # The published event's id, assigned by the table: the same for a resend after a
     # crash, unique across databases.
     event_id: str = ""
+    # The tenant of the student it is about (an erasure deletes their unsent ones).
+    tenant: str = ""
 
 
 # Every table holding a student's rows (column student_id): what an erasure deletes.
@@ -783,9 +785,14 @@ class MasteryStore:
         batch = list(messages)
         if batch:
             cur.execute(
-                "INSERT INTO outbox (topic, key, payload) "
-                "SELECT * FROM unnest(%b::text[], %b::text[], %b::bytea[])",
-                ([m.topic for m in batch], [m.key for m in batch], [m.payload for m in batch]),
+                "INSERT INTO outbox (topic, key, payload, tenant) "
+                "SELECT * FROM unnest(%b::text[], %b::text[], %b::bytea[], %b::text[])",
+                (
+                    [m.topic for m in batch],
+                    [m.key for m in batch],
+                    [m.payload for m in batch],
+                    [m.tenant for m in batch],
+                ),
             )
 
     # -- outbox ---------------------------------------------------------------------
@@ -797,7 +804,7 @@ class MasteryStore:
         them) and delete them; returns how many. Concurrent drainers skip locked rows."""
         with self.db.pool.connection() as conn, conn.transaction():
             rows = conn.execute(
-                "SELECT id, topic, key, payload, event_id FROM outbox ORDER BY id "
+                "SELECT id, topic, key, payload, event_id, tenant FROM outbox ORDER BY id "
                 "LIMIT %s FOR UPDATE SKIP LOCKED",
                 (limit,),
             ).fetchall()
@@ -805,8 +812,8 @@ class MasteryStore:
                 return 0
             send(
                 [
-                    OutboxMessage(topic, key, bytes(payload), id_, str(event_id))
-                    for id_, topic, key, payload, event_id in rows
+                    OutboxMessage(topic, key, bytes(payload), id_, str(event_id), tenant)
+                    for id_, topic, key, payload, event_id, tenant in rows
                 ]
             )
             conn.execute("DELETE FROM outbox WHERE id = ANY(%b)", ([r[0] for r in rows],))
@@ -1027,8 +1034,8 @@ class MasteryStore:
                 (name, created_by, metadata),
             )
             conn.execute(
-                "INSERT INTO outbox (topic, key, payload) VALUES (%s, %s, %s)",
-                (message.topic, message.key, message.payload),
+                "INSERT INTO outbox (topic, key, payload, tenant) VALUES (%s, %s, %s, %s)",
+                (message.topic, message.key, message.payload, tenant),
             )
 
     def change_operation(
@@ -1061,7 +1068,8 @@ class MasteryStore:
         erased = self.db.erase_student_rows(tenant, student_id, STUDENT_TABLES)
         with self.db.pool.connection() as conn, conn.transaction():
             erased += conn.execute(
-                "DELETE FROM outbox WHERE key = %s AND topic = ANY(%s)", (student_id, list(topics))
+                "DELETE FROM outbox WHERE key = %s AND tenant = %s AND topic = ANY(%s)",
+                (student_id, tenant, list(topics)),
             ).rowcount
         return erased
 

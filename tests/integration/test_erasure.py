@@ -14,8 +14,11 @@ DLQ with the reason, and their mastery does not come back.
 
 from __future__ import annotations
 
+import dataclasses
+import random
 import time
 import uuid
+from collections.abc import Sequence
 
 import grpc
 import psycopg
@@ -33,9 +36,13 @@ from psycopg import sql
 from services.exercise.domain.bank import default_bank
 from services.kit.config import Settings
 from services.kit.erasure import ERASING_SERVICES, pseudonym
+from services.kit.runtime import Runtime
+from services.mastery.main import MIGRATIONS as MASTERY_MIGRATIONS
+from services.mastery.store import STUDENT_TABLES, MasteryStore, OutboxMessage
 from tests.conftest import MintToken, wait_for
 from tests.integration.test_alerts import struggle_event
 from tests.integration.test_mastery import Events, exercise
+from tests.integration.test_mastery_rules import NOW, random_events
 from tests.support.dead_letters import dead_letters
 
 pytestmark = pytest.mark.integration
@@ -287,3 +294,34 @@ def test_only_the_student_or_an_admin_may_erase_and_a_check_erases_nothing(
             timeout=10,
         )
     assert bad.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_the_mastery_store_erases_one_tenants_student_only(runtime: Runtime) -> None:
+    """The same id in two schools is two students: erasing one leaves the other's rows
+    and unsent announcements as they were (a private schema: no relay drains it)."""
+    schema = f"mastery_erase_{uuid.uuid4().hex[:6]}"
+    try:
+        store = MasteryStore(runtime.database(schema, MASTERY_MIGRATIONS))
+        sid = f"same-{uuid.uuid4().hex[:6]}"
+        for tenant in ("school-a", "school-b"):
+            event = random_events(random.Random(3), sid, "UTC", 3)
+            store.apply_batch(
+                [dataclasses.replace(e, tenant=tenant, occur_time=NOW) for e in event],
+                NOW,
+                lambda changes: [
+                    OutboxMessage("mastery.updated", c.student, b"x", tenant=c.tenant)
+                    for c in changes
+                ],
+            )
+        kept_before = store.db.erase_student_rows("school-b", "nobody", STUDENT_TABLES)
+        assert kept_before == 0
+        erased = store.erase_student("school-a", sid, ["mastery.updated"])
+        assert erased > 3  # evidence, aggregates, snapshots and the announcement
+        assert store.student("school-a", sid) is None
+        assert store.student("school-b", sid) is not None
+        sent: list[Sequence[OutboxMessage]] = []
+        store.drain_outbox(sent.append)
+        assert [m.tenant for batch in sent for m in batch] == ["school-b"]
+    finally:
+        with psycopg.connect(runtime.database_url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
