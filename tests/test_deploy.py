@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from services.kit.bus import ALL_TOPICS
 from services.kit.catalogue import GATEWAY_PORT, SERVICES, SERVICES_BY_NAME, ServiceSpec
 from services.kit.config import Settings
 
@@ -32,15 +33,6 @@ DOCKERFILE = ROOT / "Dockerfile"
 SERVICE_UID = 10001
 KNOWN_ENV = {name.upper() for name in Settings.model_fields} | {s.address_env for s in SERVICES}
 ADDR_ENV = {s.address_env: s for s in SERVICES}
-# every topic and its dead-letter queue.
-TOPICS = (
-    "progress.events",
-    "struggle.detected",
-    "mastery.updated",
-    "learning.responses",
-    "student.erasure",
-)
-ALL_TOPICS = TOPICS + tuple(f"{t}.dlq" for t in TOPICS)
 
 SERVICE_IDS = [s.name for s in SERVICES]
 params = pytest.mark.parametrize("spec", SERVICES, ids=SERVICE_IDS)
