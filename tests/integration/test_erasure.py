@@ -6,7 +6,8 @@ A student of a school of their own leaves data in every service: a graded submis
 (debug, and its windows in Redis), a code review (review), a question (triage), a
 struggle alert (notify), and the audit trail of all those calls. Their school's admin
 erases them; the operation is done once every service has confirmed. Then every table
-of every schema (scoped to that school) and every Redis database is searched for the
+of every schema (scoped to that school), every Redis database and the live streams
+replayed from their start (the cohort's, the student's own) are searched for the
 student's id: nothing is found, while the audit trail still holds the calls under the
 student's pseudonym. A progress event of theirs that arrives afterwards goes to the
 DLQ with the reason, and their mastery does not come back.
@@ -29,6 +30,7 @@ from learnflow.audit.v1 import audit_pb2, audit_pb2_grpc
 from learnflow.debug.v1 import debug_pb2, debug_pb2_grpc
 from learnflow.exercise.v1 import exercise_pb2, exercise_pb2_grpc
 from learnflow.mastery.v1 import mastery_pb2, mastery_pb2_grpc
+from learnflow.notify.v1 import notify_pb2, notify_pb2_grpc
 from learnflow.review.v1 import review_pb2, review_pb2_grpc
 from learnflow.triage.v1 import triage_pb2, triage_pb2_grpc
 from psycopg import sql
@@ -151,6 +153,25 @@ def keys_naming(redis_url: str, student: str) -> list[str]:
     return found
 
 
+def streamed(
+    channels: dict[str, grpc.Channel], metadata: list[tuple[str, str]], subscriber: str
+) -> list[str]:
+    """Every update a live stream replays from the tenant's first one, as text (read
+    until the stream has been quiet for the call's few seconds)."""
+    call = notify_pb2_grpc.NotifyServiceStub(channels["notify"]).StreamUpdates(
+        notify_pb2.StreamUpdatesRequest(subscriber=subscriber, cursor="0"),
+        metadata=metadata,
+        timeout=3,
+    )
+    seen = []
+    try:
+        for update in call:
+            seen.append(str(update))
+    except grpc.RpcError as exc:
+        assert exc.code() is grpc.StatusCode.DEADLINE_EXCEEDED, exc
+    return seen
+
+
 def operation_done(
     operations: operations_pb2_grpc.OperationsStub, name: str, metadata: list[tuple[str, str]]
 ) -> operations_pb2.Operation:
@@ -194,6 +215,10 @@ def test_an_erased_student_is_found_nowhere_and_their_late_events_are_refused(
 
     before = wait_for(spread, timeout=60, what="the student's data in every service")
     assert "notify.updates" in before
+    teacher = bearer(mint_token("tess", "teacher", [COHORT], tenant=tenant))
+    streams = ((teacher, f"cohorts/{COHORT}"), (admin, f"students/{student}"))
+    for caller, subscriber in streams:
+        assert any(student in text for text in streamed(channels, caller, subscriber))
     assert keys_naming(settings.redis_url, student)  # the diagnosis's windows at least
 
     started = mastery.EraseStudentData(
@@ -234,6 +259,8 @@ def test_an_erased_student_is_found_nowhere_and_their_late_events_are_refused(
     }
     assert all(student not in str(e) for e in trail)
     assert keys_naming(settings.redis_url, student) == []
+    for caller, subscriber in streams:
+        assert not [t for t in streamed(channels, caller, subscriber) if student in t]
 
     # A late progress event: dead-lettered with the reason, never applied.
     late = events.send(exercise(student, 0.9, tenant=tenant), student)
