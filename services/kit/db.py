@@ -34,6 +34,20 @@ _SCHEMA_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 TENANT_SETTING = "learnflow.tenant"
 
 
+def delete_student_rows(
+    conn: psycopg.Connection[Any], student_id: str, tables: Sequence[str]
+) -> int:
+    """Delete a student's rows (column `student_id`) from each of `tables` in `conn`'s
+    transaction (scoped to their tenant); how many."""
+    return sum(
+        conn.execute(
+            sql.SQL("DELETE FROM {} WHERE student_id = %s").format(sql.Identifier(table)),
+            (student_id,),
+        ).rowcount
+        for table in tables
+    )
+
+
 def scope(conn: psycopg.Connection[Any], tenant: str) -> None:
     """Scope the rest of `conn`'s current transaction to `tenant` (its rows only)."""
     if not tenant:
@@ -156,13 +170,7 @@ class Database:
         """Delete a student's rows (column `student_id`) from each of `tables`, in one
         transaction; how many (an erasure, services/kit/erasure.py)."""
         with self.scoped(tenant) as conn:
-            return sum(
-                conn.execute(
-                    sql.SQL("DELETE FROM {} WHERE student_id = %s").format(sql.Identifier(table)),
-                    (student_id,),
-                ).rowcount
-                for table in tables
-            )
+            return delete_student_rows(conn, student_id, tables)
 
     def check(self) -> None:
         """Health check: raises unless a connection answers."""

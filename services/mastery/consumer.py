@@ -17,9 +17,9 @@ from services.kit.bus import (
     PoisonEventError,
     event_tenant,
 )
-from services.kit.erasure import Tombstones, refuse_erased
 from services.mastery.domain.events import (
     HISTORY_HORIZON,
+    ErasedStudentError,
     InvalidEventError,
     ProgressEvent,
     validate,
@@ -86,18 +86,18 @@ def progress_consumer(
     topic: str = PROGRESS_EVENTS,
     stall_seconds: float = DEFAULT_STALL_SECONDS,
     horizon: timedelta = HISTORY_HORIZON,
-    tombstones: Tombstones | None = None,
 ) -> ConsumerLoop:
     """The engine's consumer of `topic` (progress.events; another topic for replays and
     tests). Its health: `ConsumerLoop.health_check`, stalled after `stall_seconds`.
-    An erased student's late events (`tombstones`) are dead-lettered, never applied."""
+    An erased student's late events (the store refuses them) are dead-lettered."""
 
     def handle(batch: Sequence[Envelope]) -> None:
         now = datetime.now(UTC)  # one clock reading per batch, not per event
         events = [to_domain(envelope, horizon, now) for envelope in batch]
-        if tombstones is not None:
-            refuse_erased(tombstones, ((e.tenant, e.student_id) for e in events))
-        engine.ingest(events)
+        try:
+            engine.ingest(events)
+        except ErasedStudentError as exc:  # the loop then retries one by one: theirs go
+            raise PoisonEventError(str(exc)) from None
 
     return ConsumerLoop(
         bus,

@@ -57,7 +57,7 @@ def build(
 
     relay = OutboxRelay(drain_outbox)
     engine = MasteryEngine(
-        MasteryStore(db),
+        MasteryStore(db, tombstones=True),
         cache,
         encode_changes,
         OutboxSender(bus),
@@ -92,7 +92,6 @@ def build(
             stall_seconds=consumer_stall_seconds or runtime.settings.consumer_stall_seconds,
             horizon=timedelta(days=runtime.settings.mastery_history_horizon_days),
             batch_size=runtime.settings.mastery_batch_size,
-            tombstones=tombstones,
         )
         for _ in range(lane_count)
     ]

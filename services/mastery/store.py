@@ -22,9 +22,16 @@ from typing import Any
 
 from psycopg import Cursor, sql
 
-from services.kit.db import Database, scope
+from services.kit.db import Database, delete_student_rows, scope
+from services.kit.erasure import pseudonym
 from services.kit.topics import Band
-from services.mastery.domain.events import ProgressEvent, aggregate_batch, history, local_day
+from services.mastery.domain.events import (
+    ErasedStudentError,
+    ProgressEvent,
+    aggregate_batch,
+    history,
+    local_day,
+)
 from services.mastery.domain.history import DailySnapshot
 from services.mastery.domain.model import (
     DAY_BITS,
@@ -241,8 +248,11 @@ def _evidence_of(
 
 
 class MasteryStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, tombstones: bool = False) -> None:
+        """`tombstones`: refuse erased students' events inside each batch's transaction
+        (the kit's `erasure.erased_students` must exist: `Runtime.tombstones`)."""
         self.db = db
+        self._tombstones = tombstones
 
     # -- ingestion --------------------------------------------------------------
 
@@ -260,6 +270,8 @@ class MasteryStore:
         with self.db.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
             for index, tenant in enumerate(sorted(by_tenant)):
                 scope(conn, tenant)
+                if self._tombstones:
+                    self._refuse_erased(cur, tenant, by_tenant[tenant])
                 fresh = self._claim(cur, by_tenant[tenant], reuse=index > 0)
                 if not fresh:
                     continue
@@ -275,6 +287,20 @@ class MasteryStore:
                         encode_wheel_spins=encode_wheel_spins,
                     )
         return changes
+
+    @staticmethod
+    def _refuse_erased(cur: Cursor[Any], tenant: str, events: Sequence[ProgressEvent]) -> None:
+        """ErasedStudentError when any event's student was erased. Asked once this
+        transaction holds its lock on `evidence`: an erasure takes a conflicting one
+        (`erase_student`), so a batch either committed before the erasure's deletes or
+        sees its tombstone (written before the erasure began) here."""
+        cur.execute("LOCK TABLE evidence IN ROW EXCLUSIVE MODE")
+        names = list({pseudonym(tenant, e.student_id) for e in events})
+        erased = cur.execute(
+            "SELECT pseudonym FROM erasure.erased_students WHERE pseudonym = ANY(%b)", (names,)
+        ).fetchall()
+        if erased:
+            raise ErasedStudentError(tenant, sorted(r[0] for r in erased))
 
     def _apply_fresh(
         self,
@@ -1065,8 +1091,11 @@ class MasteryStore:
     def erase_student(self, tenant: str, student_id: str, topics: Sequence[str]) -> int:
         """Delete everything held of a student, and their announcements not yet sent on
         `topics` (the outbox is keyed by student)."""
-        erased = self.db.erase_student_rows(tenant, student_id, STUDENT_TABLES)
-        with self.db.pool.connection() as conn, conn.transaction():
+        with self.db.scoped(tenant) as conn:
+            # Waits for the batches in flight; later ones find the tombstone
+            # (`_refuse_erased`).
+            conn.execute("LOCK TABLE evidence IN SHARE ROW EXCLUSIVE MODE")
+            erased = delete_student_rows(conn, student_id, STUDENT_TABLES)
             erased += conn.execute(
                 "DELETE FROM outbox WHERE key = %s AND tenant = %s AND topic = ANY(%s)",
                 (student_id, tenant, list(topics)),

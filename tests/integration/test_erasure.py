@@ -39,6 +39,7 @@ from services.exercise.domain.bank import default_bank
 from services.kit.config import Settings
 from services.kit.erasure import ERASING_SERVICES, pseudonym
 from services.kit.runtime import Runtime
+from services.mastery.domain.events import ErasedStudentError
 from services.mastery.main import MIGRATIONS as MASTERY_MIGRATIONS
 from services.mastery.store import STUDENT_TABLES, MasteryStore, OutboxMessage
 from tests.conftest import MintToken, wait_for
@@ -349,6 +350,31 @@ def test_the_mastery_store_erases_one_tenants_student_only(runtime: Runtime) -> 
         sent: list[Sequence[OutboxMessage]] = []
         store.drain_outbox(sent.append)
         assert [m.tenant for batch in sent for m in batch] == ["school-b"]
+    finally:
+        with psycopg.connect(runtime.database_url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def test_a_batch_with_an_erased_students_event_is_refused_whole(runtime: Runtime) -> None:
+    """The check the store makes inside each batch's transaction (ADR 0009): a batch
+    naming an erased student writes nothing, and says whom by pseudonym."""
+    schema = f"mastery_refuse_{uuid.uuid4().hex[:6]}"
+    try:
+        store = MasteryStore(runtime.database(schema, MASTERY_MIGRATIONS), tombstones=True)
+        gone, kept = (f"{who}-{uuid.uuid4().hex[:6]}" for who in ("gone", "kept"))
+        runtime.tombstones.bury("school-a", gone, "operations/erasure-test")
+        events = [
+            dataclasses.replace(e, tenant="school-a", occur_time=NOW)
+            for sid in (kept, gone)
+            for e in random_events(random.Random(5), sid, "UTC", 2)
+        ]
+        with pytest.raises(ErasedStudentError, match=pseudonym("school-a", gone)):
+            store.apply_batch(events, NOW, lambda changes: [])
+        assert store.student("school-a", kept) is None  # the whole batch rolled back
+        # The same id in another school is another student.
+        other = [dataclasses.replace(e, tenant="school-b") for e in events if e.student_id == gone]
+        store.apply_batch(other, NOW, lambda changes: [])
+        assert store.student("school-b", gone) is not None
     finally:
         with psycopg.connect(runtime.database_url, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
@@ -27,6 +27,17 @@ HISTORY_HORIZON = timedelta(days=90)
 
 class InvalidEventError(ValueError):
     """The event can never be applied (it goes to the dead-letter queue)."""
+
+
+class ErasedStudentError(Exception):
+    """A batch holds events of students who were erased (named by pseudonym): they are
+    never applied (they go to the dead-letter queue)."""
+
+    def __init__(self, tenant: str, pseudonyms: Sequence[str]) -> None:
+        super().__init__(
+            f"student {', '.join(pseudonyms)} of tenant {tenant} was erased: "
+            "their late events are not stored"
+        )
 
 
 @dataclass(frozen=True, slots=True)
