@@ -93,9 +93,6 @@ class Tombstones:
             ).fetchall()
         return {by_pseudonym[r[0]] for r in rows}
 
-    def check(self) -> None:
-        self._db.check()
-
 
 def students_of(batch: Iterable[Envelope]) -> list[tuple[str, str]]:
     """The (tenant, student id) each event of a batch is about (its `student`
