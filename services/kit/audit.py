@@ -235,13 +235,6 @@ class Pending:
     peer: str
 
 
-def build_event(pending: Pending, event_id: str) -> audit_pb2.AuditEvent:
-    """The AuditEvent of one recorded call."""
-    event = audit_pb2.AuditEvent()
-    fill_event(event, pending, event_id)
-    return event
-
-
 def fill_event(event: audit_pb2.AuditEvent, pending: Pending, event_id: str) -> None:
     """Set an empty `event` to the record of one call (filled in place: the trail
     builds straight into its batch)."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
+from google.protobuf import any_pb2
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.type import date_pb2
 from learnflow.mastery.v1 import mastery_pb2
@@ -11,6 +13,14 @@ from learnflow.mastery.v1 import mastery_pb2
 from services.mastery.domain.history import HistoryPoint, Summary
 from services.mastery.domain.model import OVERALL, Component, Components, Mastery, streak
 from services.mastery.domain.records import CohortRow, EvidenceCounts, EvidenceRow, MasteryView
+
+
+def packed(message: Message) -> bytes:
+    """`message` in a google.protobuf.Any, serialised: how an operation's metadata and
+    response are stored."""
+    wrapper = any_pb2.Any()
+    wrapper.Pack(message)
+    return wrapper.SerializeToString()
 
 
 def timestamp(moment: datetime) -> Timestamp:

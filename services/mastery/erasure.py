@@ -37,7 +37,7 @@ from services.kit.bus import (
     event_tenant,
 )
 from services.kit.erasure import ERASING_SERVICES, Tombstones, pseudonym
-from services.mastery.convert import timestamp
+from services.mastery.convert import packed, timestamp
 from services.mastery.engine import MasteryEngine
 from services.mastery.store import OutboxMessage
 
@@ -48,12 +48,6 @@ OPERATION_PREFIX = "operations/erasure-"
 # What the mastery engine announces per student, unsent announcements of which an
 # erasure deletes.
 ANNOUNCED_TOPICS = (MASTERY_UPDATED, STRUGGLE_DETECTED)
-
-
-def _pack(message: Message) -> bytes:
-    packed = any_pb2.Any()
-    packed.Pack(message)
-    return packed.SerializeToString()
 
 
 def _unpack(raw: bytes, message: Message) -> None:
@@ -83,7 +77,7 @@ class Erasures:
             create_time=timestamp(datetime.now(UTC)),
             pseudonym=pseudonym(tenant, student_id),
         )
-        return _pack(metadata)
+        return packed(metadata)
 
     def start(self, tenant: str, student_id: str, requested_by: str) -> str:
         """Erase a student of `tenant` everywhere; the operation's name."""
@@ -106,7 +100,7 @@ class Erasures:
             tenant,
             name,
             owner(tenant, requested_by),
-            _pack(metadata),
+            packed(metadata),
             OutboxMessage(
                 STUDENT_ERASURE, student_id, announcement.SerializeToString(), tenant=tenant
             ),
@@ -137,7 +131,7 @@ class Erasures:
                 erase_time=confirmed.erase_time,
             )
             response.erase_time.CopyFrom(confirmed.erase_time)
-            return _pack(metadata), _pack(response), not pending
+            return packed(metadata), packed(response), not pending
 
         return self._engine.change_operation(confirmed.tenant, confirmed.erasure, change)
 

@@ -15,24 +15,15 @@ from collections import deque
 from concurrent import futures
 from datetime import UTC, datetime
 
-from google.protobuf import any_pb2
 from learnflow.mastery.v1 import mastery_pb2
 
-from services.mastery.convert import timestamp
+from services.mastery.convert import packed, timestamp
 from services.mastery.engine import MasteryEngine
 
 log = logging.getLogger("learnflow.mastery.recalculation")
 
 CHUNK = 1000
 WORKERS = 2
-
-
-def _pack(
-    message: mastery_pb2.RecalculateMasteryMetadata | mastery_pb2.RecalculateMasteryResponse,
-) -> bytes:
-    packed = any_pb2.Any()
-    packed.Pack(message)
-    return packed.SerializeToString()
 
 
 class Recalculations:
@@ -49,7 +40,7 @@ class Recalculations:
         metadata = mastery_pb2.RecalculateMasteryMetadata(
             total_students=len(ids), start_time=timestamp(started), update_time=timestamp(started)
         )
-        self._engine.create_operation(tenant, name, created_by, _pack(metadata))
+        self._engine.create_operation(tenant, name, created_by, packed(metadata))
         thread = threading.Thread(
             target=self._run,
             args=(tenant, name, ids, metadata),
@@ -87,7 +78,7 @@ class Recalculations:
                     metadata.processed_students = processed
                     metadata.update_time.CopyFrom(timestamp(datetime.now(UTC)))
                     if not cancelled and engine.update_operation(
-                        tenant, name, metadata=_pack(metadata)
+                        tenant, name, metadata=packed(metadata)
                     ):
                         cancelled = metadata.cancel_requested = True
                     following = None if cancelled else next(waiting, None)
@@ -97,7 +88,7 @@ class Recalculations:
                         )
             if cancelled:
                 engine.update_operation(
-                    tenant, name, metadata=_pack(metadata), done=True, error=(1, "cancelled")
+                    tenant, name, metadata=packed(metadata), done=True, error=(1, "cancelled")
                 )
                 log.info("recalculation cancelled", extra={"operation": name})
                 return
@@ -107,7 +98,7 @@ class Recalculations:
                 end_time=timestamp(datetime.now(UTC)),
             )
             engine.update_operation(
-                tenant, name, metadata=_pack(metadata), done=True, response=_pack(response)
+                tenant, name, metadata=packed(metadata), done=True, response=packed(response)
             )
             log.info(
                 "recalculation done",
@@ -116,7 +107,7 @@ class Recalculations:
         except Exception as exc:  # the operation records the failure
             log.exception("recalculation failed", extra={"operation": name})
             engine.update_operation(
-                tenant, name, metadata=_pack(metadata), done=True, error=(13, str(exc))
+                tenant, name, metadata=packed(metadata), done=True, error=(13, str(exc))
             )
 
     def wait(self, timeout: float) -> None:
