@@ -13,7 +13,7 @@ from services.audit.consumer import audit_consumer
 from services.audit.servicer import AuditServicer
 from services.audit.store import AuditStore
 from services.kit.bus import AUDIT_EVENTS
-from services.kit.erasure import pseudonym, with_erasure
+from services.kit.erasure import pseudonym
 from services.kit.runtime import Runtime
 from services.kit.server import ServiceParts
 
@@ -40,10 +40,6 @@ def build(
         stall_seconds=runtime.settings.consumer_stall_seconds,
         tombstones=tombstones,
     )
-    erasure = runtime.erasure_consumer(
-        "audit",
-        lambda tenant, student: store.pseudonymise(tenant, student, pseudonym(tenant, student)),
-    )
     # On the in-process bus the trail is read here, in this process: record it.
     runtime.audit.enable()
 
@@ -60,4 +56,11 @@ def build(
         start_background=[consumer.start],
         on_stop=[consumer.stop],
     )
-    return with_erasure(parts, erasure, "audit")
+    return runtime.with_student_data(
+        parts,
+        "audit",
+        erase=lambda tenant, student: store.pseudonymise(
+            tenant, student, pseudonym(tenant, student)
+        ),
+        gather=store.export_student,
+    )

@@ -7,10 +7,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from psycopg import sql
+from psycopg.rows import dict_row
 
 from services.audit.domain.query import Query
 from services.audit.domain.records import AuditRecord, by_tenant
 from services.kit.db import Database, scope
+from services.kit.export import Records, table_records
 
 _COLUMNS = (
     "event_id",
@@ -69,6 +71,18 @@ class AuditStore:
                 "SELECT pseudonymise_student(%s, %s)", (student_id, pseudonym)
             ).fetchone()
         return int(row[0]) if row else 0
+
+    def export_student(self, tenant: str, student_id: str) -> Records:
+        """Every call that touched a student's data or that they made (an export),
+        oldest first."""
+        with self._db.scoped(tenant) as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                "SELECT * FROM audit_events WHERE actor_subject = %s OR event_id IN "
+                "  (SELECT event_id FROM audit_event_students WHERE student_id = %s) "
+                "ORDER BY event_time, event_id",
+                (student_id, student_id),
+            )
+            return table_records({"audit_events": cur.fetchall()})
 
     def list(self, tenant: str, query: Query) -> list[AuditRecord]:
         """Up to `query.size + 1` of `tenant`'s events matching the query, newest first

@@ -14,7 +14,6 @@ from services.debug.servicer import DebugServicer
 from services.debug.store import DebugStore
 from services.debug.struggle import StruggleDetector
 from services.kit.bus import Publisher
-from services.kit.erasure import with_erasure
 from services.kit.peers import SandboxClient
 from services.kit.responses import LearningResponses
 from services.kit.runtime import Runtime
@@ -45,10 +44,11 @@ def build(runtime: Runtime) -> ServiceParts:
             DebugServicer(engine, store, runtime.roster), server
         )
 
-    erasure = runtime.erasure_consumer("debug", store.erase_student)
     parts = ServiceParts(
         register=register,
         checks={"postgres": db.check, "bus": runtime.bus.check, "windows": runtime.windows.check},
         roster=runtime.roster,
     )
-    return with_erasure(parts, erasure, "debug")
+    return runtime.with_student_data(
+        parts, "debug", erase=store.erase_student, gather=store.export_student
+    )

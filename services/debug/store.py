@@ -9,7 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from learnflow.debug.v1 import debug_pb2
+
 from services.kit.db import Database
+from services.kit.export import Records, table_records
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +34,16 @@ class DebugStore:
     def erase_student(self, tenant: str, student_id: str) -> int:
         """Delete everything held of a student (an erasure); how many rows."""
         return self.db.erase_student_rows(tenant, student_id, STUDENT_TABLES)
+
+    def export_student(self, tenant: str, student_id: str) -> Records:
+        """Everything held of a student (an export)."""
+        return table_records(
+            self.db.student_rows(tenant, student_id, STUDENT_TABLES),
+            messages={
+                "diagnoses.message": debug_pb2.Diagnosis.FromString,
+                "diagnoses.ladder": debug_pb2.Diagnosis.FromString,
+            },
+        )
 
     def add_diagnosis(
         self,

@@ -18,7 +18,6 @@ from services.exercise.graded import GradedWork
 from services.exercise.servicer import ExerciseServicer, QuizServicer
 from services.exercise.store import ExerciseStore
 from services.kit.bus import Publisher
-from services.kit.erasure import with_erasure
 from services.kit.peers import MasteryClient, SandboxClient
 from services.kit.responses import LearningResponses
 from services.kit.runtime import Runtime
@@ -79,10 +78,11 @@ def build(runtime: Runtime) -> ServiceParts:
             QuizServicer(engine, store, graded, answers, runtime.roster), server
         )
 
-    erasure = runtime.erasure_consumer("exercise", store.erase_student)
     parts = ServiceParts(
         register=register,
         checks={"postgres": db.check, "bus": bus.check},
         roster=runtime.roster,
     )
-    return with_erasure(parts, erasure, "exercise")
+    return runtime.with_student_data(
+        parts, "exercise", erase=store.erase_student, gather=store.export_student
+    )

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from learnflow.exercise.v1 import exercise_pb2, quiz_pb2
 from psycopg.types.json import Jsonb
 
 from services.exercise.domain.bank import Exercise, QuizQuestion, Topic
@@ -22,6 +23,7 @@ from services.exercise.domain.generation import (
     question_to_json,
 )
 from services.kit.db import Database
+from services.kit.export import Records, table_records
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +51,18 @@ class ExerciseStore:
     def erase_student(self, tenant: str, student_id: str) -> int:
         """Delete everything held of a student (an erasure); how many rows."""
         return self.db.erase_student_rows(tenant, student_id, STUDENT_TABLES)
+
+    def export_student(self, tenant: str, student_id: str) -> Records:
+        """Everything held of a student (an export), but what grading keeps from them:
+        a generated exercise's hidden tests and solution, a quiz's answer key."""
+        return table_records(
+            self.db.student_rows(tenant, student_id, STUDENT_TABLES),
+            messages={
+                "submissions.message": exercise_pb2.Submission.FromString,
+                "quizzes.message": quiz_pb2.Quiz.FromString,
+            },
+            withheld=("generated_exercises.exercise", "quizzes.generated_questions"),
+        )
 
     def add_submission(
         self,

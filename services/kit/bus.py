@@ -91,6 +91,8 @@ LEARNING_RESPONSES = "learning.responses"
 STUDENT_ERASURE = "student.erasure"
 # Each service's confirmation that it erased a student (services/kit/erasure.py).
 STUDENT_ERASURE_CONFIRMED = "student.erasure.confirmed"
+# Requests for each service's part of a student's export (services/kit/export.py).
+STUDENT_EXPORT = "student.export"
 # Every authenticated call, recorded by the kit (services/kit/audit.py), keyed by tenant;
 # the audit service stores it. Its payload is learnflow.events.v1.AuditBatch.
 AUDIT_EVENTS = "audit.events"
@@ -101,6 +103,7 @@ TOPICS = (
     LEARNING_RESPONSES,
     STUDENT_ERASURE,
     STUDENT_ERASURE_CONFIRMED,
+    STUDENT_EXPORT,
     AUDIT_EVENTS,
 )
 

@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 from yoyo import get_backend, read_migrations
 
@@ -171,6 +172,21 @@ class Database:
         transaction; how many (an erasure, services/kit/erasure.py)."""
         with self.scoped(tenant) as conn:
             return delete_student_rows(conn, student_id, tables)
+
+    def student_rows(
+        self, tenant: str, student_id: str, tables: Sequence[str]
+    ) -> dict[str, list[dict[str, Any]]]:
+        """A student's rows (column `student_id`) of each of `tables`, as column -> value
+        mappings, in one transaction (an export, services/kit/export.py)."""
+        found: dict[str, list[dict[str, Any]]] = {}
+        with self.scoped(tenant) as conn, conn.cursor(row_factory=dict_row) as cur:
+            for table in tables:
+                cur.execute(
+                    sql.SQL("SELECT * FROM {} WHERE student_id = %s").format(sql.Identifier(table)),
+                    (student_id,),
+                )
+                found[table] = cur.fetchall()
+        return found
 
     def check(self) -> None:
         """Health check: raises unless a connection answers."""

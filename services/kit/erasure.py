@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import replace
 from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -39,7 +38,6 @@ from services.kit.bus import (
 )
 from services.kit.cache import Cache
 from services.kit.db import Database
-from services.kit.server import ServiceParts
 
 log = logging.getLogger("learnflow.erasure")
 
@@ -187,15 +185,4 @@ def erasure_consumer(
         transient=(*transient, TimeoutError),
         batch_size=50,
         stall_seconds=stall_seconds,
-    )
-
-
-def with_erasure(parts: ServiceParts, consumer: ConsumerLoop, service: str) -> ServiceParts:
-    """`parts` with the service's erasure consumer started, stopped and health-checked
-    beside its own background work."""
-    return replace(
-        parts,
-        checks={**parts.checks, "erasure": consumer.health_check(erasure_health_name(service))},
-        start_background=[*parts.start_background, consumer.start],
-        on_stop=[consumer.stop, *parts.on_stop],
     )

@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import psycopg
 
 from services.kit.audit import AuditTrail
-from services.kit.bus import ALL_TOPICS, Bus, ConsumerLoop, InProcessBus, KafkaBus
+from services.kit.bus import ALL_TOPICS, Bus, InProcessBus, KafkaBus
 from services.kit.cache import Cache, InProcessCache, RedisCache
 from services.kit.config import RUN_DIR, Settings
 from services.kit.db import Database, embedded_postgres_url
-from services.kit.erasure import Erase, Tombstones, erasure_consumer
+from services.kit.erasure import Erase, Tombstones, erasure_consumer, erasure_health_name
+from services.kit.export import ExportParts, Gather, export_consumer, export_health_name
 from services.kit.limits import InProcessLimiter, Limiter, RedisLimiter
 from services.kit.roster import PostgresRosterStore, Roster
+from services.kit.server import ServiceParts
 from services.kit.windows import InProcessWindows, RedisWindows, Windows
 
 if TYPE_CHECKING:
@@ -46,6 +49,7 @@ class Runtime:
         self._limiter: Limiter | None = None
         self._roster: Roster | None = None
         self._tombstones: Tombstones | None = None
+        self._export_parts: ExportParts | None = None
         self._databases: list[Database] = []
         # Every authenticated call's audit record (services/kit/audit.py), published on
         # this runtime's bus: on with a broker; on the in-process bus only in a process
@@ -131,16 +135,60 @@ class Runtime:
                 tombstones = self._tombstones
         return tombstones
 
-    def erasure_consumer(self, service: str, erase: Erase) -> ConsumerLoop:
-        """`service`'s consumer of student.erasure (services/kit/erasure.py): `erase`
-        deletes what it holds of a student; the cache is swept of them too."""
-        return erasure_consumer(
+    @property
+    def export_parts(self) -> ExportParts:
+        """Each service's part of each student export (kit-owned schema `exports`)."""
+        with self._lock:
+            export_parts = self._export_parts
+        if export_parts is None:
+            db = self.database("exports", KIT_MIGRATIONS / "exports", max_size=4)
+            with self._lock:
+                if self._export_parts is None:
+                    self._export_parts = ExportParts(db)
+                export_parts = self._export_parts
+        return export_parts
+
+    def with_student_data(
+        self,
+        parts: ServiceParts,
+        service: str,
+        *,
+        erase: Erase,
+        gather: Gather,
+        cache: Cache | None = None,
+    ) -> ServiceParts:
+        """`parts` with the consumers through which `service` takes part in the data
+        rights of the students it holds data of, started, stopped and health-checked
+        beside its own background work: erasing them (`erase` deletes what it holds of a
+        student; the cache, by default this runtime's, is swept of them too;
+        services/kit/erasure.py) and exporting them (`gather`; services/kit/export.py)."""
+        transient = (psycopg.OperationalError,)
+        stall = self.settings.consumer_stall_seconds
+        erasure = erasure_consumer(
             self.bus,
-            self.cache,
+            cache or self.cache,
             service=service,
             erase=erase,
-            transient=(psycopg.OperationalError,),
-            stall_seconds=self.settings.consumer_stall_seconds,
+            transient=transient,
+            stall_seconds=stall,
+        )
+        export = export_consumer(
+            self.bus,
+            self.export_parts,
+            service=service,
+            gather=gather,
+            transient=transient,
+            stall_seconds=stall,
+        )
+        return replace(
+            parts,
+            checks={
+                **parts.checks,
+                "erasure": erasure.health_check(erasure_health_name(service)),
+                "export": export.health_check(export_health_name(service)),
+            },
+            start_background=[*parts.start_background, erasure.start, export.start],
+            on_stop=[erasure.stop, export.stop, *parts.on_stop],
         )
 
     @property

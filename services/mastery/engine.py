@@ -11,6 +11,7 @@ from datetime import UTC, date, datetime
 from services.kit.auth import Principal
 from services.kit.cache import Cache
 from services.kit.errors import NotFound
+from services.kit.export import Records
 from services.mastery.domain.events import ProgressEvent
 from services.mastery.domain.history import Granularity, HistoryPoint, Summary, aggregate, summarise
 from services.mastery.domain.records import (
@@ -127,11 +128,12 @@ class MasteryEngine:
             tenant, name, metadata=metadata, done=done, response=response, error=error
         )
 
-    def start_erasure(
+    def start_announced_operation(
         self, tenant: str, name: str, created_by: str, metadata: bytes, message: OutboxMessage
     ) -> None:
-        """Record an erasure's operation and queue its announcement (one transaction)."""
-        self._store.start_erasure(tenant, name, created_by, metadata, message)
+        """Record an operation other services carry out (an erasure, an export) and
+        queue the announcement that starts it (one transaction)."""
+        self._store.start_announced_operation(tenant, name, created_by, metadata, message)
         self._announce()
 
     def change_operation(
@@ -141,6 +143,10 @@ class MasteryEngine:
         change: Callable[[bytes, bytes | None], tuple[bytes, bytes | None, bool] | None],
     ) -> bool:
         return self._store.change_operation(tenant, name, change)
+
+    def export_student(self, tenant: str, student_id: str) -> Records:
+        """Everything held of a student here (an export)."""
+        return self._store.export_student(tenant, student_id)
 
     def erase_student(self, tenant: str, student_id: str, topics: Sequence[str]) -> int:
         """Delete everything held of a student here (rows, unsent announcements on

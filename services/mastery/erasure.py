@@ -96,7 +96,7 @@ class Erasures:
             tenant=tenant,
             erasure=name,
         )
-        self._engine.start_erasure(
+        self._engine.start_announced_operation(
             tenant,
             name,
             owner(tenant, requested_by),

@@ -14,13 +14,14 @@ from learnflow.mastery.v1 import mastery_pb2_grpc
 
 from services.kit.bus import PROGRESS_EVENTS, KafkaBus
 from services.kit.cache import TieredCache
-from services.kit.erasure import erasure_consumer, erasure_health_name
+from services.kit.export import Records
 from services.kit.health import ComponentCheck
 from services.kit.runtime import Runtime
 from services.kit.server import ServiceParts
 from services.mastery.consumer import progress_consumer
 from services.mastery.engine import MasteryEngine
 from services.mastery.erasure import Erasures, confirmations_consumer
+from services.mastery.export import Exports
 from services.mastery.history_job import HistoryJob
 from services.mastery.publisher import OutboxSender, encode_changes, encode_wheel_spins
 from services.mastery.recalculation import Recalculations
@@ -69,14 +70,24 @@ def build(
     erasures = Erasures(engine, tombstones)
     roster = runtime.roster
 
+    export_parts = runtime.export_parts
+    exports = Exports(engine, export_parts)
+
     def erase_here(tenant: str, student_id: str) -> int:
-        return erasures.erase_here(tenant, student_id) + roster.forget(tenant, student_id)
+        return (
+            erasures.erase_here(tenant, student_id)
+            + roster.forget(tenant, student_id)
+            + export_parts.erase_student(tenant, student_id)
+        )
+
+    def gather(tenant: str, student_id: str) -> Records:
+        records = engine.export_student(tenant, student_id)
+        cohort = roster.cohort_of(tenant, student_id)
+        records["roster"] = [] if cohort is None else [{"cohort": cohort}]
+        return records
 
     stall = consumer_stall_seconds or runtime.settings.consumer_stall_seconds
     transient = (psycopg.OperationalError,)
-    erasure = erasure_consumer(
-        bus, cache, service="mastery", erase=erase_here, transient=transient, stall_seconds=stall
-    )
     confirmations = confirmations_consumer(bus, erasures, transient=transient, stall_seconds=stall)
     history_job = HistoryJob(engine)
     # Lanes: consumers in one group, each a thread with its own partitions (ADR 0005).
@@ -104,37 +115,43 @@ def build(
         # RPCs not implemented here fall through to the generated base (UNIMPLEMENTED);
         # its type stubs call them abstract.
         servicer = MasteryServicer(  # type: ignore[abstract]
-            engine, cache, recalculations, erasures, roster
+            engine,
+            cache,
+            recalculations=recalculations,
+            erasures=erasures,
+            exports=exports,
+            roster=roster,
         )
         mastery_pb2_grpc.add_MasteryServiceServicer_to_server(servicer, server)
-        operations_pb2_grpc.add_OperationsServicer_to_server(OperationsServicer(engine), server)
+        operations_pb2_grpc.add_OperationsServicer_to_server(
+            OperationsServicer(engine, exports), server
+        )
 
     def start() -> None:
         relay.start()  # its first round sends announcements committed before a crash
         for lane in lanes:
             lane.start()
-        erasure.start()
         confirmations.start()
         history_job.start()
 
-    return ServiceParts(
+    parts = ServiceParts(
         register=register,
         checks={
             "postgres": db.check,
             "bus": bus.check,
             "cache": runtime.cache.check,
             "consumer": ComponentCheck(CONSUMER_HEALTH, check_lanes),
-            "erasure": erasure.health_check(erasure_health_name("mastery")),
             "erasure-confirmations": confirmations.health_check(CONFIRMATIONS_HEALTH),
         },
         roster=roster,
         start_background=[start],
         on_stop=[
             *(lane.stop for lane in lanes),
-            erasure.stop,
             confirmations.stop,
             history_job.stop,
             lambda: recalculations.wait(5.0),
             relay.stop,
         ],
     )
+    # Its erasure consumer sweeps the tiered cache: this process's layer too.
+    return runtime.with_student_data(parts, "mastery", erase=erase_here, gather=gather, cache=cache)

@@ -8,7 +8,14 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from learnflow.events.v1 import events_pb2
 
-from services.kit.bus import MASTERY_UPDATED, STRUGGLE_DETECTED, STUDENT_ERASURE, Bus, Publisher
+from services.kit.bus import (
+    MASTERY_UPDATED,
+    STRUGGLE_DETECTED,
+    STUDENT_ERASURE,
+    STUDENT_EXPORT,
+    Bus,
+    Publisher,
+)
 from services.mastery.domain.records import Change, WheelSpin
 from services.mastery.store import OutboxMessage
 
@@ -95,6 +102,7 @@ OUTBOX_TYPES: dict[str, type[Message]] = {
     MASTERY_UPDATED: events_pb2.MasteryUpdated,
     STRUGGLE_DETECTED: events_pb2.StruggleDetected,
     STUDENT_ERASURE: events_pb2.StudentErased,
+    STUDENT_EXPORT: events_pb2.StudentExportRequested,
 }
 
 

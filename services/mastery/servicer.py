@@ -11,6 +11,7 @@ import time
 from datetime import date
 
 import grpc
+from google.api import httpbody_pb2
 from google.longrunning import operations_pb2, operations_pb2_grpc
 from google.protobuf import any_pb2, empty_pb2
 from google.rpc import status_pb2
@@ -31,6 +32,7 @@ from services.mastery.domain.records import COHORT_ORDERS
 from services.mastery.engine import MASTERY_CACHE_TTL_SECONDS, MasteryEngine, mastery_cache_key
 from services.mastery.erasure import Erasures
 from services.mastery.erasure import owner as erasure_owner
+from services.mastery.export import ARCHIVE_CONTENT_TYPE, Exports
 from services.mastery.recalculation import Recalculations
 
 MAX_BAND = 4
@@ -49,14 +51,17 @@ class MasteryServicer(mastery_pb2_grpc.MasteryServiceServicer):
         self,
         engine: MasteryEngine,
         cache: Cache,
+        *,
         recalculations: Recalculations,
         erasures: Erasures,
+        exports: Exports,
         roster: Roster,
     ) -> None:
         self._engine = engine
         self._cache = cache
         self._recalculations = recalculations
         self._erasures = erasures
+        self._exports = exports
         self._roster = roster
 
     def GetMastery(
@@ -183,8 +188,39 @@ class MasteryServicer(mastery_pb2_grpc.MasteryServiceServicer):
         name = self._erasures.start(principal.tenant, student_id, principal.subject)
         return _operation(self._engine, name, principal)
 
+    def ExportStudentData(
+        self, request: mastery_pb2.ExportStudentDataRequest, context: grpc.ServicerContext
+    ) -> operations_pb2.Operation:
+        (student_id,) = parse_name(request.name, "students/*", "name")
+        if request.guardian:
+            parse_name(request.guardian, "guardians/*", "guardian")
+        principal = current_principal()
+        principal.require_acting_as(student_id)
+        if request.guardian:
+            # Only the school knows a student's guardians: its admin acts for them.
+            principal.require_role(Role.ADMIN)
+        name = self._exports.start(
+            principal.tenant, student_id, principal.subject, request.guardian
+        )
+        return _operation(self._engine, name, principal)
 
-def _operation(engine: MasteryEngine, name: str, principal: Principal) -> operations_pb2.Operation:
+    def DownloadStudentDataExport(
+        self,
+        request: mastery_pb2.DownloadStudentDataExportRequest,
+        context: grpc.ServicerContext,
+    ) -> httpbody_pb2.HttpBody:
+        student_id, _ = parse_name(request.name, "students/*/exports/*", "name")
+        principal = current_principal()
+        principal.require_acting_as(student_id)
+        archive = self._exports.archive(principal.tenant, student_id, request.name)
+        return httpbody_pb2.HttpBody(content_type=ARCHIVE_CONTENT_TYPE, data=archive)
+
+
+def _operation(
+    engine: MasteryEngine, name: str, principal: Principal, exports: Exports | None = None
+) -> operations_pb2.Operation:
+    if exports is not None:
+        exports.refresh(principal.tenant, name)
     record = engine.operation(principal.tenant, name)
     if record is None:
         raise NotFound(f"{name} does not exist", metadata={"name": name})
@@ -206,16 +242,18 @@ def _operation(engine: MasteryEngine, name: str, principal: Principal) -> operat
 
 
 class OperationsServicer(operations_pb2_grpc.OperationsServicer):  # type: ignore[misc]
-    """google.longrunning.Operations for the recalculations this server runs."""
+    """google.longrunning.Operations for the recalculations, erasures and exports this
+    server coordinates."""
 
-    def __init__(self, engine: MasteryEngine) -> None:
+    def __init__(self, engine: MasteryEngine, exports: Exports) -> None:
         self._engine = engine
+        self._exports = exports
 
     def GetOperation(
         self, request: operations_pb2.GetOperationRequest, context: grpc.ServicerContext
     ) -> operations_pb2.Operation:
         parse_name(request.name, "operations/*", "name")
-        return _operation(self._engine, request.name, current_principal())
+        return _operation(self._engine, request.name, current_principal(), self._exports)
 
     def ListOperations(
         self, request: operations_pb2.ListOperationsRequest, context: grpc.ServicerContext
@@ -224,7 +262,9 @@ class OperationsServicer(operations_pb2_grpc.OperationsServicer):  # type: ignor
         mine = None if principal.tenant_wide else principal.subject
         page = parse_page(request.page_size, request.page_token, default=50, maximum=200)
         records = self._engine.operations(principal.tenant, mine, page.offset, page.size + 1)
-        operations = [_operation(self._engine, r.name, principal) for r in records[: page.size]]
+        operations = [
+            _operation(self._engine, r.name, principal, self._exports) for r in records[: page.size]
+        ]
         more = len(records) > page.size
         return operations_pb2.ListOperationsResponse(
             operations=operations,
@@ -236,7 +276,7 @@ class OperationsServicer(operations_pb2_grpc.OperationsServicer):  # type: ignor
     ) -> empty_pb2.Empty:
         parse_name(request.name, "operations/*", "name")
         principal = current_principal()
-        _operation(self._engine, request.name, principal)  # exists, and is theirs
+        _operation(self._engine, request.name, principal, self._exports)  # exists, and is theirs
         self._engine.request_cancel(principal.tenant, request.name)
         return empty_pb2.Empty()
 
@@ -253,7 +293,7 @@ class OperationsServicer(operations_pb2_grpc.OperationsServicer):  # type: ignor
             limit = min(limit, max(0.0, remaining - 0.05))
         deadline = time.monotonic() + limit
         while True:
-            operation = _operation(self._engine, request.name, principal)
+            operation = _operation(self._engine, request.name, principal, self._exports)
             if operation.done or time.monotonic() >= deadline:
                 return operation
             time.sleep(0.1)

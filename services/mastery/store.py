@@ -24,6 +24,7 @@ from psycopg import Cursor, sql
 
 from services.kit.db import Database, delete_student_rows, scope
 from services.kit.erasure import pseudonym
+from services.kit.export import Records, export_name, table_records
 from services.kit.topics import Band
 from services.mastery.domain.events import (
     ErasedStudentError,
@@ -1050,10 +1051,10 @@ class MasteryStore:
             ).fetchone()
         return bool(row and row[0])
 
-    def start_erasure(
+    def start_announced_operation(
         self, tenant: str, name: str, created_by: str, metadata: bytes, message: OutboxMessage
     ) -> None:
-        """The erasure's operation and its `student.erasure` announcement, together."""
+        """An operation and the announcement that starts it, together."""
         with self.db.scoped(tenant) as conn:
             conn.execute(
                 "INSERT INTO operations (name, created_by, metadata) VALUES (%s, %s, %s)",
@@ -1088,9 +1089,12 @@ class MasteryStore:
                 )
         return True
 
+    def export_student(self, tenant: str, student_id: str) -> Records:
+        return table_records(self.db.student_rows(tenant, student_id, STUDENT_TABLES))
+
     def erase_student(self, tenant: str, student_id: str, topics: Sequence[str]) -> int:
-        """Delete everything held of a student, and their announcements not yet sent on
-        `topics` (the outbox is keyed by student)."""
+        """Delete everything held of a student, their announcements not yet sent on
+        `topics` (the outbox is keyed by student) and their exports' operations."""
         with self.db.scoped(tenant) as conn:
             # Waits for the batches in flight; later ones find the tombstone
             # (`_refuse_erased`).
@@ -1099,6 +1103,11 @@ class MasteryStore:
             erased += conn.execute(
                 "DELETE FROM outbox WHERE key = %s AND tenant = %s AND topic = ANY(%s)",
                 (student_id, tenant, list(topics)),
+            ).rowcount
+            # Their exports' operations (named in each one's metadata and response).
+            erased += conn.execute(
+                "DELETE FROM operations WHERE position(%s::bytea in metadata) > 0",
+                (export_name(student_id, "").encode(),),
             ).rowcount
         return erased
 

@@ -7,6 +7,7 @@ roster is asked `cohort_of(tenant, student_id)`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from learnflow.notify.v1 import notify_pb2, notify_pb2_grpc
 
 from services.kit.audit import touched
 from services.kit.bus import LEARNING_RESPONSES, MASTERY_UPDATED, STRUGGLE_DETECTED
-from services.kit.erasure import with_erasure
+from services.kit.export import Records
 from services.kit.runtime import Runtime
 from services.kit.server import ServiceParts
 from services.notify.consumer import alert_consumer, updates_consumer
@@ -59,13 +60,18 @@ def build(
     alerts = AlertStore(db)
     engine = NotifyEngine(alerts, roster.cohort_of, announce=alert_update)
 
-    def erase(tenant: str, student_id: str) -> int:
-        def names_student(payload: bytes) -> bool:
+    def names_student(student_id: str) -> Callable[[bytes], bool]:
+        def names(payload: bytes) -> bool:
             return student_id in touched(notify_pb2.Update.FromString(payload)).students
 
-        return alerts.erase_student(tenant, student_id, names_student)
+        return names
 
-    erasure = runtime.erasure_consumer("notify", erase)
+    def erase(tenant: str, student_id: str) -> int:
+        return alerts.erase_student(tenant, student_id, names_student(student_id))
+
+    def gather(tenant: str, student_id: str) -> Records:
+        return alerts.export_student(tenant, student_id, names_student(student_id))
+
     tombstones = runtime.tombstones
     consumer = alert_consumer(
         bus,
@@ -107,4 +113,4 @@ def build(
         start_background=[log.start, consumer.start, updates.start],
         on_stop=[consumer.stop, updates.stop, log.stop],
     )
-    return with_erasure(parts, erasure, "notify")
+    return runtime.with_student_data(parts, "notify", erase=erase, gather=gather)

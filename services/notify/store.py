@@ -18,9 +18,12 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from learnflow.notify.v1 import notify_pb2
 from psycopg import Cursor, sql
+from psycopg.rows import dict_row
 
 from services.kit.db import Database
+from services.kit.export import Records, table_records
 from services.notify.domain.model import (
     Alert,
     AlertFilter,
@@ -271,6 +274,36 @@ class AlertStore:
                     "DELETE FROM updates WHERE seq = ANY(%s)", (doomed,)
                 ).rowcount
         return erased
+
+    def export_student(
+        self, tenant: str, student_id: str, names_student: Callable[[bytes], bool]
+    ) -> Records:
+        """A student's alerts with their evidence, and every update about them: their
+        own stream's and their cohort's that name them (an export)."""
+        with self._db.scoped(tenant) as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                "SELECT * FROM alerts WHERE student_id = %s ORDER BY created_at", (student_id,)
+            )
+            alerts = cur.fetchall()
+            cur.execute(
+                "SELECT * FROM alert_evidence WHERE alert_id = ANY(%s) ORDER BY alert_id, seq",
+                ([a["alert_id"] for a in alerts],),
+            )
+            evidence = cur.fetchall()
+            cur.execute(
+                "SELECT seq, student_id, cohort, payload, created_at FROM updates "
+                "WHERE student_id = %s OR position(%s::bytea in payload) > 0 ORDER BY seq",
+                (student_id, student_id.encode()),
+            )
+            updates = [
+                u
+                for u in cur.fetchall()
+                if u["student_id"] == student_id or names_student(bytes(u["payload"]))
+            ]
+        return table_records(
+            {"alerts": alerts, "alert_evidence": evidence, "updates": updates},
+            messages={"updates.payload": notify_pb2.Update.FromString},
+        )
 
     @contextmanager
     def transaction(self, tenant: str) -> Iterator[AlertTransaction]:

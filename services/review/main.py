@@ -10,7 +10,6 @@ import grpc
 from learnflow.review.v1 import review_pb2_grpc
 
 from services.kit.bus import Publisher
-from services.kit.erasure import with_erasure
 from services.kit.llm import PromptTemplates
 from services.kit.responses import LearningResponses
 from services.kit.runtime import Runtime
@@ -47,10 +46,11 @@ def build(runtime: Runtime) -> ServiceParts:
             server,
         )
 
-    erasure = runtime.erasure_consumer("review", store.erase_student)
     parts = ServiceParts(
         register=register,
         checks={"postgres": db.check, "bus": bus.check, "linter": linter.check_installed},
         roster=runtime.roster,
     )
-    return with_erasure(parts, erasure, "review")
+    return runtime.with_student_data(
+        parts, "review", erase=store.erase_student, gather=store.export_student
+    )

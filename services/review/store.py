@@ -9,7 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from learnflow.review.v1 import review_pb2
+
 from services.kit.db import Database
+from services.kit.export import Records, table_records
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +32,13 @@ class ReviewStore:
     def erase_student(self, tenant: str, student_id: str) -> int:
         """Delete everything held of a student (an erasure); how many rows."""
         return self.db.erase_student_rows(tenant, student_id, STUDENT_TABLES)
+
+    def export_student(self, tenant: str, student_id: str) -> Records:
+        """Everything held of a student (an export)."""
+        return table_records(
+            self.db.student_rows(tenant, student_id, STUDENT_TABLES),
+            messages={"code_reviews.message": review_pb2.CodeReview.FromString},
+        )
 
     def add(
         self,

@@ -30,6 +30,7 @@ from services.kit.bus import (
 )
 from services.kit.cache import Cache
 from services.kit.errors import PermissionDenied, Unavailable
+from services.kit.export import Records, table_records
 from services.kit.peers import BAND_TO_LEVEL
 from services.kit.topics import Level
 
@@ -86,6 +87,16 @@ class StudentContexts:
         if complete:  # a context made while the engine was away is not kept
             self._cache.set(key, context.SerializeToString(), CONTEXT_TTL_SECONDS)
         return context
+
+    def export_student(self, tenant: str, student_id: str) -> Records:
+        """The student's context as cached now, if it is (an export)."""
+        cached = self._cache.get(cache_key(tenant, student_id))
+        if cached is None:
+            return {"cached_contexts": []}
+        return table_records(
+            {"cached_contexts": [{"context": cached}]},
+            messages={"cached_contexts.context": triage_pb2.StudentContext.FromString},
+        )
 
     def confirm_readable(self, student_id: str) -> None:
         """Raises PermissionDenied unless the mastery engine shows the caller this

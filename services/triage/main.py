@@ -20,7 +20,6 @@ from learnflow.triage.v1 import triage_pb2, triage_pb2_grpc
 
 from services.kit.bus import Publisher
 from services.kit.clients import service_channel
-from services.kit.erasure import with_erasure
 from services.kit.errors import PermissionDenied
 from services.kit.llm import PromptTemplates
 from services.kit.responses import LearningResponses
@@ -132,9 +131,6 @@ def build(runtime: Runtime) -> ServiceParts:
             server,
         )
 
-    # Triage keeps nothing of a student but cached context, which the erasure consumer
-    # sweeps from the cache like every service's keys.
-    erasure = runtime.erasure_consumer("triage", lambda _tenant, _student: 0)
     parts = ServiceParts(
         register=register,
         checks={
@@ -147,4 +143,8 @@ def build(runtime: Runtime) -> ServiceParts:
         on_stop=[consumer.stop],
         limiter=runtime.limiter,
     )
-    return with_erasure(parts, erasure, "triage")
+    # Triage keeps nothing of a student but their cached context, which the erasure
+    # consumer sweeps from the cache like every service's keys, and which an export shows.
+    return runtime.with_student_data(
+        parts, "triage", erase=lambda _tenant, _student: 0, gather=contexts.export_student
+    )

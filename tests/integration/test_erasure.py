@@ -1,11 +1,12 @@
-"""Erasing a student everywhere (issue 14), through the running mesh on the real
-Postgres, Redis and Kafka.
+"""Exporting and erasing a student everywhere (issue 14), through the running mesh on
+the real Postgres, Redis and Kafka.
 
 A student of a school of their own leaves data in every service: a graded submission
 (exercise; then mastery's evidence and the updates notify logs from it), a diagnosis
 (debug, and its windows in Redis), a code review (review), a question (triage), a
-struggle alert (notify), and the audit trail of all those calls. Their school's admin
-erases them; the operation is done once every service has confirmed. Then every table
+struggle alert (notify), and the audit trail of all those calls. They export their data:
+the archive holds a part from every service, as its manifest says. Their school's admin
+then erases them; the operation is done once every service has confirmed. Then every table
 of every schema (scoped to that school), every Redis database and the live streams
 replayed from their start (the cohort's, the student's own) are searched for the
 student's id: nothing is found, while the audit trail still holds the calls under the
@@ -16,10 +17,15 @@ DLQ with the reason, and their mastery does not come back.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import io
+import json
 import random
 import time
 import uuid
+import zipfile
 from collections.abc import Sequence
+from typing import Any
 
 import grpc
 import psycopg
@@ -103,16 +109,21 @@ def leave_data_everywhere(
         metadata=metadata,
         timeout=30,
     )
-    list(
-        triage_pb2_grpc.TriageServiceStub(channels["triage"]).Ask(
-            triage_pb2.AskRequest(student=f"students/{student}", question="how do for loops work?"),
-            metadata=metadata,
-            timeout=60,
-        )
-    )
+    ask(channels, token, student)
     struggle = struggle_event(student, COHORT, f"ep-{uuid.uuid4().hex[:6]}", tenant=tenant)
     events.send(struggle, student, topic="struggle.detected")
     events.flush()
+
+
+def ask(channels: dict[str, grpc.Channel], token: str, student: str) -> None:
+    """A question to triage, which caches the student's context."""
+    list(
+        triage_pb2_grpc.TriageServiceStub(channels["triage"]).Ask(
+            triage_pb2.AskRequest(student=f"students/{student}", question="how do for loops work?"),
+            metadata=bearer(token),
+            timeout=60,
+        )
+    )
 
 
 def rows_naming(database_url: str, tenant: str, student: str) -> dict[str, int]:
@@ -186,6 +197,39 @@ def operation_done(
     return done
 
 
+def export_of(
+    channels: dict[str, grpc.Channel], metadata: list[tuple[str, str]], student: str
+) -> tuple[mastery_pb2.StudentDataExport, dict[str, Any], dict[str, dict[str, list[Any]]]]:
+    """A student's export, made and downloaded: its manifest as the operation answers
+    it, the archive's manifest, and each service's file."""
+    mastery = mastery_pb2_grpc.MasteryServiceStub(channels["mastery"])
+    started = mastery.ExportStudentData(
+        mastery_pb2.ExportStudentDataRequest(name=f"students/{student}"),
+        metadata=metadata,
+        timeout=10,
+    )
+    assert started.name.startswith("operations/export-")
+    done = operation_done(
+        operations_pb2_grpc.OperationsStub(channels["mastery"]), started.name, metadata
+    )
+    export = mastery_pb2.StudentDataExport()
+    assert done.response.Unpack(export)
+    body = mastery.DownloadStudentDataExport(
+        mastery_pb2.DownloadStudentDataExportRequest(name=export.name),
+        metadata=metadata,
+        timeout=10,
+    )
+    assert body.content_type == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(body.data)) as archive:
+        manifest = json.loads(archive.read("manifest.json"))
+        files = {}
+        for part in manifest["parts"]:
+            content = archive.read(part["file"])
+            assert hashlib.sha256(content).hexdigest() == part["sha256"]
+            files[part["service"]] = json.loads(content)
+    return export, manifest, files
+
+
 def test_an_erased_student_is_found_nowhere_and_their_late_events_are_refused(
     channels: dict[str, grpc.Channel],
     events: Events,
@@ -221,6 +265,25 @@ def test_an_erased_student_is_found_nowhere_and_their_late_events_are_refused(
     for caller, subscriber in streams:
         assert any(student in text for text in streamed(channels, caller, subscriber))
     assert keys_naming(settings.redis_url, student)  # the diagnosis's windows at least
+
+    # Their own export first: a part from every service, each file as its manifest says.
+    ask(channels, token, student)  # triage's cached context went with the mastery update
+    export, manifest, files = export_of(channels, bearer(token), student)
+    assert export.name.startswith(f"students/{student}/exports/")
+    assert manifest["student"] == f"students/{student}" and manifest["export"] == export.name
+    assert sorted(files) == sorted(ERASING_SERVICES)
+    for part in export.parts:
+        assert dict(part.record_counts) == {k: len(v) for k, v in files[part.service].items()}
+        assert sum(part.record_counts.values()) > 0, f"nothing from {part.service}"
+    assert files["exercise"]["submissions"][0]["message"]["code"]
+    assert files["debug"]["diagnoses"][0]["message"]["error"]["error_type"] == "ZeroDivisionError"
+    assert files["review"]["code_reviews"][0]["message"]["code"] == DIVIDE
+    assert files["mastery"]["evidence"] and files["mastery"]["roster"] == [{"cohort": COHORT}]
+    assert files["notify"]["alerts"][0]["student_id"] == student
+    assert files["triage"]["cached_contexts"][0]["context"]["name"] == f"students/{student}/context"
+    assert "CreateSubmission" in {
+        e["method"].rsplit("/", 1)[1] for e in files["audit"]["audit_events"]
+    }
 
     started = mastery.EraseStudentData(
         mastery_pb2.EraseStudentDataRequest(name=f"students/{student}"),
@@ -322,6 +385,81 @@ def test_only_the_student_or_an_admin_may_erase_and_a_check_erases_nothing(
             timeout=10,
         )
     assert bad.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_who_may_export_and_download_and_a_guardians_export_is_audited(
+    channels: dict[str, grpc.Channel], mint_token: MintToken
+) -> None:
+    tenant = f"export-{uuid.uuid4().hex[:6]}"
+    student = f"kid-{uuid.uuid4().hex[:6]}"
+    mastery = mastery_pb2_grpc.MasteryServiceStub(channels["mastery"])
+    own = mastery_pb2.ExportStudentDataRequest(name=f"students/{student}")
+    for token in (
+        mint_token("other", "student", [COHORT], tenant=tenant),
+        mint_token("tess", "teacher", [COHORT], tenant=tenant),
+    ):
+        with pytest.raises(grpc.RpcError) as denied:
+            mastery.ExportStudentData(own, metadata=bearer(token), timeout=10)
+        assert denied.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    # Only an admin acts for a guardian.
+    student_token = bearer(mint_token(student, "student", [COHORT], tenant=tenant))
+    for_guardian = mastery_pb2.ExportStudentDataRequest(
+        name=f"students/{student}", guardian="guardians/mum-1"
+    )
+    with pytest.raises(grpc.RpcError) as denied:
+        mastery.ExportStudentData(for_guardian, metadata=student_token, timeout=10)
+    assert denied.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    admin = bearer(mint_token("root", "admin", tenant=tenant))
+    with pytest.raises(grpc.RpcError) as bad:
+        mastery.ExportStudentData(
+            mastery_pb2.ExportStudentDataRequest(name=f"students/{student}", guardian="mum"),
+            metadata=admin,
+            timeout=10,
+        )
+    assert bad.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    started = mastery.ExportStudentData(for_guardian, metadata=admin, timeout=10)
+    operations = operations_pb2_grpc.OperationsStub(channels["mastery"])
+    export = mastery_pb2.StudentDataExport()
+    assert operation_done(operations, started.name, admin).response.Unpack(export)
+    assert export.guardian == "guardians/mum-1"
+    # A student who holds nothing yet still gets every service's (empty) part.
+    assert sorted(p.service for p in export.parts) == sorted(ERASING_SERVICES)
+    # The student may download it; another student, or anyone for a made-up export, not.
+    download = mastery_pb2.DownloadStudentDataExportRequest(name=export.name)
+    assert mastery.DownloadStudentDataExport(download, metadata=student_token, timeout=10).data
+    with pytest.raises(grpc.RpcError) as denied:
+        mastery.DownloadStudentDataExport(
+            download,
+            metadata=bearer(mint_token("other", "student", [COHORT], tenant=tenant)),
+            timeout=10,
+        )
+    assert denied.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    with pytest.raises(grpc.RpcError) as missing:
+        mastery.DownloadStudentDataExport(
+            mastery_pb2.DownloadStudentDataExportRequest(
+                name=f"students/{student}/exports/{uuid.uuid4().hex}"
+            ),
+            metadata=admin,
+            timeout=10,
+        )
+    assert missing.value.code() is grpc.StatusCode.NOT_FOUND
+    # The trail says whom the admin exported for.
+
+    def audited() -> list[audit_pb2.AuditEvent] | None:
+        listed = audit_pb2_grpc.AuditServiceStub(channels["audit"]).ListAuditEvents(
+            audit_pb2.ListAuditEventsRequest(
+                student=f"students/{student}",
+                method="/learnflow.mastery.v1.MasteryService/ExportStudentData",
+            ),
+            metadata=admin,
+            timeout=10,
+        )
+        found = [e for e in listed.audit_events if e.code == "OK"]
+        return found or None
+
+    (event,) = wait_for(audited, timeout=30, what="the admin's export in the trail")
+    assert event.actor.subject == "root"
+    assert "guardians/mum-1" in event.resources
 
 
 def test_the_mastery_store_erases_one_tenants_student_only(runtime: Runtime) -> None:

@@ -7,10 +7,13 @@ Fixtures from tests/integration/conftest.py: `gateway_url`, `mint_token`, `dev_k
 from __future__ import annotations
 
 import base64
+import io
+import json
 import socket
 import struct
 import time
 import uuid
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -130,6 +133,32 @@ def test_unimplemented_rpc_is_501(client: httpx.Client, mint_token: MintToken) -
     )
     body = assert_json_status(response, 501, 12)
     assert detail(body, "google.rpc.ErrorInfo")["reason"] == "NOT_IMPLEMENTED"
+
+
+def test_an_export_is_started_in_json_and_downloaded_as_a_zip(
+    client: httpx.Client, mint_token: MintToken
+) -> None:
+    student = f"exp-{uuid.uuid4().hex[:6]}"
+    auth = {"authorization": f"Bearer {mint_token(student, 'student', ('c1',))}"}
+    started = client.post(f"/v1/students/{student}:export", json={}, headers=auth)
+    assert started.status_code == 200, started.text
+    name = started.json()["name"]
+    deadline = time.monotonic() + 60
+    while not (operation := client.get(f"/v1/{name}", headers=auth).json()).get("done"):
+        assert time.monotonic() < deadline, operation
+        time.sleep(0.2)
+    export = operation["response"]
+    assert export["@type"].endswith("learnflow.mastery.v1.StudentDataExport")
+    download = client.get(f"/v1/{export['name']}:download", headers=auth)
+    assert download.status_code == 200
+    assert download.headers["content-type"] == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(download.content)) as archive:
+        manifest = json.loads(archive.read("manifest.json"))
+    assert manifest["student"] == f"students/{student}"
+    assert {p["service"] for p in manifest["parts"]} == {p["service"] for p in export["parts"]}
+    # Someone else's export: the JSON error, not a body.
+    other = {"authorization": f"Bearer {mint_token('other', 'student', ('c1',))}"}
+    assert_json_status(client.get(f"/v1/{export['name']}:download", headers=other), 403, 7)
 
 
 @pytest.mark.parametrize("path", ["/v1/nothing", "/v1/topics/functions/extra", "/nothing"])

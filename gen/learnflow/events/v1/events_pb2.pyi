@@ -618,6 +618,49 @@ class StudentErasureConfirmed(_message.Message):
 Global___StudentErasureConfirmed: _TypeAlias = StudentErasureConfirmed  # noqa: Y015
 
 @_typing.final
+class StudentExportRequested(_message.Message):
+    """A student's data is to be exported (GDPR Art. 15 and 20): every service holding
+    student data writes its part of the export (services/kit/export.py) when it sees
+    this. Keyed by student id. Seeing it again rewrites the same part.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STUDENT_ID_FIELD_NUMBER: _builtins.int
+    TENANT_FIELD_NUMBER: _builtins.int
+    EXPORT_FIELD_NUMBER: _builtins.int
+    REQUESTED_BY_FIELD_NUMBER: _builtins.int
+    REQUEST_TIME_FIELD_NUMBER: _builtins.int
+    student_id: _builtins.str
+    """The student."""
+    tenant: _builtins.str
+    """The student's tenant."""
+    export: _builtins.str
+    """The export: students/{student}/exports/{export}."""
+    requested_by: _builtins.str
+    """Who asked: the student's own or an admin's user id."""
+    @_builtins.property
+    def request_time(self) -> _timestamp_pb2.Timestamp:
+        """When the export was requested."""
+
+    def __init__(
+        self,
+        *,
+        student_id: _builtins.str = ...,
+        tenant: _builtins.str = ...,
+        export: _builtins.str = ...,
+        requested_by: _builtins.str = ...,
+        request_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["request_time", b"request_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["export", b"export", "request_time", b"request_time", "requested_by", b"requested_by", "student_id", b"student_id", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StudentExportRequested: _TypeAlias = StudentExportRequested  # noqa: Y015
+
+@_typing.final
 class AuditBatch(_message.Message):
     """Calls recorded by one process's audit trail for one tenant, as one event: the trail
     publishes what it gathered since its last drain in batches rather than a record per

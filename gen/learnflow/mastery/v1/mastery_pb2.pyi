@@ -1333,8 +1333,37 @@ class ExportStudentDataRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
+    GUARDIAN_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """students/{student}"""
+    guardian: _builtins.str
+    """The guardian (a parent or carer) a tenant admin exports for, as
+    `guardians/{guardian}` in the school's own records: kept in the audit trail and in
+    the export's manifest. Only admins may set it.
+    """
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        guardian: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["guardian", b"guardian", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportStudentDataRequest: _TypeAlias = ExportStudentDataRequest  # noqa: Y015
+
+@_typing.final
+class DownloadStudentDataExportRequest(_message.Message):
+    """Request for DownloadStudentDataExport."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """students/{student}/exports/{export}: a `StudentDataExport`'s name."""
     def __init__(
         self,
         *,
@@ -1346,55 +1375,163 @@ class ExportStudentDataRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ExportStudentDataRequest: _TypeAlias = ExportStudentDataRequest  # noqa: Y015
+Global___DownloadStudentDataExportRequest: _TypeAlias = DownloadStudentDataExportRequest  # noqa: Y015
 
 @_typing.final
 class StudentDataExport(_message.Message):
-    """Everything the mastery engine holds about a student."""
+    """An export of everything LearnFlow holds about a student: the response of
+    ExportStudentData's operation.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    STUDENT_FIELD_NUMBER: _builtins.int
-    MASTERY_FIELD_NUMBER: _builtins.int
-    EVIDENCE_FIELD_NUMBER: _builtins.int
-    DAILY_HISTORY_FIELD_NUMBER: _builtins.int
-    EXPORT_TIME_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    PARTS_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    COMPLETE_TIME_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    GUARDIAN_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """students/{student}/exports/{export}"""
+    guardian: _builtins.str
+    """The guardian an admin exported for, if any."""
     @_builtins.property
-    def student(self) -> Global___Student:
-        """The profile."""
+    def parts(self) -> _containers.RepeatedCompositeFieldContainer[Global___ExportedPart]:
+        """What each service delivered, in the order they delivered it: the archive's
+        manifest.
+        """
 
     @_builtins.property
-    def mastery(self) -> Global___Mastery:
-        """Current mastery."""
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When the export was requested."""
 
     @_builtins.property
-    def evidence(self) -> _containers.RepeatedCompositeFieldContainer[Global___Evidence]:
-        """Every stored event, oldest first."""
+    def complete_time(self) -> _timestamp_pb2.Timestamp:
+        """When the last service delivered its part."""
 
     @_builtins.property
-    def daily_history(self) -> _containers.RepeatedCompositeFieldContainer[Global___HistoryPoint]:
-        """Daily snapshots kept for history."""
-
-    @_builtins.property
-    def export_time(self) -> _timestamp_pb2.Timestamp:
-        """When the export was made."""
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """After this the archive is deleted and downloading it answers NOT_FOUND."""
 
     def __init__(
         self,
         *,
-        student: Global___Student | None = ...,
-        mastery: Global___Mastery | None = ...,
-        evidence: _abc.Iterable[Global___Evidence] | None = ...,
-        daily_history: _abc.Iterable[Global___HistoryPoint] | None = ...,
-        export_time: _timestamp_pb2.Timestamp | None = ...,
+        name: _builtins.str = ...,
+        parts: _abc.Iterable[Global___ExportedPart] | None = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        complete_time: _timestamp_pb2.Timestamp | None = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+        guardian: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["export_time", b"export_time", "mastery", b"mastery", "student", b"student"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["complete_time", b"complete_time", "create_time", b"create_time", "expire_time", b"expire_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["daily_history", b"daily_history", "evidence", b"evidence", "export_time", b"export_time", "mastery", b"mastery", "student", b"student"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["complete_time", b"complete_time", "create_time", b"create_time", "expire_time", b"expire_time", "guardian", b"guardian", "name", b"name", "parts", b"parts"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StudentDataExport: _TypeAlias = StudentDataExport  # noqa: Y015
+
+@_typing.final
+class ExportedPart(_message.Message):
+    """One service's part of an export."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class RecordCountsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    SERVICE_FIELD_NUMBER: _builtins.int
+    FILE_FIELD_NUMBER: _builtins.int
+    RECORD_COUNTS_FIELD_NUMBER: _builtins.int
+    COLLECT_TIME_FIELD_NUMBER: _builtins.int
+    service: _builtins.str
+    """The service, e.g. "mastery", "audit"."""
+    file: _builtins.str
+    """Its file in the archive, e.g. "mastery.json"."""
+    @_builtins.property
+    def record_counts(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Records per kind (table or cache), e.g. {"evidence": 12, "mastery_current": 4}."""
+
+    @_builtins.property
+    def collect_time(self) -> _timestamp_pb2.Timestamp:
+        """When the service delivered it."""
+
+    def __init__(
+        self,
+        *,
+        service: _builtins.str = ...,
+        file: _builtins.str = ...,
+        record_counts: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        collect_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["collect_time", b"collect_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["collect_time", b"collect_time", "file", b"file", "record_counts", b"record_counts", "service", b"service"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportedPart: _TypeAlias = ExportedPart  # noqa: Y015
+
+@_typing.final
+class ExportStudentDataMetadata(_message.Message):
+    """Progress of an export."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COLLECTED_SERVICES_FIELD_NUMBER: _builtins.int
+    PENDING_SERVICES_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    EXPORT_FIELD_NUMBER: _builtins.int
+    GUARDIAN_FIELD_NUMBER: _builtins.int
+    export: _builtins.str
+    """The export being made: students/{student}/exports/{export}."""
+    guardian: _builtins.str
+    """The guardian an admin exports for, if any."""
+    @_builtins.property
+    def collected_services(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Services that have delivered their part."""
+
+    @_builtins.property
+    def pending_services(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Services still to deliver."""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When the export was requested."""
+
+    def __init__(
+        self,
+        *,
+        collected_services: _abc.Iterable[_builtins.str] | None = ...,
+        pending_services: _abc.Iterable[_builtins.str] | None = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        export: _builtins.str = ...,
+        guardian: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["collected_services", b"collected_services", "create_time", b"create_time", "export", b"export", "guardian", b"guardian", "pending_services", b"pending_services"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportStudentDataMetadata: _TypeAlias = ExportStudentDataMetadata  # noqa: Y015
 
 @_typing.final
 class EraseStudentDataRequest(_message.Message):

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 from google.longrunning import operations_pb2 as google_dot_longrunning_dot_operations__pb2
 from learnflow.mastery.v1 import mastery_pb2 as learnflow_dot_mastery_dot_v1_dot_mastery__pb2
 
@@ -105,7 +106,12 @@ class MasteryServiceStub:
         self.ExportStudentData = channel.unary_unary(
                 '/learnflow.mastery.v1.MasteryService/ExportStudentData',
                 request_serializer=learnflow_dot_mastery_dot_v1_dot_mastery__pb2.ExportStudentDataRequest.SerializeToString,
-                response_deserializer=learnflow_dot_mastery_dot_v1_dot_mastery__pb2.StudentDataExport.FromString,
+                response_deserializer=google_dot_longrunning_dot_operations__pb2.Operation.FromString,
+                _registered_method=True)
+        self.DownloadStudentDataExport = channel.unary_unary(
+                '/learnflow.mastery.v1.MasteryService/DownloadStudentDataExport',
+                request_serializer=learnflow_dot_mastery_dot_v1_dot_mastery__pb2.DownloadStudentDataExportRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
                 _registered_method=True)
         self.EraseStudentData = channel.unary_unary(
                 '/learnflow.mastery.v1.MasteryService/EraseStudentData',
@@ -211,7 +217,21 @@ class MasteryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ExportStudentData(self, request, context):
-        """Exports everything LearnFlow holds about a student (GDPR Art. 20).
+        """Exports everything LearnFlow holds about a student (GDPR Art. 15 and 20): asks
+        every service holding student data for its part (`student.export`) and returns an
+        operation, done once each has delivered it (progress in
+        `ExportStudentDataMetadata`). Its response, a `StudentDataExport`, names the export
+        and lists what came from where; the archive itself is downloaded with
+        DownloadStudentDataExport until the export's `expire_time`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DownloadStudentDataExport(self, request, context):
+        """Downloads a finished export as one zip archive (`application/zip`): a
+        `manifest.json` saying what came from which service, and one JSON file per
+        service. Through the gateway the body is the archive itself.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -290,7 +310,12 @@ def add_MasteryServiceServicer_to_server(servicer, server):
             'ExportStudentData': grpc.unary_unary_rpc_method_handler(
                     servicer.ExportStudentData,
                     request_deserializer=learnflow_dot_mastery_dot_v1_dot_mastery__pb2.ExportStudentDataRequest.FromString,
-                    response_serializer=learnflow_dot_mastery_dot_v1_dot_mastery__pb2.StudentDataExport.SerializeToString,
+                    response_serializer=google_dot_longrunning_dot_operations__pb2.Operation.SerializeToString,
+            ),
+            'DownloadStudentDataExport': grpc.unary_unary_rpc_method_handler(
+                    servicer.DownloadStudentDataExport,
+                    request_deserializer=learnflow_dot_mastery_dot_v1_dot_mastery__pb2.DownloadStudentDataExportRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
             ),
             'EraseStudentData': grpc.unary_unary_rpc_method_handler(
                     servicer.EraseStudentData,
@@ -633,7 +658,34 @@ class MasteryService:
             target,
             '/learnflow.mastery.v1.MasteryService/ExportStudentData',
             learnflow_dot_mastery_dot_v1_dot_mastery__pb2.ExportStudentDataRequest.SerializeToString,
-            learnflow_dot_mastery_dot_v1_dot_mastery__pb2.StudentDataExport.FromString,
+            google_dot_longrunning_dot_operations__pb2.Operation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownloadStudentDataExport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/learnflow.mastery.v1.MasteryService/DownloadStudentDataExport',
+            learnflow_dot_mastery_dot_v1_dot_mastery__pb2.DownloadStudentDataExportRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
             options,
             channel_credentials,
             insecure,

@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from collections import abc as _abc
+from google.api import httpbody_pb2 as _httpbody_pb2
 from google.longrunning import operations_pb2 as _operations_pb2
 from grpc import aio as _aio
 from learnflow.mastery.v1 import mastery_pb2 as _mastery_pb2
@@ -75,8 +76,19 @@ class MasteryServiceStub:
     Returns an operation; poll it with google.longrunning.Operations/GetOperation
     (progress in `RecalculateMasteryMetadata`), cancel it with CancelOperation.
     """
-    ExportStudentData: _grpc.UnaryUnaryMultiCallable[_mastery_pb2.ExportStudentDataRequest, _mastery_pb2.StudentDataExport]
-    """Exports everything LearnFlow holds about a student (GDPR Art. 20)."""
+    ExportStudentData: _grpc.UnaryUnaryMultiCallable[_mastery_pb2.ExportStudentDataRequest, _operations_pb2.Operation]
+    """Exports everything LearnFlow holds about a student (GDPR Art. 15 and 20): asks
+    every service holding student data for its part (`student.export`) and returns an
+    operation, done once each has delivered it (progress in
+    `ExportStudentDataMetadata`). Its response, a `StudentDataExport`, names the export
+    and lists what came from where; the archive itself is downloaded with
+    DownloadStudentDataExport until the export's `expire_time`.
+    """
+    DownloadStudentDataExport: _grpc.UnaryUnaryMultiCallable[_mastery_pb2.DownloadStudentDataExportRequest, _httpbody_pb2.HttpBody]
+    """Downloads a finished export as one zip archive (`application/zip`): a
+    `manifest.json` saying what came from which service, and one JSON file per
+    service. Through the gateway the body is the archive itself.
+    """
     EraseStudentData: _grpc.UnaryUnaryMultiCallable[_mastery_pb2.EraseStudentDataRequest, _operations_pb2.Operation]
     """Erases everything LearnFlow holds about a student (GDPR Art. 17): publishes
     `student.erasure`, which every service holding student data consumes, erases its
@@ -132,8 +144,19 @@ class MasteryServiceAsyncStub(MasteryServiceStub):
     Returns an operation; poll it with google.longrunning.Operations/GetOperation
     (progress in `RecalculateMasteryMetadata`), cancel it with CancelOperation.
     """
-    ExportStudentData: _aio.UnaryUnaryMultiCallable[_mastery_pb2.ExportStudentDataRequest, _mastery_pb2.StudentDataExport]  # type: ignore[assignment]
-    """Exports everything LearnFlow holds about a student (GDPR Art. 20)."""
+    ExportStudentData: _aio.UnaryUnaryMultiCallable[_mastery_pb2.ExportStudentDataRequest, _operations_pb2.Operation]  # type: ignore[assignment]
+    """Exports everything LearnFlow holds about a student (GDPR Art. 15 and 20): asks
+    every service holding student data for its part (`student.export`) and returns an
+    operation, done once each has delivered it (progress in
+    `ExportStudentDataMetadata`). Its response, a `StudentDataExport`, names the export
+    and lists what came from where; the archive itself is downloaded with
+    DownloadStudentDataExport until the export's `expire_time`.
+    """
+    DownloadStudentDataExport: _aio.UnaryUnaryMultiCallable[_mastery_pb2.DownloadStudentDataExportRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
+    """Downloads a finished export as one zip archive (`application/zip`): a
+    `manifest.json` saying what came from which service, and one JSON file per
+    service. Through the gateway the body is the archive itself.
+    """
     EraseStudentData: _aio.UnaryUnaryMultiCallable[_mastery_pb2.EraseStudentDataRequest, _operations_pb2.Operation]  # type: ignore[assignment]
     """Erases everything LearnFlow holds about a student (GDPR Art. 17): publishes
     `student.erasure`, which every service holding student data consumes, erases its
@@ -258,8 +281,25 @@ class MasteryServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _mastery_pb2.ExportStudentDataRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_mastery_pb2.StudentDataExport, _abc.Awaitable[_mastery_pb2.StudentDataExport]]:
-        """Exports everything LearnFlow holds about a student (GDPR Art. 20)."""
+    ) -> _typing.Union[_operations_pb2.Operation, _abc.Awaitable[_operations_pb2.Operation]]:
+        """Exports everything LearnFlow holds about a student (GDPR Art. 15 and 20): asks
+        every service holding student data for its part (`student.export`) and returns an
+        operation, done once each has delivered it (progress in
+        `ExportStudentDataMetadata`). Its response, a `StudentDataExport`, names the export
+        and lists what came from where; the archive itself is downloaded with
+        DownloadStudentDataExport until the export's `expire_time`.
+        """
+
+    @_abc_1.abstractmethod
+    def DownloadStudentDataExport(
+        self,
+        request: _mastery_pb2.DownloadStudentDataExportRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_httpbody_pb2.HttpBody, _abc.Awaitable[_httpbody_pb2.HttpBody]]:
+        """Downloads a finished export as one zip archive (`application/zip`): a
+        `manifest.json` saying what came from which service, and one JSON file per
+        service. Through the gateway the body is the archive itself.
+        """
 
     @_abc_1.abstractmethod
     def EraseStudentData(
