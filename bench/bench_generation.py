@@ -152,7 +152,10 @@ def main() -> None:
         default_bank(),
         sandbox,
         lambda student, topic: Level.BEGINNER,
-        generator=ExerciseGenerator(ModelAuthor(LLM(settings)), sandbox, stats=stats),
+        # The benchmark's synthetic students all consent to model use.
+        generator=ExerciseGenerator(
+            ModelAuthor(LLM(settings, model_use=lambda call: True)), sandbox, stats=stats
+        ),
         generated=DictStore(),
     )
 

@@ -14,6 +14,7 @@ import pytest
 from services.kit import devtokens
 from services.kit.auth import DEV_TENANT
 from services.kit.config import Settings
+from services.kit.interceptors import CallContext
 from services.kit.llm import LLM
 from tests.support.openai_server import ScriptedOpenAI, start
 
@@ -110,7 +111,14 @@ def llm_settings(settings: Settings, openai_server: ScriptedOpenAI) -> Settings:
     )
 
 
+def every_student_consents(call: CallContext | None) -> bool:
+    """The model client's consent check for tests about the client itself: every call
+    may use the model (consent is tested in tests/integration/test_consent.py)."""
+    del call
+    return True
+
+
 @pytest.fixture
 def llm(llm_settings: Settings) -> LLM:
     """An enabled model client with a fresh circuit breaker, on the scripted server."""
-    return LLM(llm_settings)
+    return LLM(llm_settings, model_use=every_student_consents)

@@ -104,14 +104,19 @@ class AsyncServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return wrapped
 
     async def _enter(
-        self, method: str, exempt: bool, context: grpc.aio.ServicerContext, outcome: CallOutcome
+        self,
+        method: str,
+        exempt: bool,
+        context: grpc.aio.ServicerContext,
+        outcome: CallOutcome,
+        request: Any = None,
     ) -> None:
         """The steps before a handler on the loop: checking a token (and recording the
         roster) may block, so it runs on a worker; the call is then current here too."""
         if exempt:
-            self._steps.enter(method, exempt, context, outcome)
+            self._steps.enter(method, exempt, context, outcome, request)
         else:
-            await asyncio.to_thread(self._steps.enter, method, exempt, context, outcome)
+            await asyncio.to_thread(self._steps.enter, method, exempt, context, outcome, request)
             if outcome.call is not None:
                 use_call(outcome.call)  # a worker's copy of the context does not flow back
 
@@ -133,7 +138,7 @@ class AsyncServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         on_loop = inspect.iscoroutinefunction(behaviour)
 
         def on_worker(request: Any, context: grpc.aio.ServicerContext, outcome: CallOutcome) -> Any:
-            steps.enter(method, exempt, context, outcome)
+            steps.enter(method, exempt, context, outcome, request)
             steps.check_request(request)
             return behaviour(request, context)
 
@@ -143,7 +148,7 @@ class AsyncServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             try:
                 if not on_loop:
                     return await asyncio.to_thread(on_worker, request, context, outcome)
-                await self._enter(method, exempt, context, outcome)
+                await self._enter(method, exempt, context, outcome, request)
                 steps.check_request(request)
                 return await behaviour(request, context)
             except grpc.aio.AbortError:
@@ -177,7 +182,7 @@ class AsyncServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     ) -> Callable[[], None]:
         """The steps before a stream, then its place in the stream lane; how to give the
         place back."""
-        await self._enter(method, exempt, context, outcome)
+        await self._enter(method, exempt, context, outcome, request)
         self._steps.check_request(request)
         gate = self._steps.gate
         if gate is None:

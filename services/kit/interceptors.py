@@ -61,6 +61,9 @@ class CallContext:
     authorization: str | None
     # W3C trace context of the inbound call, carried on to events this call publishes.
     traceparent: str | None = None
+    # The request message (None for a client stream): whom the call is about
+    # (services/kit/consent.py asks before a model call).
+    request: Any = None
 
     def require_principal(self) -> Principal:
         if self.principal is None:
@@ -141,7 +144,14 @@ class CallSteps:
         # gate None: streams are not admitted separately (test servers without streams).
         self.gate = gate
 
-    def enter(self, method: str, exempt: bool, context: Any, outcome: CallOutcome) -> CallContext:
+    def enter(
+        self,
+        method: str,
+        exempt: bool,
+        context: Any,
+        outcome: CallOutcome,
+        request: Any = None,
+    ) -> CallContext:
         """Identify the call (request id, principal) and set it as the current call;
         raises Unauthenticated or DeadlineExceeded."""
         metadata = dict(context.invocation_metadata() or ())
@@ -153,14 +163,16 @@ class CallSteps:
         request_id = metadata.get(REQUEST_ID_KEY) or uuid.uuid4().hex
         authorization = metadata.get("authorization")
         traceparent = metadata.get("traceparent")
-        call = CallContext(method, request_id, None, context, authorization, traceparent)
+        call = CallContext(method, request_id, None, context, authorization, traceparent, request)
         outcome.call = call  # so a failure below still logs with the request id
         _current.set(call)
         if not exempt and self.verifier is not None:
             verified = self.verifier.verify(authorization)
             outcome.caller = verified  # audited even if acting in another tenant is refused
             principal = verified.acting_in(metadata.get(TENANT_METADATA))
-            call = CallContext(method, request_id, principal, context, authorization, traceparent)
+            call = CallContext(
+                method, request_id, principal, context, authorization, traceparent, request
+            )
             outcome.call = call
             _current.set(call)
             if self.roster is not None:
@@ -273,7 +285,7 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             started = time.perf_counter()
             outcome = CallOutcome()
             try:
-                steps.enter(method, exempt, context, outcome)
+                steps.enter(method, exempt, context, outcome, request)
                 steps.check_request(request)
                 return behaviour(request, context)
             except Exception as exc:
@@ -302,7 +314,7 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             started = time.perf_counter()
             outcome = CallOutcome()
             try:
-                call = steps.enter(method, exempt, context, outcome)
+                call = steps.enter(method, exempt, context, outcome, request)
                 steps.check_request(request)
                 if steps.gate is None:
                     yield from behaviour(request, context)

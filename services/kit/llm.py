@@ -50,6 +50,7 @@ from pydantic import BaseModel, ValidationError
 
 from services.kit.breaker import BreakerState, CircuitBreaker
 from services.kit.config import Settings
+from services.kit.consent import ModelUse
 from services.kit.interceptors import maybe_current_call
 from services.kit.limits import Limiter
 
@@ -169,11 +170,16 @@ def parse_structured(content: str, output: type[M]) -> M:
 class LLM:
     """One per process, shared by its agents (the breaker is about the provider).
 
+    `model_use`: whether the current call's students consent to model use
+    (services/kit/consent.py); without it the call is answered offline.
     `limiter`: where the per-user limit on calls in flight is counted (the runtime's;
     None: no per-user limit)."""
 
-    def __init__(self, settings: Settings, limiter: Limiter | None = None) -> None:
+    def __init__(
+        self, settings: Settings, limiter: Limiter | None = None, *, model_use: ModelUse
+    ) -> None:
         self.model = settings.openai_model
+        self._model_use = model_use
         self._timeout = settings.openai_timeout_seconds
         self._limiter = limiter
         self._calls_per_user = settings.llm_calls_per_user
@@ -231,6 +237,7 @@ class LLM:
         piece means nothing was said (fall back); during the stream, the caller has
         shown part of an answer and decides how to finish it."""
         client = self._require_client(agent)
+        self._require_consent(agent)
         timeout = self._request_timeout(agent)
         with self._user_share(agent):
             yield from self._stream(client, prompt, agent, max_tokens, timeout)
@@ -334,10 +341,16 @@ class LLM:
             raise LLMUnavailable("no_api_key")
         return self._client
 
+    def _require_consent(self, agent: str) -> None:
+        if not self._model_use(maybe_current_call()):
+            REQUESTS.labels(agent, "no_consent").inc()
+            raise LLMUnavailable("no_consent", "the student has not consented to model use")
+
     def _complete(
         self, prompt: Prompt, agent: str, call: str, max_tokens: int, response_format: Any
     ) -> str:
         client = self._require_client(agent)
+        self._require_consent(agent)
         timeout = self._request_timeout(agent)
         share = self._user_share(agent)
         started = time.perf_counter()

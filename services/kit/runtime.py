@@ -19,6 +19,7 @@ from services.kit.audit import AuditTrail
 from services.kit.bus import ALL_TOPICS, Bus, InProcessBus, KafkaBus
 from services.kit.cache import Cache, InProcessCache, RedisCache
 from services.kit.config import RUN_DIR, Settings
+from services.kit.consent import Consent, model_use_allowed
 from services.kit.db import Database, embedded_postgres_url
 from services.kit.erasure import Erase, Tombstones, erasure_consumer, erasure_health_name
 from services.kit.export import ExportParts, Gather, export_consumer, export_health_name
@@ -50,6 +51,7 @@ class Runtime:
         self._roster: Roster | None = None
         self._tombstones: Tombstones | None = None
         self._export_parts: ExportParts | None = None
+        self._consent: Consent | None = None
         self._databases: list[Database] = []
         # Every authenticated call's audit record (services/kit/audit.py), published on
         # this runtime's bus: on with a broker; on the in-process bus only in a process
@@ -136,6 +138,19 @@ class Runtime:
         return tombstones
 
     @property
+    def consent(self) -> Consent:
+        """Students' consent to analytics and model use (kit-owned schema `consent`)."""
+        with self._lock:
+            consent = self._consent
+        if consent is None:
+            db = self.database("consent", KIT_MIGRATIONS / "consent", max_size=4)
+            with self._lock:
+                if self._consent is None:
+                    self._consent = Consent(db)
+                consent = self._consent
+        return consent
+
+    @property
     def export_parts(self) -> ExportParts:
         """Each service's part of each student export (kit-owned schema `exports`)."""
         with self._lock:
@@ -210,7 +225,9 @@ class Runtime:
             if self._llm is None:
                 from services.kit.llm import LLM
 
-                self._llm = LLM(self.settings, limiter)
+                # The consent records open on the first model call (outside this lock).
+                model_use = model_use_allowed(lambda: self.consent)
+                self._llm = LLM(self.settings, limiter, model_use=model_use)
             return self._llm
 
     def describe(self) -> dict[str, str]:

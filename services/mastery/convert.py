@@ -10,6 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from google.type import date_pb2
 from learnflow.mastery.v1 import mastery_pb2
 
+from services.kit.consent import ConsentRecord, Decision, Purpose, Source
 from services.mastery.domain.history import HistoryPoint, Summary
 from services.mastery.domain.model import OVERALL, Component, Components, Mastery, streak
 from services.mastery.domain.records import CohortRow, EvidenceCounts, EvidenceRow, MasteryView
@@ -158,4 +159,57 @@ def history(
             slope=summary.slope,
             trend=int(summary.trend),  # type: ignore[arg-type]
         ),
+    )
+
+
+CONSENT_SOURCES = {
+    Source.STUDENT: mastery_pb2.CONSENT_SOURCE_STUDENT,
+    Source.TENANT: mastery_pb2.CONSENT_SOURCE_TENANT_DEFAULT,
+    Source.PLATFORM: mastery_pb2.CONSENT_SOURCE_PLATFORM_DEFAULT,
+}
+CONSENT_PURPOSES = {
+    Purpose.ANALYTICS: mastery_pb2.CONSENT_PURPOSE_ANALYTICS,
+    Purpose.MODEL_USE: mastery_pb2.CONSENT_PURPOSE_MODEL_USE,
+}
+# Update-mask paths of Consent and ConsentDefaults -> purposes.
+CONSENT_FIELDS = {"analytics": Purpose.ANALYTICS, "model_use": Purpose.MODEL_USE}
+
+
+def consent_decision(decision: Decision) -> mastery_pb2.ConsentDecision:
+    message = mastery_pb2.ConsentDecision(
+        granted=decision.granted,
+        source=CONSENT_SOURCES[decision.source],
+        recorded_by=decision.recorded_by,
+    )
+    if decision.recorded_at is not None:
+        message.record_time.CopyFrom(timestamp(decision.recorded_at))
+    return message
+
+
+def consent(
+    student_id: str, decisions: dict[Purpose, Decision], history: list[ConsentRecord]
+) -> mastery_pb2.Consent:
+    return mastery_pb2.Consent(
+        name=f"students/{student_id}/consent",
+        analytics=consent_decision(decisions[Purpose.ANALYTICS]),
+        model_use=consent_decision(decisions[Purpose.MODEL_USE]),
+        history=[
+            mastery_pb2.ConsentRecord(
+                purpose=CONSENT_PURPOSES[r.purpose],
+                granted=r.granted,
+                recorded_by=r.recorded_by,
+                record_time=timestamp(r.recorded_at),
+            )
+            for r in history
+        ],
+    )
+
+
+def consent_defaults(
+    tenant: str, decisions: dict[Purpose, Decision]
+) -> mastery_pb2.ConsentDefaults:
+    return mastery_pb2.ConsentDefaults(
+        name=f"tenants/{tenant}/consentDefaults",
+        analytics=consent_decision(decisions[Purpose.ANALYTICS]),
+        model_use=consent_decision(decisions[Purpose.MODEL_USE]),
     )

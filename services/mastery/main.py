@@ -72,19 +72,21 @@ def build(
 
     export_parts = runtime.export_parts
     exports = Exports(engine, export_parts)
+    consent = runtime.consent
 
     def erase_here(tenant: str, student_id: str) -> int:
         return (
             erasures.erase_here(tenant, student_id)
             + roster.forget(tenant, student_id)
             + export_parts.erase_student(tenant, student_id)
+            + consent.erase_student(tenant, student_id)
         )
 
     def gather(tenant: str, student_id: str) -> Records:
         records = engine.export_student(tenant, student_id)
         cohort = roster.cohort_of(tenant, student_id)
         records["roster"] = [] if cohort is None else [{"cohort": cohort}]
-        return records
+        return records | consent.export_student(tenant, student_id)
 
     stall = consumer_stall_seconds or runtime.settings.consumer_stall_seconds
     transient = (psycopg.OperationalError,)
@@ -120,6 +122,7 @@ def build(
             recalculations=recalculations,
             erasures=erasures,
             exports=exports,
+            consent=consent,
             roster=roster,
         )
         mastery_pb2_grpc.add_MasteryServiceServicer_to_server(servicer, server)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Sequence
 from datetime import date
 
 import grpc
@@ -20,6 +21,7 @@ from learnflow.mastery.v1 import mastery_pb2, mastery_pb2_grpc
 
 from services.kit.auth import Principal, Role
 from services.kit.cache import Cache
+from services.kit.consent import Consent, Purpose
 from services.kit.errors import NotFound, PermissionDenied, Validator
 from services.kit.interceptors import current_principal
 from services.kit.names import check_name, parse_name
@@ -55,6 +57,7 @@ class MasteryServicer(mastery_pb2_grpc.MasteryServiceServicer):
         recalculations: Recalculations,
         erasures: Erasures,
         exports: Exports,
+        consent: Consent,
         roster: Roster,
     ) -> None:
         self._engine = engine
@@ -62,6 +65,7 @@ class MasteryServicer(mastery_pb2_grpc.MasteryServiceServicer):
         self._recalculations = recalculations
         self._erasures = erasures
         self._exports = exports
+        self._consent = consent
         self._roster = roster
 
     def GetMastery(
@@ -204,6 +208,59 @@ class MasteryServicer(mastery_pb2_grpc.MasteryServiceServicer):
         )
         return _operation(self._engine, name, principal)
 
+    def GetConsent(
+        self, request: mastery_pb2.GetConsentRequest, context: grpc.ServicerContext
+    ) -> mastery_pb2.Consent:
+        (student_id,) = parse_name(request.name, "students/*/consent", "name")
+        principal = current_principal()
+        self._roster.require_readable(principal, student_id)
+        return self._consent_of(principal.tenant, student_id)
+
+    def UpdateConsent(
+        self, request: mastery_pb2.UpdateConsentRequest, context: grpc.ServicerContext
+    ) -> mastery_pb2.Consent:
+        checks = Validator()
+        (student_id,) = check_name(
+            checks, request.consent.name, "students/*/consent", "consent.name"
+        )
+        fields = _consent_mask(checks, request.update_mask.paths)
+        checks.raise_if_invalid()
+        principal = current_principal()
+        principal.require_acting_as(student_id)
+        given = request.consent
+        choices = {purpose: getattr(given, field).granted for field, purpose in fields.items()}
+        self._consent.record(principal.tenant, student_id, choices, principal.subject)
+        return self._consent_of(principal.tenant, student_id)
+
+    def GetConsentDefaults(
+        self, request: mastery_pb2.GetConsentDefaultsRequest, context: grpc.ServicerContext
+    ) -> mastery_pb2.ConsentDefaults:
+        (tenant,) = parse_name(request.name, "tenants/*/consentDefaults", "name")
+        principal = _tenant_admin(tenant)
+        return convert.consent_defaults(principal.tenant, self._consent.defaults(principal.tenant))
+
+    def UpdateConsentDefaults(
+        self, request: mastery_pb2.UpdateConsentDefaultsRequest, context: grpc.ServicerContext
+    ) -> mastery_pb2.ConsentDefaults:
+        checks = Validator()
+        given = request.consent_defaults
+        (tenant,) = check_name(
+            checks, given.name, "tenants/*/consentDefaults", "consent_defaults.name"
+        )
+        fields = _consent_mask(checks, request.update_mask.paths)
+        checks.raise_if_invalid()
+        principal = _tenant_admin(tenant)
+        choices = {purpose: getattr(given, field).granted for field, purpose in fields.items()}
+        self._consent.set_defaults(principal.tenant, choices, principal.subject)
+        return convert.consent_defaults(principal.tenant, self._consent.defaults(principal.tenant))
+
+    def _consent_of(self, tenant: str, student_id: str) -> mastery_pb2.Consent:
+        return convert.consent(
+            student_id,
+            self._consent.decisions(tenant, student_id),
+            self._consent.history(tenant, student_id),
+        )
+
     def DownloadStudentDataExport(
         self,
         request: mastery_pb2.DownloadStudentDataExportRequest,
@@ -214,6 +271,28 @@ class MasteryServicer(mastery_pb2_grpc.MasteryServiceServicer):
         principal.require_acting_as(student_id)
         archive = self._exports.archive(principal.tenant, student_id, request.name)
         return httpbody_pb2.HttpBody(content_type=ARCHIVE_CONTENT_TYPE, data=archive)
+
+
+def _consent_mask(checks: Validator, paths: Sequence[str]) -> dict[str, Purpose]:
+    """The consent fields an update names (`*`: all of them)."""
+    if list(paths) == ["*"]:
+        return dict(convert.CONSENT_FIELDS)
+    unknown = sorted(set(paths) - set(convert.CONSENT_FIELDS))
+    checks.check(bool(paths), "update_mask", "name the choices to record: analytics, model_use")
+    checks.check(not unknown, "update_mask", f"unknown fields {unknown}: analytics, model_use")
+    return {p: convert.CONSENT_FIELDS[p] for p in paths if p in convert.CONSENT_FIELDS}
+
+
+def _tenant_admin(tenant: str) -> Principal:
+    """The caller, when an admin of `tenant` (`-`: the tenant the call acts in), or an
+    operator acting in it."""
+    principal = current_principal()
+    principal.require_role(Role.ADMIN)
+    if tenant not in ("-", principal.tenant):
+        raise PermissionDenied(
+            f"tenants/{tenant} is not the tenant this call acts in", metadata={"tenant": tenant}
+        )
+    return principal
 
 
 def _operation(

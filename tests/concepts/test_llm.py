@@ -16,6 +16,7 @@ from services.concepts.mermaid_validator import MermaidValidator
 from services.concepts.writer import ModelWriter
 from services.kit.config import Settings
 from services.kit.llm import LLM
+from tests.conftest import every_student_consents
 from tests.support.openai_server import (
     ScriptedOpenAI,
     json_reply,
@@ -186,7 +187,7 @@ def test_without_a_key_the_model_is_never_called(
     settings: Settings,
     openai_server: ScriptedOpenAI,
 ) -> None:
-    offline = LLM(settings)
+    offline = LLM(settings, model_use=every_student_consents)
     assert not offline.enabled
     engine = ConceptsEngine(
         library, shared_prover, validator, lambda s, t: None, ModelWriter(offline)

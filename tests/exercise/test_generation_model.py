@@ -31,6 +31,7 @@ from services.kit.errors import NotFound, PermissionDenied
 from services.kit.interceptors import CallContext, _current
 from services.kit.llm import LLM
 from services.kit.roster import Roster
+from tests.conftest import every_student_consents
 from tests.exercise.drafts import (
     CHOICE,
     ERRORING,
@@ -98,7 +99,9 @@ def engine(llm: LLM, execute: Execute, stats: GenerationStats, store: DictStore)
 @pytest.fixture
 def offline(settings: Settings, execute: Execute, store: DictStore) -> ExerciseEngine:
     """The engine without a model key: nothing is ever sent to a model."""
-    return _engine(LLM(settings), execute, GenerationStats(), store)
+    return _engine(
+        LLM(settings, model_use=every_student_consents), execute, GenerationStats(), store
+    )
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -14,6 +14,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from services.gateway.runner import Gateway
+from services.kit.auth import DEV_TENANT
 from services.kit.bus import (
     LEARNING_RESPONSES,
     MASTERY_UPDATED,
@@ -22,6 +23,7 @@ from services.kit.bus import (
 )
 from services.kit.catalogue import SERVICES
 from services.kit.config import Settings
+from services.kit.consent import Purpose
 from services.kit.runtime import Runtime
 from services.kit.server import LearnFlowServer
 from services.registry import builder
@@ -46,6 +48,18 @@ def runtime(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Ite
     rt = Runtime(settings, run_dir=tmp_path_factory.mktemp("run"))
     yield rt
     rt.close()
+
+
+# The schools whose students the tests that script a model ask for.
+MODEL_TENANTS = (DEV_TENANT, "school-a")
+
+
+@pytest.fixture(scope="session")
+def model_use_granted(runtime: Runtime) -> None:
+    """The schools of the tests that call the scripted model let their students' text
+    reach a model by default (the platform's default is no model use)."""
+    for tenant in MODEL_TENANTS:
+        runtime.consent.set_defaults(tenant, {Purpose.MODEL_USE: True}, "tests")
 
 
 @pytest.fixture(scope="session")

@@ -48,6 +48,7 @@ from tests.support.contract_fuzz import (
     GRPC_ENVOY,
     JSON_ENVOY,
     Contract,
+    Dual,
     Generator,
     GrpcCase,
     HttpCase,
@@ -66,6 +67,7 @@ pytestmark = pytest.mark.integration
 KIND_INTERVENTION = int(notify_pb2.Alert.KIND_INTERVENTION)
 # Services LearnFlow serves but does not define (their protos cannot carry the option).
 IMPORTED_ACCESS = {"google.longrunning.Operations": access_pb2.ACCESS_ANY_USER}
+MODEL_USE_MASK = Dual("modelUse", {"paths": ["model_use"]})
 # Base requests the generator cannot make valid by itself (a oneof or a field required
 # only with others, which it leaves unset), by dotted field path.
 REQUEST_PATCHES: dict[str, dict[str, Any]] = {
@@ -76,6 +78,15 @@ REQUEST_PATCHES: dict[str, dict[str, Any]] = {
     "/google.longrunning.Operations/WaitOperation": {"name": "operations/fz0"},
     # Checked, not carried out: the matrix's student must stay for every other method.
     "/learnflow.mastery.v1.MasteryService/EraseStudentData": {"validate_only": True},
+    "/learnflow.mastery.v1.MasteryService/UpdateConsent": {"update_mask": MODEL_USE_MASK},
+    # The tenant the call acts in, whichever school the admin is of.
+    "/learnflow.mastery.v1.MasteryService/GetConsentDefaults": {
+        "name": "tenants/-/consentDefaults"
+    },
+    "/learnflow.mastery.v1.MasteryService/UpdateConsentDefaults": {
+        "consent_defaults.name": "tenants/-/consentDefaults",
+        "update_mask": MODEL_USE_MASK,
+    },
 }
 TOKEN_FAILURES = {
     "no token": "UNAUTHENTICATED",

@@ -12,9 +12,11 @@ import grpc
 import httpx
 import pytest
 from confluent_kafka import Consumer
+from google.protobuf import field_mask_pb2
 from learnflow.common.v1 import common_pb2
 from learnflow.debug.v1 import debug_pb2, debug_pb2_grpc
 from learnflow.events.v1 import events_pb2
+from learnflow.mastery.v1 import mastery_pb2, mastery_pb2_grpc
 from learnflow.triage.v1 import triage_pb2, triage_pb2_grpc
 
 from services.kit.auth import DEV_TENANT
@@ -332,7 +334,10 @@ def test_a_struggling_student_is_offered_a_targeted_exercise(
 
 @pytest.fixture
 def debug_with_model(
-    llm_settings: Settings, mesh: dict[str, int], tmp_path_factory: pytest.TempPathFactory
+    llm_settings: Settings,
+    mesh: dict[str, int],
+    tmp_path_factory: pytest.TempPathFactory,
+    model_use_granted: None,
 ) -> Iterator[debug_pb2_grpc.DebugServiceStub]:
     """A second debug server configured with the scripted model, on the mesh's parts."""
     spec = next(s for s in SERVICES if s.name == "debug")
@@ -385,6 +390,58 @@ def test_model_hints_are_shown_when_their_fix_works(
     solution = reveal_all(debug_with_model, token, diagnosis).hints[2]
     assert solution.fixed_code == GOOD_FIX
     assert "KeyError" in openai_server.requests[0]["messages"][1]["content"]
+
+
+def test_a_students_code_reaches_the_model_only_with_their_consent(
+    debug_with_model: debug_pb2_grpc.DebugServiceStub,
+    channels: dict[str, grpc.Channel],
+    openai_server: ScriptedOpenAI,
+    mint_token: MintToken,
+) -> None:
+    """The platform's default is no model use; the school's default, then the
+    student's own choice, override it."""
+    general = "A dictionary lookup failed: look at which keys exist."
+    tenant = f"consent-{uuid.uuid4().hex[:6]}"
+    student = new_student()
+    token = mint_token(student, "student", (), tenant=tenant)
+    admin = bearer(mint_token("root", "admin", tenant=tenant))
+    mastery = mastery_pb2_grpc.MasteryServiceStub(channels["mastery"])
+
+    def hint_of_diagnosis() -> str:
+        openai_server.enqueue(json_reply(model_hints(general, GOOD_FIX)))
+        diagnosis = diagnose(debug_with_model, token, student, KEY_ERROR_CODE, KEY_ERROR_TRACEBACK)
+        return diagnosis.hints[0].text
+
+    assert hint_of_diagnosis() != general
+    assert openai_server.requests == []  # nothing of theirs reached the model
+    mastery.UpdateConsentDefaults(
+        mastery_pb2.UpdateConsentDefaultsRequest(
+            consent_defaults=mastery_pb2.ConsentDefaults(
+                name=f"tenants/{tenant}/consentDefaults",
+                model_use=mastery_pb2.ConsentDecision(granted=True),
+            ),
+            update_mask=field_mask_pb2.FieldMask(paths=["model_use"]),
+        ),
+        metadata=admin,
+        timeout=10,
+    )
+    assert hint_of_diagnosis() == general
+    assert len(openai_server.requests) == 1
+    assert "KeyError" in openai_server.requests[0]["messages"][1]["content"]
+    mastery.UpdateConsent(
+        mastery_pb2.UpdateConsentRequest(
+            consent=mastery_pb2.Consent(
+                name=f"students/{student}/consent",
+                model_use=mastery_pb2.ConsentDecision(granted=False),
+            ),
+            update_mask=field_mask_pb2.FieldMask(paths=["model_use"]),
+        ),
+        metadata=bearer(token),
+        timeout=10,
+    )
+    openai_server.reset()
+    assert hint_of_diagnosis() != general
+    assert openai_server.requests == []
 
 
 @pytest.mark.parametrize(

@@ -32,6 +32,7 @@ import psycopg
 import pytest
 import redis
 from google.longrunning import operations_pb2, operations_pb2_grpc
+from google.protobuf import field_mask_pb2
 from learnflow.audit.v1 import audit_pb2, audit_pb2_grpc
 from learnflow.debug.v1 import debug_pb2, debug_pb2_grpc
 from learnflow.exercise.v1 import exercise_pb2, exercise_pb2_grpc
@@ -268,6 +269,17 @@ def test_an_erased_student_is_found_nowhere_and_their_late_events_are_refused(
 
     # Their own export first: a part from every service, each file as its manifest says.
     ask(channels, token, student)  # triage's cached context went with the mastery update
+    mastery.UpdateConsent(
+        mastery_pb2.UpdateConsentRequest(
+            consent=mastery_pb2.Consent(
+                name=f"students/{student}/consent",
+                analytics=mastery_pb2.ConsentDecision(granted=False),
+            ),
+            update_mask=field_mask_pb2.FieldMask(paths=["analytics"]),
+        ),
+        metadata=bearer(token),
+        timeout=10,
+    )
     export, manifest, files = export_of(channels, bearer(token), student)
     assert export.name.startswith(f"students/{student}/exports/")
     assert manifest["student"] == f"students/{student}" and manifest["export"] == export.name
@@ -279,6 +291,12 @@ def test_an_erased_student_is_found_nowhere_and_their_late_events_are_refused(
     assert files["debug"]["diagnoses"][0]["message"]["error"]["error_type"] == "ZeroDivisionError"
     assert files["review"]["code_reviews"][0]["message"]["code"] == DIVIDE
     assert files["mastery"]["evidence"] and files["mastery"]["roster"] == [{"cohort": COHORT}]
+    (choice,) = files["mastery"]["consent_records"]
+    assert (choice["purpose"], choice["granted"], choice["recorded_by"]) == (
+        "analytics",
+        False,
+        student,
+    )
     assert files["notify"]["alerts"][0]["student_id"] == student
     assert files["triage"]["cached_contexts"][0]["context"]["name"] == f"students/{student}/context"
     assert "CreateSubmission" in {

@@ -85,7 +85,10 @@ def mesh_channel(mesh: dict[str, int]) -> Iterator[grpc.Channel]:
 
 @pytest.fixture
 def with_model(
-    llm_settings: Settings, mesh: dict[str, int], tmp_path_factory: pytest.TempPathFactory
+    llm_settings: Settings,
+    mesh: dict[str, int],
+    tmp_path_factory: pytest.TempPathFactory,
+    model_use_granted: None,
 ) -> Iterator[grpc.Channel]:
     """A second exercise server configured with the scripted model, on the mesh."""
     spec = next(s for s in SERVICES if s.name == "exercise")

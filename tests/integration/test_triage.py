@@ -343,7 +343,10 @@ def test_ask_through_envoy_refuses_bad_input_as_json(
 
 @pytest.fixture
 def triage_with_model(
-    llm_settings: Settings, mesh: dict[str, int], tmp_path_factory: pytest.TempPathFactory
+    llm_settings: Settings,
+    mesh: dict[str, int],
+    tmp_path_factory: pytest.TempPathFactory,
+    model_use_granted: None,
 ) -> Iterator[triage_pb2_grpc.TriageServiceStub]:
     """A second triage server configured with the scripted model, routing to the mesh."""
     spec = next(s for s in SERVICES if s.name == "triage")

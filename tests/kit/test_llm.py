@@ -23,7 +23,7 @@ from services.kit.interceptors import CallContext, _current
 from services.kit.limits import InProcessLimiter
 from services.kit.llm import LLM, LLMUnavailable, Prompt, PromptTemplates
 from services.kit.runtime import Runtime
-from tests.conftest import wait_for
+from tests.conftest import every_student_consents, wait_for
 from tests.support.openai_server import (
     ScriptedOpenAI,
     broken_stream,
@@ -116,7 +116,10 @@ def test_provider_failures_raise_with_a_reason(
 
 
 def test_timeout(llm_settings: Settings, openai_server: ScriptedOpenAI) -> None:
-    llm = LLM(llm_settings.model_copy(update={"openai_timeout_seconds": 0.3}))
+    llm = LLM(
+        llm_settings.model_copy(update={"openai_timeout_seconds": 0.3}),
+        model_use=every_student_consents,
+    )
     openai_server.enqueue(stall(1.5))  # answers after 1.5 s: only a timeout fails the call
     assert unavailable_reason(lambda: llm.text(PROMPT, agent="t")) == "timeout"
 
@@ -124,14 +127,16 @@ def test_timeout(llm_settings: Settings, openai_server: ScriptedOpenAI) -> None:
 def test_client_retries_transient_errors(
     llm_settings: Settings, openai_server: ScriptedOpenAI
 ) -> None:
-    llm = LLM(llm_settings.model_copy(update={"openai_max_retries": 1}))
+    llm = LLM(
+        llm_settings.model_copy(update={"openai_max_retries": 1}), model_use=every_student_consents
+    )
     openai_server.enqueue(status_reply(500), text_reply("second time lucky"))
     assert llm.text(PROMPT, agent="t") == "second time lucky"
     assert len(openai_server.requests) == 2
 
 
 def test_without_a_key_nothing_is_called(settings: Settings, openai_server: ScriptedOpenAI) -> None:
-    llm = LLM(settings)
+    llm = LLM(settings, model_use=every_student_consents)
     assert not llm.enabled
     assert unavailable_reason(lambda: llm.text(PROMPT, agent="t")) == "no_api_key"
     assert openai_server.requests == []
@@ -293,7 +298,11 @@ def serving(subject: str | None) -> Iterator[None]:
 
 
 def _one_call_each(llm_settings: Settings) -> LLM:
-    return LLM(llm_settings.model_copy(update={"llm_calls_per_user": 1}), InProcessLimiter())
+    return LLM(
+        llm_settings.model_copy(update={"llm_calls_per_user": 1}),
+        InProcessLimiter(),
+        model_use=every_student_consents,
+    )
 
 
 def test_over_the_per_user_limit_the_agent_falls_back_without_calling(
@@ -353,7 +362,9 @@ def test_the_runtime_counts_model_calls_on_its_shared_limiter(
         with serving(user):
             stream = llm.stream(PROMPT, agent="t")
             assert next(stream) == "x"
-            other_service = LLM(runtime.settings, runtime.limiter)  # another agent's client
+            other_service = LLM(
+                runtime.settings, runtime.limiter, model_use=every_student_consents
+            )  # another agent's client
             assert unavailable_reason(lambda: other_service.text(PROMPT, agent="t")) == (
                 "user_limit"
             )

@@ -16,6 +16,7 @@ from services.review.domain.model import Origin
 from services.review.domain.review import review_code
 from services.review.domain.suggestions import apply
 from services.review.engine import ReviewEngine
+from tests.conftest import every_student_consents
 from tests.review.samples import BAD
 from tests.support.openai_server import (
     ScriptedOpenAI,
@@ -115,7 +116,7 @@ def test_when_the_model_fails_the_offline_review_stands(
 def test_without_a_key_the_model_is_not_called(
     linter: RuffLinter, settings: Settings, openai_server: ScriptedOpenAI, offline: Any
 ) -> None:
-    review = ReviewEngine(linter, LLM(settings)).review(BAD)
+    review = ReviewEngine(linter, LLM(settings, model_use=every_student_consents)).review(BAD)
     assert openai_server.requests == []
     assert review == offline
 

@@ -79,6 +79,62 @@ GRANULARITY_MONTHLY: Granularity.ValueType  # 3
 """One point per calendar month."""
 Global___Granularity: _TypeAlias = Granularity  # noqa: Y015
 
+class _ConsentPurpose:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ConsentPurposeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ConsentPurpose.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CONSENT_PURPOSE_UNSPECIFIED: _ConsentPurpose.ValueType  # 0
+    """Not set."""
+    CONSENT_PURPOSE_ANALYTICS: _ConsentPurpose.ValueType  # 1
+    """The student's activity feeds analytics: predictions, recommendations, cohort
+    comparisons.
+    """
+    CONSENT_PURPOSE_MODEL_USE: _ConsentPurpose.ValueType  # 2
+    """The student's text (questions, code, tracebacks) may be sent to the language model."""
+
+class ConsentPurpose(_ConsentPurpose, metaclass=_ConsentPurposeEnumTypeWrapper):
+    """What a consent is to."""
+
+CONSENT_PURPOSE_UNSPECIFIED: ConsentPurpose.ValueType  # 0
+"""Not set."""
+CONSENT_PURPOSE_ANALYTICS: ConsentPurpose.ValueType  # 1
+"""The student's activity feeds analytics: predictions, recommendations, cohort
+comparisons.
+"""
+CONSENT_PURPOSE_MODEL_USE: ConsentPurpose.ValueType  # 2
+"""The student's text (questions, code, tracebacks) may be sent to the language model."""
+Global___ConsentPurpose: _TypeAlias = ConsentPurpose  # noqa: Y015
+
+class _ConsentSource:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ConsentSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ConsentSource.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CONSENT_SOURCE_UNSPECIFIED: _ConsentSource.ValueType  # 0
+    """Not set."""
+    CONSENT_SOURCE_STUDENT: _ConsentSource.ValueType  # 1
+    """The student's own recorded choice (made by them or an admin for them)."""
+    CONSENT_SOURCE_TENANT_DEFAULT: _ConsentSource.ValueType  # 2
+    """Their school's default."""
+    CONSENT_SOURCE_PLATFORM_DEFAULT: _ConsentSource.ValueType  # 3
+    """The platform's default: analytics yes, model use no."""
+
+class ConsentSource(_ConsentSource, metaclass=_ConsentSourceEnumTypeWrapper):
+    """Where a consent that applies comes from."""
+
+CONSENT_SOURCE_UNSPECIFIED: ConsentSource.ValueType  # 0
+"""Not set."""
+CONSENT_SOURCE_STUDENT: ConsentSource.ValueType  # 1
+"""The student's own recorded choice (made by them or an admin for them)."""
+CONSENT_SOURCE_TENANT_DEFAULT: ConsentSource.ValueType  # 2
+"""Their school's default."""
+CONSENT_SOURCE_PLATFORM_DEFAULT: ConsentSource.ValueType  # 3
+"""The platform's default: analytics yes, model use no."""
+Global___ConsentSource: _TypeAlias = ConsentSource  # noqa: Y015
+
 @_typing.final
 class Components(_message.Message):
     """The four components of mastery, each in [0, 1]. Per topic they use that topic's
@@ -1532,6 +1588,258 @@ class ExportStudentDataMetadata(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ExportStudentDataMetadata: _TypeAlias = ExportStudentDataMetadata  # noqa: Y015
+
+@_typing.final
+class ConsentDecision(_message.Message):
+    """One purpose's consent as it applies."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GRANTED_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    RECORDED_BY_FIELD_NUMBER: _builtins.int
+    RECORD_TIME_FIELD_NUMBER: _builtins.int
+    granted: _builtins.bool
+    """Whether it is given. On update: the choice."""
+    source: Global___ConsentSource.ValueType
+    """Where it comes from."""
+    recorded_by: _builtins.str
+    """Who recorded it (a user id; empty for the platform default)."""
+    @_builtins.property
+    def record_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was recorded."""
+
+    def __init__(
+        self,
+        *,
+        granted: _builtins.bool = ...,
+        source: Global___ConsentSource.ValueType = ...,
+        recorded_by: _builtins.str = ...,
+        record_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["record_time", b"record_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["granted", b"granted", "record_time", b"record_time", "recorded_by", b"recorded_by", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConsentDecision: _TypeAlias = ConsentDecision  # noqa: Y015
+
+@_typing.final
+class ConsentRecord(_message.Message):
+    """One recorded choice: who, when, what, by whom."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    GRANTED_FIELD_NUMBER: _builtins.int
+    RECORDED_BY_FIELD_NUMBER: _builtins.int
+    RECORD_TIME_FIELD_NUMBER: _builtins.int
+    purpose: Global___ConsentPurpose.ValueType
+    """What it is about."""
+    granted: _builtins.bool
+    """The choice."""
+    recorded_by: _builtins.str
+    """Who recorded it: the student, or the admin acting for them."""
+    @_builtins.property
+    def record_time(self) -> _timestamp_pb2.Timestamp:
+        """When."""
+
+    def __init__(
+        self,
+        *,
+        purpose: Global___ConsentPurpose.ValueType = ...,
+        granted: _builtins.bool = ...,
+        recorded_by: _builtins.str = ...,
+        record_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["record_time", b"record_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["granted", b"granted", "purpose", b"purpose", "record_time", b"record_time", "recorded_by", b"recorded_by"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConsentRecord: _TypeAlias = ConsentRecord  # noqa: Y015
+
+@_typing.final
+class Consent(_message.Message):
+    """A student's consent."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ANALYTICS_FIELD_NUMBER: _builtins.int
+    MODEL_USE_FIELD_NUMBER: _builtins.int
+    HISTORY_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """students/{student}/consent"""
+    @_builtins.property
+    def analytics(self) -> Global___ConsentDecision:
+        """To analytics."""
+
+    @_builtins.property
+    def model_use(self) -> Global___ConsentDecision:
+        """To model use."""
+
+    @_builtins.property
+    def history(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConsentRecord]:
+        """Every choice recorded for the student, newest first."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        analytics: Global___ConsentDecision | None = ...,
+        model_use: Global___ConsentDecision | None = ...,
+        history: _abc.Iterable[Global___ConsentRecord] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["analytics", b"analytics", "model_use", b"model_use"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["analytics", b"analytics", "history", b"history", "model_use", b"model_use", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Consent: _TypeAlias = Consent  # noqa: Y015
+
+@_typing.final
+class ConsentDefaults(_message.Message):
+    """A school's consent defaults."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ANALYTICS_FIELD_NUMBER: _builtins.int
+    MODEL_USE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """tenants/{tenant}/consentDefaults: the tenant the call acts in (`tenants/-/...`
+    names it too).
+    """
+    @_builtins.property
+    def analytics(self) -> Global___ConsentDecision:
+        """To analytics."""
+
+    @_builtins.property
+    def model_use(self) -> Global___ConsentDecision:
+        """To model use."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        analytics: Global___ConsentDecision | None = ...,
+        model_use: Global___ConsentDecision | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["analytics", b"analytics", "model_use", b"model_use"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["analytics", b"analytics", "model_use", b"model_use", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConsentDefaults: _TypeAlias = ConsentDefaults  # noqa: Y015
+
+@_typing.final
+class GetConsentRequest(_message.Message):
+    """Request for GetConsent."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """students/{student}/consent"""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetConsentRequest: _TypeAlias = GetConsentRequest  # noqa: Y015
+
+@_typing.final
+class UpdateConsentRequest(_message.Message):
+    """Request for UpdateConsent."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONSENT_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def consent(self) -> Global___Consent:
+        """The consent, by name, with the choices to record."""
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """Which choices: `analytics`, `model_use`."""
+
+    def __init__(
+        self,
+        *,
+        consent: Global___Consent | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["consent", b"consent", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consent", b"consent", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateConsentRequest: _TypeAlias = UpdateConsentRequest  # noqa: Y015
+
+@_typing.final
+class GetConsentDefaultsRequest(_message.Message):
+    """Request for GetConsentDefaults."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """tenants/{tenant}/consentDefaults, of the tenant the call acts in (`-` names it)."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetConsentDefaultsRequest: _TypeAlias = GetConsentDefaultsRequest  # noqa: Y015
+
+@_typing.final
+class UpdateConsentDefaultsRequest(_message.Message):
+    """Request for UpdateConsentDefaults."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONSENT_DEFAULTS_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def consent_defaults(self) -> Global___ConsentDefaults:
+        """The defaults, by name, with the choices to set."""
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """Which choices: `analytics`, `model_use`."""
+
+    def __init__(
+        self,
+        *,
+        consent_defaults: Global___ConsentDefaults | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["consent_defaults", b"consent_defaults", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consent_defaults", b"consent_defaults", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateConsentDefaultsRequest: _TypeAlias = UpdateConsentDefaultsRequest  # noqa: Y015
 
 @_typing.final
 class EraseStudentDataRequest(_message.Message):

@@ -113,6 +113,26 @@ class MasteryServiceStub:
                 request_serializer=learnflow_dot_mastery_dot_v1_dot_mastery__pb2.DownloadStudentDataExportRequest.SerializeToString,
                 response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
                 _registered_method=True)
+        self.GetConsent = channel.unary_unary(
+                '/learnflow.mastery.v1.MasteryService/GetConsent',
+                request_serializer=learnflow_dot_mastery_dot_v1_dot_mastery__pb2.GetConsentRequest.SerializeToString,
+                response_deserializer=learnflow_dot_mastery_dot_v1_dot_mastery__pb2.Consent.FromString,
+                _registered_method=True)
+        self.UpdateConsent = channel.unary_unary(
+                '/learnflow.mastery.v1.MasteryService/UpdateConsent',
+                request_serializer=learnflow_dot_mastery_dot_v1_dot_mastery__pb2.UpdateConsentRequest.SerializeToString,
+                response_deserializer=learnflow_dot_mastery_dot_v1_dot_mastery__pb2.Consent.FromString,
+                _registered_method=True)
+        self.GetConsentDefaults = channel.unary_unary(
+                '/learnflow.mastery.v1.MasteryService/GetConsentDefaults',
+                request_serializer=learnflow_dot_mastery_dot_v1_dot_mastery__pb2.GetConsentDefaultsRequest.SerializeToString,
+                response_deserializer=learnflow_dot_mastery_dot_v1_dot_mastery__pb2.ConsentDefaults.FromString,
+                _registered_method=True)
+        self.UpdateConsentDefaults = channel.unary_unary(
+                '/learnflow.mastery.v1.MasteryService/UpdateConsentDefaults',
+                request_serializer=learnflow_dot_mastery_dot_v1_dot_mastery__pb2.UpdateConsentDefaultsRequest.SerializeToString,
+                response_deserializer=learnflow_dot_mastery_dot_v1_dot_mastery__pb2.ConsentDefaults.FromString,
+                _registered_method=True)
         self.EraseStudentData = channel.unary_unary(
                 '/learnflow.mastery.v1.MasteryService/EraseStudentData',
                 request_serializer=learnflow_dot_mastery_dot_v1_dot_mastery__pb2.EraseStudentDataRequest.SerializeToString,
@@ -237,6 +257,39 @@ class MasteryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetConsent(self, request, context):
+        """A student's consent to analytics and to model use: each as it applies now (the
+        student's own choice, else their school's default, else the platform's: analytics
+        yes, model use no) and the record of every choice made.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateConsent(self, request, context):
+        """Records a student's choices (the fields named in `update_mask`: `analytics`,
+        `model_use`), by the student themself or a tenant admin (for a guardian, say).
+        Without model use, no text of the student's reaches a model: the agents answer
+        with their offline engines.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetConsentDefaults(self, request, context):
+        """The school's defaults: what applies to a student who made no choice.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateConsentDefaults(self, request, context):
+        """Sets the school's defaults (the fields named in `update_mask`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def EraseStudentData(self, request, context):
         """Erases everything LearnFlow holds about a student (GDPR Art. 17): publishes
         `student.erasure`, which every service holding student data consumes, erases its
@@ -316,6 +369,26 @@ def add_MasteryServiceServicer_to_server(servicer, server):
                     servicer.DownloadStudentDataExport,
                     request_deserializer=learnflow_dot_mastery_dot_v1_dot_mastery__pb2.DownloadStudentDataExportRequest.FromString,
                     response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'GetConsent': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConsent,
+                    request_deserializer=learnflow_dot_mastery_dot_v1_dot_mastery__pb2.GetConsentRequest.FromString,
+                    response_serializer=learnflow_dot_mastery_dot_v1_dot_mastery__pb2.Consent.SerializeToString,
+            ),
+            'UpdateConsent': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateConsent,
+                    request_deserializer=learnflow_dot_mastery_dot_v1_dot_mastery__pb2.UpdateConsentRequest.FromString,
+                    response_serializer=learnflow_dot_mastery_dot_v1_dot_mastery__pb2.Consent.SerializeToString,
+            ),
+            'GetConsentDefaults': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConsentDefaults,
+                    request_deserializer=learnflow_dot_mastery_dot_v1_dot_mastery__pb2.GetConsentDefaultsRequest.FromString,
+                    response_serializer=learnflow_dot_mastery_dot_v1_dot_mastery__pb2.ConsentDefaults.SerializeToString,
+            ),
+            'UpdateConsentDefaults': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateConsentDefaults,
+                    request_deserializer=learnflow_dot_mastery_dot_v1_dot_mastery__pb2.UpdateConsentDefaultsRequest.FromString,
+                    response_serializer=learnflow_dot_mastery_dot_v1_dot_mastery__pb2.ConsentDefaults.SerializeToString,
             ),
             'EraseStudentData': grpc.unary_unary_rpc_method_handler(
                     servicer.EraseStudentData,
@@ -686,6 +759,114 @@ class MasteryService:
             '/learnflow.mastery.v1.MasteryService/DownloadStudentDataExport',
             learnflow_dot_mastery_dot_v1_dot_mastery__pb2.DownloadStudentDataExportRequest.SerializeToString,
             google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConsent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/learnflow.mastery.v1.MasteryService/GetConsent',
+            learnflow_dot_mastery_dot_v1_dot_mastery__pb2.GetConsentRequest.SerializeToString,
+            learnflow_dot_mastery_dot_v1_dot_mastery__pb2.Consent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateConsent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/learnflow.mastery.v1.MasteryService/UpdateConsent',
+            learnflow_dot_mastery_dot_v1_dot_mastery__pb2.UpdateConsentRequest.SerializeToString,
+            learnflow_dot_mastery_dot_v1_dot_mastery__pb2.Consent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConsentDefaults(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/learnflow.mastery.v1.MasteryService/GetConsentDefaults',
+            learnflow_dot_mastery_dot_v1_dot_mastery__pb2.GetConsentDefaultsRequest.SerializeToString,
+            learnflow_dot_mastery_dot_v1_dot_mastery__pb2.ConsentDefaults.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateConsentDefaults(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/learnflow.mastery.v1.MasteryService/UpdateConsentDefaults',
+            learnflow_dot_mastery_dot_v1_dot_mastery__pb2.UpdateConsentDefaultsRequest.SerializeToString,
+            learnflow_dot_mastery_dot_v1_dot_mastery__pb2.ConsentDefaults.FromString,
             options,
             channel_credentials,
             insecure,

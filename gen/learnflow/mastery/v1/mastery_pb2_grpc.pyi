@@ -89,6 +89,21 @@ class MasteryServiceStub:
     `manifest.json` saying what came from which service, and one JSON file per
     service. Through the gateway the body is the archive itself.
     """
+    GetConsent: _grpc.UnaryUnaryMultiCallable[_mastery_pb2.GetConsentRequest, _mastery_pb2.Consent]
+    """A student's consent to analytics and to model use: each as it applies now (the
+    student's own choice, else their school's default, else the platform's: analytics
+    yes, model use no) and the record of every choice made.
+    """
+    UpdateConsent: _grpc.UnaryUnaryMultiCallable[_mastery_pb2.UpdateConsentRequest, _mastery_pb2.Consent]
+    """Records a student's choices (the fields named in `update_mask`: `analytics`,
+    `model_use`), by the student themself or a tenant admin (for a guardian, say).
+    Without model use, no text of the student's reaches a model: the agents answer
+    with their offline engines.
+    """
+    GetConsentDefaults: _grpc.UnaryUnaryMultiCallable[_mastery_pb2.GetConsentDefaultsRequest, _mastery_pb2.ConsentDefaults]
+    """The school's defaults: what applies to a student who made no choice."""
+    UpdateConsentDefaults: _grpc.UnaryUnaryMultiCallable[_mastery_pb2.UpdateConsentDefaultsRequest, _mastery_pb2.ConsentDefaults]
+    """Sets the school's defaults (the fields named in `update_mask`)."""
     EraseStudentData: _grpc.UnaryUnaryMultiCallable[_mastery_pb2.EraseStudentDataRequest, _operations_pb2.Operation]
     """Erases everything LearnFlow holds about a student (GDPR Art. 17): publishes
     `student.erasure`, which every service holding student data consumes, erases its
@@ -157,6 +172,21 @@ class MasteryServiceAsyncStub(MasteryServiceStub):
     `manifest.json` saying what came from which service, and one JSON file per
     service. Through the gateway the body is the archive itself.
     """
+    GetConsent: _aio.UnaryUnaryMultiCallable[_mastery_pb2.GetConsentRequest, _mastery_pb2.Consent]  # type: ignore[assignment]
+    """A student's consent to analytics and to model use: each as it applies now (the
+    student's own choice, else their school's default, else the platform's: analytics
+    yes, model use no) and the record of every choice made.
+    """
+    UpdateConsent: _aio.UnaryUnaryMultiCallable[_mastery_pb2.UpdateConsentRequest, _mastery_pb2.Consent]  # type: ignore[assignment]
+    """Records a student's choices (the fields named in `update_mask`: `analytics`,
+    `model_use`), by the student themself or a tenant admin (for a guardian, say).
+    Without model use, no text of the student's reaches a model: the agents answer
+    with their offline engines.
+    """
+    GetConsentDefaults: _aio.UnaryUnaryMultiCallable[_mastery_pb2.GetConsentDefaultsRequest, _mastery_pb2.ConsentDefaults]  # type: ignore[assignment]
+    """The school's defaults: what applies to a student who made no choice."""
+    UpdateConsentDefaults: _aio.UnaryUnaryMultiCallable[_mastery_pb2.UpdateConsentDefaultsRequest, _mastery_pb2.ConsentDefaults]  # type: ignore[assignment]
+    """Sets the school's defaults (the fields named in `update_mask`)."""
     EraseStudentData: _aio.UnaryUnaryMultiCallable[_mastery_pb2.EraseStudentDataRequest, _operations_pb2.Operation]  # type: ignore[assignment]
     """Erases everything LearnFlow holds about a student (GDPR Art. 17): publishes
     `student.erasure`, which every service holding student data consumes, erases its
@@ -300,6 +330,45 @@ class MasteryServiceServicer(metaclass=_abc_1.ABCMeta):
         `manifest.json` saying what came from which service, and one JSON file per
         service. Through the gateway the body is the archive itself.
         """
+
+    @_abc_1.abstractmethod
+    def GetConsent(
+        self,
+        request: _mastery_pb2.GetConsentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_mastery_pb2.Consent, _abc.Awaitable[_mastery_pb2.Consent]]:
+        """A student's consent to analytics and to model use: each as it applies now (the
+        student's own choice, else their school's default, else the platform's: analytics
+        yes, model use no) and the record of every choice made.
+        """
+
+    @_abc_1.abstractmethod
+    def UpdateConsent(
+        self,
+        request: _mastery_pb2.UpdateConsentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_mastery_pb2.Consent, _abc.Awaitable[_mastery_pb2.Consent]]:
+        """Records a student's choices (the fields named in `update_mask`: `analytics`,
+        `model_use`), by the student themself or a tenant admin (for a guardian, say).
+        Without model use, no text of the student's reaches a model: the agents answer
+        with their offline engines.
+        """
+
+    @_abc_1.abstractmethod
+    def GetConsentDefaults(
+        self,
+        request: _mastery_pb2.GetConsentDefaultsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_mastery_pb2.ConsentDefaults, _abc.Awaitable[_mastery_pb2.ConsentDefaults]]:
+        """The school's defaults: what applies to a student who made no choice."""
+
+    @_abc_1.abstractmethod
+    def UpdateConsentDefaults(
+        self,
+        request: _mastery_pb2.UpdateConsentDefaultsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_mastery_pb2.ConsentDefaults, _abc.Awaitable[_mastery_pb2.ConsentDefaults]]:
+        """Sets the school's defaults (the fields named in `update_mask`)."""
 
     @_abc_1.abstractmethod
     def EraseStudentData(
