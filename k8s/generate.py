@@ -87,7 +87,12 @@ def image_for(spec: ServiceSpec) -> str:
     return f"{IMAGE_NAMES.get(spec.name, 'learnflow')}:{project_version()}"
 
 
-def _env_block(profile: Profile) -> str:
+def _env_block(profile: Profile, indent: int = 0) -> str:
+    """The container's environment, indented `indent` more than a Deployment's."""
+    return "".join(" " * indent + line for line in _env_lines(profile).splitlines(True))
+
+
+def _env_lines(profile: Profile) -> str:
     if profile.tier == "isolated":
         return (
             "          # Only the base settings: no database, cache, bus, peers or LLM key,\n"
@@ -270,6 +275,76 @@ spec:
 {_network_policy(spec)}"""
 
 
+# When the retention job runs (cron, the cluster's time zone): once a day, at night.
+RETENTION_SCHEDULE = "17 3 * * *"
+
+
+def render_retention() -> str:
+    """The retention job (services/retention.py) as a CronJob: `learnflow purge`, once."""
+    return f"""{HEADER}# The retention job: purges activity older than RETENTION_DAYS from every
+# service that keeps it (services/retention.py), keeping what history and
+# recalculation need. Idempotent, so a retried run does no harm; Forbid keeps runs apart.
+apiVersion: batch/v1
+kind: CronJob
+metadata:
+  name: retention
+  labels:
+    app: retention
+    app.kubernetes.io/name: retention
+    app.kubernetes.io/part-of: learnflow
+spec:
+  schedule: "{RETENTION_SCHEDULE}"
+  concurrencyPolicy: Forbid
+  startingDeadlineSeconds: 3600
+  successfulJobsHistoryLimit: 3
+  failedJobsHistoryLimit: 3
+  jobTemplate:
+    spec:
+      backoffLimit: 3
+      activeDeadlineSeconds: 3600
+      template:
+        metadata:
+          labels:
+            app: retention
+            app.kubernetes.io/name: retention
+            app.kubernetes.io/part-of: learnflow
+        spec:
+          restartPolicy: OnFailure
+          automountServiceAccountToken: false
+          securityContext:
+            runAsNonRoot: true
+            runAsUser: {UID}
+            runAsGroup: {UID}
+            fsGroup: {UID}
+            seccompProfile:
+              type: RuntimeDefault
+          containers:
+            - name: retention
+              image: learnflow:{project_version()}
+              command: ["learnflow", "purge"]
+{_env_block(Profile("store"), indent=4)}              resources:
+                requests:
+                  cpu: 100m
+                  memory: 128Mi
+                limits:
+                  cpu: "1"
+                  memory: 256Mi
+              securityContext:
+                allowPrivilegeEscalation: false
+                readOnlyRootFilesystem: true
+                privileged: false
+                capabilities:
+                  drop: ["ALL"]
+              volumeMounts:
+                - name: tmp
+                  mountPath: /tmp
+          volumes:
+            - name: tmp
+              emptyDir:
+                sizeLimit: 64Mi
+"""
+
+
 def render_config() -> str:
     addrs = "".join(f'  {s.address_env}: "{s.name}:{s.port}"\n' for s in SERVICES)
     return f"""{HEADER}# Shared, non-secret environment of the LearnFlow servers. Each key is a
@@ -326,7 +401,8 @@ apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
 resources:
   - config.yaml
-{resources}  - gateway.yaml
+{resources}  - retention.yaml
+  - gateway.yaml
 # Point newName at your registry; the tag follows the project version.
 images:
   - name: learnflow
@@ -341,6 +417,7 @@ images:
 def render() -> dict[str, str]:
     """File name (relative to k8s/) -> content, for every generated file."""
     files = {f"{spec.name}.yaml": render_service(spec) for spec in SERVICES}
+    files["retention.yaml"] = render_retention()
     files["config.yaml"] = render_config()
     files["kustomization.yaml"] = render_kustomization()
     return files

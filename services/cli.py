@@ -9,6 +9,7 @@ learnflow probe <port>            exit 0 only if grpc.health.v1 says SERVING
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -70,6 +71,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from services.kit.runtime import Runtime
     from services.kit.server import LearnFlowServer, wait_for_termination
     from services.registry import builder
+    from services.retention import RETAINING_SERVICES, RetentionSchedule
 
     started = time.perf_counter()
     settings = _settings()
@@ -113,6 +115,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         gateway.start()
 
+    # The retention job, in this process, when it runs every service that keeps activity.
+    retention = None
+    if set(RETAINING_SERVICES) <= set(names):
+        retention = RetentionSchedule(runtime, settings.retention_interval_hours * 3600)
+        retention.start()
+
     elapsed = time.perf_counter() - started
     print(
         _banner(specs, runtime.describe(), gateway, offset, elapsed),
@@ -120,6 +128,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
 
     def stop_all() -> None:
+        if retention is not None:
+            retention.stop()
         if gateway is not None:
             gateway.stop()
         with futures.ThreadPoolExecutor(max_workers=len(servers)) as pool:
@@ -127,6 +137,32 @@ def cmd_run(args: argparse.Namespace) -> int:
         runtime.close()
 
     wait_for_termination(stop_all)
+    return 0
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    from services.kit.runtime import Runtime
+    from services.kit.server import wait_for_termination
+    from services.retention import RetentionSchedule, purge_everything
+
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
+    runtime = Runtime(settings)
+    if args.every:
+        schedule = RetentionSchedule(runtime, settings.retention_interval_hours * 3600)
+        schedule.start()
+
+        def stop() -> None:
+            schedule.stop()
+            runtime.close()
+
+        wait_for_termination(stop)
+        return 0
+    try:
+        report = purge_everything(runtime)
+    finally:
+        runtime.close()
+    print(json.dumps({service: dict(kinds) for service, kinds in report.items()}, indent=1))
     return 0
 
 
@@ -236,6 +272,16 @@ def parser() -> argparse.ArgumentParser:
     token.add_argument("--cohorts", default="", help="comma-separated cohort ids")
     token.add_argument("--ttl", type=int, default=12 * 3600, help="seconds (default 12 h)")
     token.set_defaults(func=cmd_token)
+
+    purge = sub.add_parser(
+        "purge", help="purge activity older than RETENTION_DAYS (the retention job), once"
+    )
+    purge.add_argument(
+        "--every",
+        action="store_true",
+        help="keep running, every RETENTION_INTERVAL_HOURS (where no scheduler runs it)",
+    )
+    purge.set_defaults(func=cmd_purge)
 
     probe = sub.add_parser("probe", help="gRPC health check; exit 0 when SERVING")
     probe.add_argument("port", type=int)

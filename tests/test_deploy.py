@@ -125,8 +125,37 @@ def _compose_learnflow_services(compose: dict[str, Any]) -> dict[str, dict[str, 
     return {name: svc for name, svc in compose["services"].items() if "build" in svc}
 
 
+# Jobs built from the same image beside the servers.
+COMPOSE_JOBS = {"retention"}
+
+
 def test_compose_builds_only_catalogue_services(compose: dict[str, Any]) -> None:
-    assert set(_compose_learnflow_services(compose)) == set(SERVICES_BY_NAME)
+    assert set(_compose_learnflow_services(compose)) == set(SERVICES_BY_NAME) | COMPOSE_JOBS
+
+
+def test_compose_runs_the_retention_job_on_a_schedule(compose: dict[str, Any]) -> None:
+    job = compose["services"]["retention"]
+    assert job["entrypoint"] == ["learnflow", "purge", "--every"]
+    assert job["environment"]["DATABASE_URL"].startswith("postgresql://")
+    assert job["read_only"] is True and job["cap_drop"] == ["ALL"]
+
+
+def test_k8s_runs_the_retention_job_daily_as_a_hardened_cronjob(
+    k8s: dict[str, list[dict[str, Any]]],
+) -> None:
+    cronjob = _k8s_objects(k8s, "CronJob")["retention"]
+    spec = cronjob["spec"]
+    assert len(spec["schedule"].split()) == 5
+    assert spec["concurrencyPolicy"] == "Forbid"
+    pod = spec["jobTemplate"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["command"] == ["learnflow", "purge"]
+    assert {e["name"] for e in container["env"]} == {"DATABASE_URL"}
+    assert pod["securityContext"]["runAsUser"] == SERVICE_UID
+    assert pod["automountServiceAccountToken"] is False
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+    assert {"cpu", "memory"} <= set(container["resources"]["limits"])
 
 
 @params

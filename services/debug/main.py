@@ -4,6 +4,7 @@ struggle windows in Redis and events on Kafka."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import grpc
@@ -16,6 +17,7 @@ from services.debug.struggle import StruggleDetector
 from services.kit.bus import Publisher
 from services.kit.peers import SandboxClient
 from services.kit.responses import LearningResponses
+from services.kit.retention import Purge
 from services.kit.runtime import Runtime
 from services.kit.server import ServiceParts
 
@@ -52,3 +54,10 @@ def build(runtime: Runtime) -> ServiceParts:
     return runtime.with_student_data(
         parts, "debug", erase=store.erase_student, gather=store.export_student
     )
+
+
+def retention(runtime: Runtime) -> Purge:
+    """Diagnoses, error occurrences and struggle episodes older than the window."""
+    store = DebugStore(runtime.database("debug", MIGRATIONS))
+    window = timedelta(days=runtime.settings.retention_days)
+    return lambda tenant, now: store.purge(tenant, now - window)

@@ -6,8 +6,9 @@ only, and the rows it writes take that tenant."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 
 from learnflow.debug.v1 import debug_pb2
 
@@ -34,6 +35,18 @@ class DebugStore:
     def erase_student(self, tenant: str, student_id: str) -> int:
         """Delete everything held of a student (an erasure); how many rows."""
         return self.db.erase_student_rows(tenant, student_id, STUDENT_TABLES)
+
+    def purge(self, tenant: str, before: datetime) -> Mapping[str, int]:
+        """Delete the tenant's activity older than `before` (the retention job)."""
+        return self.db.purge_rows(
+            tenant,
+            before,
+            {
+                "error_occurrences": "occurred_at",
+                "struggle_episodes": "detected_at",
+                "diagnoses": "created_at",
+            },
+        )
 
     def export_student(self, tenant: str, student_id: str) -> Records:
         """Everything held of a student (an export)."""

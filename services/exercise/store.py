@@ -8,8 +8,9 @@ depth."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from learnflow.exercise.v1 import exercise_pb2, quiz_pb2
 from psycopg.types.json import Jsonb
@@ -51,6 +52,19 @@ class ExerciseStore:
     def erase_student(self, tenant: str, student_id: str) -> int:
         """Delete everything held of a student (an erasure); how many rows."""
         return self.db.erase_student_rows(tenant, student_id, STUDENT_TABLES)
+
+    def purge(self, tenant: str, before: datetime) -> Mapping[str, int]:
+        """Delete the tenant's submissions, quizzes and generated exercises older than
+        `before` (the retention job; mastery keeps their best scores)."""
+        return self.db.purge_rows(
+            tenant,
+            before,
+            {
+                "submissions": "created_at",
+                "quizzes": "created_at",
+                "generated_exercises": "created_at",
+            },
+        )
 
     def export_student(self, tenant: str, student_id: str) -> Records:
         """Everything held of a student (an export), but what grading keeps from them:

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.kit.catalogue import SERVICES
@@ -83,6 +83,12 @@ class Settings(BaseSettings):
     # History is kept by the day each event happened; events older than this many days
     # go to the dead-letter queue instead of correcting days that old.
     mastery_history_horizon_days: int = Field(default=90, ge=1, le=3650)
+    # Activity older than this many days is purged (services/retention.py), keeping
+    # what history and recalculation need. Not shorter than the history horizon: a late
+    # event must never land on a day whose evidence is gone.
+    retention_days: int = Field(default=90, ge=1, le=3650)
+    # How often the run command (and `learnflow purge --every`) runs the retention job.
+    retention_interval_hours: float = Field(default=24.0, gt=0, le=24 * 30)
     # Progress events applied per transaction: larger batches amortise each batch's
     # statements over more events when there is a backlog.
     mastery_batch_size: int = Field(default=8_000, ge=1, le=50_000)
@@ -149,6 +155,16 @@ class Settings(BaseSettings):
         if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must be a redis:// URL")
         return value
+
+    @model_validator(mode="after")
+    def _retention_covers_the_horizon(self) -> Settings:
+        if self.retention_days < self.mastery_history_horizon_days:
+            raise ValueError(
+                f"RETENTION_DAYS ({self.retention_days}) must not be shorter than "
+                f"MASTERY_HISTORY_HORIZON_DAYS ({self.mastery_history_horizon_days}): a late "
+                "event could land on a day whose evidence was purged"
+            )
+        return self
 
     def address_of(self, service: str) -> str:
         """Where to reach another LearnFlow service: <SERVICE>_ADDR or localhost:<port>."""

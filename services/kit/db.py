@@ -16,8 +16,9 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -172,6 +173,23 @@ class Database:
         transaction; how many (an erasure, services/kit/erasure.py)."""
         with self.scoped(tenant) as conn:
             return delete_student_rows(conn, student_id, tables)
+
+    def purge_rows(
+        self, tenant: str, before: datetime, tables: Mapping[str, str]
+    ) -> dict[str, int]:
+        """Delete `tenant`'s rows older than `before` from each table (table -> the
+        column saying when the row was made), in one transaction; how many per table
+        (the retention job, services/retention.py)."""
+        with self.scoped(tenant) as conn:
+            return {
+                table: conn.execute(
+                    sql.SQL("DELETE FROM {} WHERE {} < %s").format(
+                        sql.Identifier(table), sql.Identifier(column)
+                    ),
+                    (before,),
+                ).rowcount
+                for table, column in tables.items()
+            }
 
     def student_rows(
         self, tenant: str, student_id: str, tables: Sequence[str]

@@ -35,6 +35,8 @@ class RosterStore(Protocol):
 
     def forget(self, tenant: str, student_id: str) -> int: ...
 
+    def tenants(self) -> list[str]: ...
+
 
 class PostgresRosterStore:
     def __init__(self, db: Database) -> None:
@@ -50,6 +52,9 @@ class PostgresRosterStore:
     def enrol(self, tenant: str, student_id: str, cohort: str) -> None:
         with self._db.scoped(tenant) as conn:
             conn.execute(
+                "INSERT INTO tenants (tenant) VALUES (%s) ON CONFLICT DO NOTHING", (tenant,)
+            )
+            conn.execute(
                 "INSERT INTO students (student_id, cohort) VALUES (%s, %s) "
                 "ON CONFLICT (tenant, student_id) DO UPDATE SET cohort = EXCLUDED.cohort, "
                 "updated_at = now() WHERE students.cohort IS DISTINCT FROM EXCLUDED.cohort",
@@ -61,6 +66,10 @@ class PostgresRosterStore:
             return conn.execute(
                 "DELETE FROM students WHERE student_id = %s", (student_id,)
             ).rowcount
+
+    def tenants(self) -> list[str]:
+        with self._db.pool.connection() as conn:
+            return [r[0] for r in conn.execute("SELECT tenant FROM tenants ORDER BY tenant")]
 
 
 class Roster:
@@ -114,6 +123,10 @@ class Roster:
             self._cohorts.pop(key, None)
             self._recorded.pop(key, None)
         return self._store.forget(tenant, student_id)
+
+    def tenants(self) -> list[str]:
+        """Every tenant a student was enrolled in (jobs that run per tenant)."""
+        return self._store.tenants()
 
     def require_readable(self, principal: Principal, student_id: str) -> str:
         """Student: self; teacher: a student in one of their cohorts now; admin and

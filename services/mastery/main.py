@@ -4,7 +4,7 @@ and the two servicers."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import grpc
@@ -16,6 +16,7 @@ from services.kit.bus import PROGRESS_EVENTS, KafkaBus
 from services.kit.cache import TieredCache
 from services.kit.export import Records
 from services.kit.health import ComponentCheck
+from services.kit.retention import Purge
 from services.kit.runtime import Runtime
 from services.kit.server import ServiceParts
 from services.mastery.consumer import progress_consumer
@@ -158,3 +159,19 @@ def build(
     )
     # Its erasure consumer sweeps the tiered cache: this process's layer too.
     return runtime.with_student_data(parts, "mastery", erase=erase_here, gather=gather, cache=cache)
+
+
+def retention(runtime: Runtime) -> Purge:
+    """Evidence of days older than the window, folded into the baseline that history
+    and recalculation start from (mastery stays as it was), and operations finished
+    that long ago."""
+    store = MasteryStore(runtime.database("mastery", MIGRATIONS))
+    window = timedelta(days=runtime.settings.retention_days)
+
+    def purge(tenant: str, now: datetime) -> dict[str, int]:
+        return {
+            "evidence": store.purge_evidence(tenant, now, window),
+            "operations": store.purge_operations(tenant, now - window),
+        }
+
+    return purge

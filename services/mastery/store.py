@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from psycopg import Cursor, sql
@@ -29,17 +29,21 @@ from services.kit.topics import Band
 from services.mastery.domain.events import (
     ErasedStudentError,
     ProgressEvent,
+    add,
     aggregate_batch,
     history,
     local_day,
 )
+from services.mastery.domain.events import zone as time_zone_info
 from services.mastery.domain.history import DailySnapshot
 from services.mastery.domain.model import (
     DAY_BITS,
     OVERALL,
     Aggregates,
+    BatchAggregates,
     Component,
     Components,
+    ExerciseAttempt,
     Mastery,
     StudentMastery,
     changed,
@@ -64,6 +68,8 @@ LATEST_PER_COMPONENT = 5
 DAY_MASK = (1 << DAY_BITS) - 1  # a day mask's bits, clear of the sign bit
 # The evidence columns' types, in order (binary COPY needs them).
 EVIDENCE_TYPES = ["text", "text", "text", "text", "int2", "int2", "text", "float8", "timestamptz"]
+# Students whose evidence one retention transaction purges.
+PURGE_CHUNK = 500
 # A student's queued history rebuild waits this long for more late events to join it.
 HISTORY_SETTLE = timedelta(seconds=2)
 
@@ -94,6 +100,10 @@ STUDENT_TABLES = (
     "mastery_daily",
     "history_pending",
     "students",
+    "baseline_exercises",
+    "baseline_totals",
+    "baseline_days",
+    "evidence_baseline",
 )
 
 ORDERINGS = {
@@ -219,32 +229,102 @@ def _operation_record(row: Sequence[Any]) -> OperationRecord:
     )
 
 
+def _baseline_of(cur: Cursor[Any], ids: Sequence[str]) -> dict[str, BatchAggregates]:
+    """What the evidence purged from these students added (the retention job's
+    baseline), per student that has one."""
+    baselines: dict[str, BatchAggregates] = defaultdict(BatchAggregates)
+    for sid, exercise, topic, best, attempts in cur.execute(
+        "SELECT student_id, exercise_id, topic, best, attempts FROM baseline_exercises "
+        "WHERE student_id = ANY(%b)",
+        (list(ids),),
+    ).fetchall():
+        baselines[sid].exercises[(sid, exercise)] = ExerciseAttempt(exercise, topic, best, attempts)
+    for sid, topic, *sums in cur.execute(
+        "SELECT student_id, topic, quiz_sum, quiz_count, quality_sum, quality_count "
+        "FROM baseline_totals WHERE student_id = ANY(%b)",
+        (list(ids),),
+    ).fetchall():
+        baselines[sid].totals[(sid, topic)] = list(sums)
+    for sid, topic, day in cur.execute(
+        "SELECT student_id, topic, day FROM baseline_days WHERE student_id = ANY(%b)",
+        (list(ids),),
+    ).fetchall():
+        baselines[sid].active_days.add((sid, topic, day))
+    return dict(baselines)
+
+
+def _add_to_baseline(cur: Cursor[Any], purged: BatchAggregates) -> None:
+    """Fold what purged evidence added into the baseline (the rule of `add`)."""
+    exercises = sorted(purged.exercises.items())
+    cur.execute(
+        "INSERT INTO baseline_exercises AS b (student_id, exercise_id, topic, best, attempts) "
+        "SELECT * FROM unnest(%b::text[], %b::text[], %b::smallint[], %b::float8[], %b::int[]) "
+        "ON CONFLICT (tenant, student_id, exercise_id) DO UPDATE SET "
+        "  best = greatest(b.best, EXCLUDED.best), topic = least(b.topic, EXCLUDED.topic), "
+        "  attempts = b.attempts + EXCLUDED.attempts",
+        (
+            [k[0] for k, _ in exercises],
+            [k[1] for k, _ in exercises],
+            [a.topic for _, a in exercises],
+            [a.best for _, a in exercises],
+            [a.attempts for _, a in exercises],
+        ),
+    )
+    totals = sorted(purged.totals.items())
+    cur.execute(
+        "INSERT INTO baseline_totals AS b (student_id, topic, quiz_sum, quiz_count, "
+        "  quality_sum, quality_count) "
+        "SELECT * FROM unnest(%b::text[], %b::smallint[], %b::float8[], %b::int[], "
+        "  %b::float8[], %b::int[]) "
+        "ON CONFLICT (tenant, student_id, topic) DO UPDATE SET "
+        "  quiz_sum = b.quiz_sum + EXCLUDED.quiz_sum, "
+        "  quiz_count = b.quiz_count + EXCLUDED.quiz_count, "
+        "  quality_sum = b.quality_sum + EXCLUDED.quality_sum, "
+        "  quality_count = b.quality_count + EXCLUDED.quality_count",
+        (
+            [k[0] for k, _ in totals],
+            [k[1] for k, _ in totals],
+            *([int(t[i]) if i % 2 else t[i] for _, t in totals] for i in range(4)),
+        ),
+    )
+    days = sorted(purged.active_days)
+    cur.execute(
+        "INSERT INTO baseline_days (student_id, topic, day) "
+        "SELECT * FROM unnest(%b::text[], %b::smallint[], %b::date[]) ON CONFLICT DO NOTHING",
+        ([d[0] for d in days], [d[1] for d in days], [d[2] for d in days]),
+    )
+
+
+def _progress_event(student: Student, row: Sequence[Any]) -> ProgressEvent:
+    """An evidence row (source, event_id, event_type, component, topic, subject, value,
+    occur_time) as the event that brought it."""
+    source, event_id, event_type, component, topic, subject, value, occur = row
+    return ProgressEvent(
+        source=source,
+        event_id=event_id,
+        event_type=event_type,
+        student_id=student.student_id,
+        cohort=student.cohort,
+        time_zone=student.time_zone,
+        topic=topic,
+        component=Component(component) if component else None,
+        subject=subject,
+        value=value,
+        occur_time=occur,
+    )
+
+
 def _evidence_of(
     cur: Cursor[Any], ids: Sequence[str], students: dict[str, Student]
 ) -> dict[str, list[ProgressEvent]]:
     """Every piece of evidence of these students, as the events that brought it."""
     evidence: dict[str, list[ProgressEvent]] = defaultdict(list)
-    for sid, source, event_id, event_type, component, topic, subject, value, occur in cur.execute(
+    for sid, *row in cur.execute(
         "SELECT student_id, source, event_id, event_type, component, topic, subject, value, "
         "  occur_time FROM evidence WHERE student_id = ANY(%b)",
         (list(ids),),
     ).fetchall():
-        student = students[sid]
-        evidence[sid].append(
-            ProgressEvent(
-                source=source,
-                event_id=event_id,
-                event_type=event_type,
-                student_id=sid,
-                cohort=student.cohort,
-                time_zone=student.time_zone,
-                topic=topic,
-                component=Component(component) if component else None,
-                subject=subject,
-                value=value,
-                occur_time=occur,
-            )
-        )
+        evidence[sid].append(_progress_event(students[sid], row))
     return evidence
 
 
@@ -421,18 +501,30 @@ class MasteryStore:
         Today's row is the incremental path's: it already holds every event's effect."""
         ids = sorted(first_day)
         evidence = _evidence_of(cur, ids, students)
+        baselines = _baseline_of(cur, ids)
+        # Days whose evidence was purged keep the snapshots made from it.
+        purged_through = dict(
+            cur.execute(
+                "SELECT student_id, through_day FROM evidence_baseline WHERE student_id = ANY(%b)",
+                (ids,),
+            ).fetchall()
+        )
         rows = []
         for sid in ids:
             time_zone = students[sid].time_zone
             yesterday = local_day(now, time_zone) - timedelta(days=1)
-            for day in history(evidence[sid], time_zone, first_day[sid], yesterday):
+            first = first_day[sid]
+            if sid in purged_through:
+                first = max(first, purged_through[sid] + timedelta(days=1))
+            days = history(evidence[sid], time_zone, first, yesterday, start=baselines.get(sid))
+            for day in days:
                 masteries = [day.mastery.overall, *day.mastery.topics.values()]
                 for m in masteries:
                     count = day.event_count if m.topic == OVERALL else 0
                     rows.append(_daily_row(sid, m, day.day, count))
             cur.execute(
                 "DELETE FROM mastery_daily WHERE student_id = %s AND day >= %s AND day <= %s",
-                (sid, first_day[sid], yesterday),
+                (sid, first, yesterday),
             )
         if rows:
             columns = list(zip(*rows, strict=True))
@@ -550,7 +642,13 @@ class MasteryStore:
         best), and per student the topics whose state changed: those of the batch's
         events, and the stored topic of an exercise whose events name another (it stays
         under the lower of the two, and leaves the higher)."""
-        batch = aggregate_batch(events, time_zone_of)
+        return MasteryStore._merge_batch(cur, aggregate_batch(events, time_zone_of))
+
+    @staticmethod
+    def _merge_batch(
+        cur: Cursor[Any], batch: BatchAggregates
+    ) -> tuple[list[tuple[str, str, int, int, float]], dict[str, set[int]]]:
+        """`_merge_aggregates` of evidence already aggregated."""
         topics: dict[str, set[int]] = defaultdict(set)
         # (student, topic): [exercise sum, exercise count, quiz sum, quiz count,
         #  quality sum, quality count] to add; topic OVERALL: the student's.
@@ -1003,17 +1101,92 @@ class MasteryStore:
                     (locked,),
                 )
             # The rebuild applies every piece of evidence through the incremental path's
-            # own merge: one aggregation rule (services/mastery/domain/events.py).
+            # own merge, on top of what the evidence purged by the retention job added:
+            # one aggregation rule (services/mastery/domain/events.py).
             evidence = _evidence_of(cur, locked, students)
-            self._merge_aggregates(
-                cur,
-                [e for sid in locked for e in evidence[sid]],
-                {sid: student.time_zone for sid, student in students.items()},
-            )
+            batch = BatchAggregates()
+            for baseline in _baseline_of(cur, locked).values():
+                batch.update(baseline)
+            for sid in locked:
+                for event in evidence[sid]:
+                    add(batch, event, students[sid].time_zone)
+            self._merge_batch(cur, batch)
             changes = self._recompute(cur, tenant, students, now, cause={})
             self._write_snapshots(cur, changes, now, {})
             self._enqueue(cur, encode(changes))
             return len(changes)
+
+    # -- retention --------------------------------------------------------------
+
+    def purge_evidence(self, tenant: str, now: datetime, window: timedelta) -> int:
+        """Purge `tenant`'s evidence of days before `now - window` (each student's time
+        zone) into the baseline, which rebuilds start from: the mastery, and the history
+        of the days after, stay as they were. Idempotent; how many rows were purged.
+        The window must not be shorter than the history horizon, or a late event could
+        land on a purged day (Settings checks)."""
+        with self.db.scoped(tenant) as conn:
+            ids = [r[0] for r in conn.execute("SELECT student_id FROM students ORDER BY 1")]
+        purged = 0
+        for start in range(0, len(ids), PURGE_CHUNK):
+            purged += self._purge_chunk(tenant, ids[start : start + PURGE_CHUNK], now, window)
+        return purged
+
+    def _purge_chunk(
+        self, tenant: str, ids: Sequence[str], now: datetime, window: timedelta
+    ) -> int:
+        with self.db.scoped(tenant) as conn, conn.cursor() as cur:
+            # The students' rows first, as ingestion and recalculation take them; then
+            # their history rebuilds' turn (the history job's lock).
+            students = {
+                row[0]: Student(*row)
+                for row in cur.execute(
+                    "SELECT student_id, cohort, time_zone, created_at, updated_at FROM students "
+                    "WHERE student_id = ANY(%b) ORDER BY student_id FOR UPDATE",
+                    (list(ids),),
+                ).fetchall()
+            }
+            locked = sorted(students)
+            cur.execute(
+                "SELECT pg_advisory_xact_lock(hashtext('mastery.history:' || %b || '/' || id)) "
+                "FROM unnest(%b::text[]) AS id",
+                (tenant, locked),
+            )
+            # Each student's first kept day: the local day `window` ago.
+            kept_from = {sid: local_day(now - window, s.time_zone) for sid, s in students.items()}
+            before = [
+                datetime.combine(kept_from[sid], time(), time_zone_info(students[sid].time_zone))
+                for sid in locked
+            ]
+            gone = cur.execute(
+                "DELETE FROM evidence e USING unnest(%b::text[], %b::timestamptz[]) "
+                "  AS c (student_id, before) "
+                "WHERE e.student_id = c.student_id AND e.occur_time < c.before "
+                "RETURNING e.student_id, e.source, e.event_id, e.event_type, e.component, "
+                "  e.topic, e.subject, e.value, e.occur_time",
+                (locked, before),
+            ).fetchall()
+            if not gone:
+                return 0
+            purged = BatchAggregates()
+            for sid, *row in gone:
+                add(purged, _progress_event(students[sid], row), students[sid].time_zone)
+            _add_to_baseline(cur, purged)
+            touched = sorted({row[0] for row in gone})
+            cur.execute(
+                "INSERT INTO evidence_baseline AS w (student_id, through_day) "
+                "SELECT * FROM unnest(%b::text[], %b::date[]) "
+                "ON CONFLICT (tenant, student_id) DO UPDATE SET "
+                "  through_day = greatest(w.through_day, EXCLUDED.through_day)",
+                (touched, [kept_from[sid] - timedelta(days=1) for sid in touched]),
+            )
+            return len(gone)
+
+    def purge_operations(self, tenant: str, before: datetime) -> int:
+        """Delete `tenant`'s operations finished before `before`; how many."""
+        with self.db.scoped(tenant) as conn:
+            return conn.execute(
+                "DELETE FROM operations WHERE done AND updated_at < %s", (before,)
+            ).rowcount
 
     # -- operations -------------------------------------------------------------
 

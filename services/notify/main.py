@@ -17,6 +17,7 @@ from learnflow.notify.v1 import notify_pb2, notify_pb2_grpc
 from services.kit.audit import touched
 from services.kit.bus import LEARNING_RESPONSES, MASTERY_UPDATED, STRUGGLE_DETECTED
 from services.kit.export import Records
+from services.kit.retention import Purge
 from services.kit.runtime import Runtime
 from services.kit.server import ServiceParts
 from services.notify.consumer import alert_consumer, updates_consumer
@@ -114,3 +115,10 @@ def build(
         on_stop=[consumer.stop, updates.stop, log.stop],
     )
     return runtime.with_student_data(parts, "notify", erase=erase, gather=gather)
+
+
+def retention(runtime: Runtime) -> Purge:
+    """Alerts resolved longer ago than the window."""
+    store = AlertStore(runtime.database("notify", MIGRATIONS))
+    window = timedelta(days=runtime.settings.retention_days)
+    return lambda tenant, now: store.purge(tenant, now - window)

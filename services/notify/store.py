@@ -14,8 +14,9 @@ transaction.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 from learnflow.notify.v1 import notify_pb2
@@ -274,6 +275,16 @@ class AlertStore:
                     "DELETE FROM updates WHERE seq = ANY(%s)", (doomed,)
                 ).rowcount
         return erased
+
+    def purge(self, tenant: str, before: datetime) -> Mapping[str, int]:
+        """Delete the tenant's alerts resolved before `before`, with their evidence (the
+        retention job); open ones stay whatever their age."""
+        with self._db.scoped(tenant) as conn:
+            purged = conn.execute(
+                "DELETE FROM alerts WHERE state = %s AND resolved_at < %s",
+                (int(State.RESOLVED), before),
+            ).rowcount
+        return {"alerts": purged}
 
     def export_student(
         self, tenant: str, student_id: str, names_student: Callable[[bytes], bool]

@@ -4,6 +4,7 @@ OPENAI_API_KEY), storage in the `review` schema and the progress publisher."""
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from pathlib import Path
 
 import grpc
@@ -12,6 +13,7 @@ from learnflow.review.v1 import review_pb2_grpc
 from services.kit.bus import Publisher
 from services.kit.llm import PromptTemplates
 from services.kit.responses import LearningResponses
+from services.kit.retention import Purge
 from services.kit.runtime import Runtime
 from services.kit.server import ServiceParts
 from services.review.domain.linter import RuffLinter
@@ -54,3 +56,10 @@ def build(runtime: Runtime) -> ServiceParts:
     return runtime.with_student_data(
         parts, "review", erase=store.erase_student, gather=store.export_student
     )
+
+
+def retention(runtime: Runtime) -> Purge:
+    """Code reviews older than the window."""
+    store = ReviewStore(runtime.database("review", MIGRATIONS))
+    window = timedelta(days=runtime.settings.retention_days)
+    return lambda tenant, now: store.purge(tenant, now - window)

@@ -6,6 +6,7 @@ only, and the rows it writes take that tenant."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -32,6 +33,10 @@ class ReviewStore:
     def erase_student(self, tenant: str, student_id: str) -> int:
         """Delete everything held of a student (an erasure); how many rows."""
         return self.db.erase_student_rows(tenant, student_id, STUDENT_TABLES)
+
+    def purge(self, tenant: str, before: datetime) -> Mapping[str, int]:
+        """Delete the tenant's reviews older than `before` (the retention job)."""
+        return self.db.purge_rows(tenant, before, {"code_reviews": "create_time"})
 
     def export_student(self, tenant: str, student_id: str) -> Records:
         """Everything held of a student (an export)."""

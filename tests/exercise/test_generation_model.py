@@ -70,6 +70,9 @@ class _RosterDict(dict[tuple[str, str], str]):
     def forget(self, tenant: str, student_id: str) -> int:
         return 1 if self.pop((tenant, student_id), None) is not None else 0
 
+    def tenants(self) -> list[str]:
+        return sorted({tenant for tenant, _ in self})
+
 
 @pytest.fixture
 def stats() -> GenerationStats:

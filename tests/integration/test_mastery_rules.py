@@ -164,6 +164,50 @@ def test_incremental_equals_rebuild_and_history_equals_the_replay(
     assert store.recalculate(TENANT, ids, NOW, no_messages) == 0
     assert stored(store, "mastery_current", ids) == current
 
+    # Retention, seen from 84 days on: the evidence of days more than 90 days back (about
+    # half of it) is purged into the baseline; the mastery, a rebuild's mastery and the
+    # rebuilt history of every day stay as they were, and purging again purges nothing.
+    later, window = NOW + timedelta(days=84), timedelta(days=90)
+    daily = stored(store, "mastery_daily", ids)
+    kept = evidence_count(store, ids)
+    assert store.purge_evidence(TENANT, later, window) > 0
+    assert 0 < evidence_count(store, ids) < kept
+    assert store.purge_evidence(TENANT, later, window) == 0
+    assert stored(store, "mastery_current", ids) == current
+    assert store.recalculate(TENANT, ids, NOW, no_messages) == 0
+    assert stored(store, "mastery_current", ids) == current
+    requeue_history(
+        store,
+        {
+            sid: min(local_day(e.occur_time, z) for e in events)
+            for sid, (z, events) in streams.items()
+        },
+    )
+    rebuild(store)
+    assert stored(store, "mastery_daily", ids) == daily
+
+
+def evidence_count(store: MasteryStore, ids: list[str]) -> int:
+    with store.db.scoped(TENANT) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM evidence WHERE student_id = ANY(%s)", (ids,)
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def requeue_history(store: MasteryStore, first_days: dict[str, date]) -> None:
+    """Queue these students' history for a rebuild from their first day (as a late
+    event of that day would)."""
+    with store.db.scoped(TENANT) as conn:
+        conn.execute(
+            "INSERT INTO history_pending (tenant, student_id, from_day, queued_at) "
+            "SELECT %s, u.sid, u.day, now() - interval '1 hour' "
+            "FROM unnest(%s::text[], %s::date[]) AS u (sid, day) "
+            "ON CONFLICT (tenant, student_id) DO UPDATE SET from_day = EXCLUDED.from_day",
+            (TENANT, list(first_days), list(first_days.values())),
+        )
+
 
 def test_the_same_student_id_in_two_tenants_is_two_students(store: MasteryStore) -> None:
     """Batches mixing two schools' events for the same student id: each school's
@@ -226,6 +270,13 @@ def test_incremental_across_days_equals_rebuild(store: MasteryStore, seed: int) 
     ]
     store.apply_batch(last, clock, no_messages)
     current = stored(store, "mastery_current", ids)
+    assert store.recalculate(TENANT, ids, clock, no_messages) == 0
+    assert stored(store, "mastery_current", ids) == current
+    # Purged from 70 days on (the first half of the 40 days is older than 90 days then),
+    # with days inside and outside the consistency window: nothing changes.
+    kept = evidence_count(store, ids)
+    assert store.purge_evidence(TENANT, clock + timedelta(days=70), timedelta(days=90)) > 0
+    assert 0 < evidence_count(store, ids) < kept
     assert store.recalculate(TENANT, ids, clock, no_messages) == 0
     assert stored(store, "mastery_current", ids) == current
 

@@ -155,15 +155,22 @@ class DayMastery:
 
 
 def history(
-    events: Iterable[ProgressEvent], time_zone: str, first: date, last: date
+    events: Iterable[ProgressEvent],
+    time_zone: str,
+    first: date,
+    last: date,
+    start: BatchAggregates | None = None,
 ) -> list[DayMastery]:
     """One student's mastery at the end of each day from `first` to `last` (their time
     zone), each from the evidence that occurred up to then: the history a late event
-    corrects, from its own day on."""
+    corrects, from its own day on. `start`: what evidence purged before `first` added
+    (the retention job's baseline)."""
     by_day: dict[date, list[ProgressEvent]] = {}
     for event in events:
         by_day.setdefault(local_day(event.occur_time, time_zone), []).append(event)
     running = BatchAggregates()
+    if start is not None:
+        running.update(start)
     for day in sorted(d for d in by_day if d < first):
         for event in by_day[day]:
             add(running, event, time_zone)

@@ -296,10 +296,10 @@ class ExerciseAttempt:
     best: float
     attempts: int = 1
 
-    def merge(self, score: float, topic: int) -> None:
+    def merge(self, score: float, topic: int, attempts: int = 1) -> None:
         self.best = max(self.best, score)
         self.topic = min(self.topic, topic)  # an exercise counts under its lowest topic
-        self.attempts += 1
+        self.attempts += attempts
 
 
 @dataclass
@@ -310,3 +310,18 @@ class BatchAggregates:
     # (student, topic) -> [quiz_sum, quiz_count, quality_sum, quality_count]
     totals: dict[tuple[str, int], list[float]] = field(default_factory=dict)
     active_days: set[tuple[str, int, date]] = field(default_factory=set)
+
+    def update(self, other: BatchAggregates) -> None:
+        """Add `other`'s evidence to this one's (the rule of adding its events one by
+        one: a purged baseline and the evidence after it rebuild like the whole)."""
+        for key, attempt in other.exercises.items():
+            mine = self.exercises.get(key)
+            if mine is None:
+                self.exercises[key] = replace(attempt)
+            else:
+                mine.merge(attempt.best, attempt.topic, attempt.attempts)
+        for topic_key, sums in other.totals.items():
+            mine_sums = self.totals.setdefault(topic_key, [0.0, 0, 0.0, 0])
+            for i, value in enumerate(sums):
+                mine_sums[i] += value
+        self.active_days |= other.active_days
