@@ -127,6 +127,19 @@ def _env_lines(profile: Profile) -> str:
     return "".join(lines)
 
 
+def _container_security(indent: int = 0) -> str:
+    """Every container's: no privilege, no capability, a read-only root."""
+    block = (
+        "          securityContext:\n"
+        "            allowPrivilegeEscalation: false\n"
+        "            readOnlyRootFilesystem: true\n"
+        "            privileged: false\n"
+        "            capabilities:\n"
+        '              drop: ["ALL"]\n'
+    )
+    return "".join(" " * indent + line for line in block.splitlines(True))
+
+
 def _seccomp_block(spec: ServiceSpec) -> str:
     if spec.name != "sandbox":
         return "        seccompProfile:\n          type: RuntimeDefault\n"
@@ -235,13 +248,7 @@ spec:
             limits:
               cpu: "{profile.cpu_limit}"
               memory: {profile.memory_limit}
-          securityContext:
-            allowPrivilegeEscalation: false
-            readOnlyRootFilesystem: true
-            privileged: false
-            capabilities:
-              drop: ["ALL"]
-          volumeMounts:
+{_container_security()}          volumeMounts:
             - name: tmp  # the only writable path (root filesystem is read-only)
               mountPath: /tmp
             - name: jwks
@@ -329,13 +336,7 @@ spec:
                 limits:
                   cpu: "1"
                   memory: 256Mi
-              securityContext:
-                allowPrivilegeEscalation: false
-                readOnlyRootFilesystem: true
-                privileged: false
-                capabilities:
-                  drop: ["ALL"]
-              volumeMounts:
+{_container_security(indent=4)}              volumeMounts:
                 - name: tmp
                   mountPath: /tmp
           volumes:

@@ -4,7 +4,6 @@ struggle windows in Redis and events on Kafka."""
 
 from __future__ import annotations
 
-from datetime import timedelta
 from pathlib import Path
 
 import grpc
@@ -17,7 +16,7 @@ from services.debug.struggle import StruggleDetector
 from services.kit.bus import Publisher
 from services.kit.peers import SandboxClient
 from services.kit.responses import LearningResponses
-from services.kit.retention import Purge
+from services.kit.retention import Purge, older_than_window
 from services.kit.runtime import Runtime
 from services.kit.server import ServiceParts
 
@@ -59,5 +58,4 @@ def build(runtime: Runtime) -> ServiceParts:
 def retention(runtime: Runtime) -> Purge:
     """Diagnoses, error occurrences and struggle episodes older than the window."""
     store = DebugStore(runtime.database("debug", MIGRATIONS))
-    window = timedelta(days=runtime.settings.retention_days)
-    return lambda tenant, now: store.purge(tenant, now - window)
+    return older_than_window(runtime.settings, store.purge)

@@ -4,7 +4,6 @@ the model (exercise and quiz generation) when OPENAI_API_KEY is set."""
 
 from __future__ import annotations
 
-from datetime import timedelta
 from pathlib import Path
 
 import grpc
@@ -21,7 +20,7 @@ from services.exercise.store import ExerciseStore
 from services.kit.bus import Publisher
 from services.kit.peers import MasteryClient, SandboxClient
 from services.kit.responses import LearningResponses
-from services.kit.retention import Purge
+from services.kit.retention import Purge, older_than_window
 from services.kit.runtime import Runtime
 from services.kit.server import ServiceParts
 
@@ -93,5 +92,4 @@ def build(runtime: Runtime) -> ServiceParts:
 def retention(runtime: Runtime) -> Purge:
     """Submissions, quizzes and generated exercises older than the window."""
     store = ExerciseStore(runtime.database("exercise", MIGRATIONS))
-    window = timedelta(days=runtime.settings.retention_days)
-    return lambda tenant, now: store.purge(tenant, now - window)
+    return older_than_window(runtime.settings, store.purge)

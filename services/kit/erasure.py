@@ -10,8 +10,9 @@ consumes that topic with `erasure_consumer`: it erases its own rows (the service
 erases nothing more and confirms again.
 
 A student's late events (ones that arrive after the tombstone) are dead-lettered by
-the consumers that would otherwise store them (`Tombstones.erased`); records kept by
-law (the audit trail) name the student's `pseudonym` instead of their id.
+the consumers that would otherwise store them (`erased_in`, inside their transaction);
+records kept by law (the audit trail) name the student's `pseudonym` instead of their
+id.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ import hashlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
+import psycopg
 from google.protobuf.timestamp_pb2 import Timestamp
 from learnflow.events.v1 import events_pb2
 
-from services.kit.auth import TENANT_ID
 from services.kit.bus import (
     DEFAULT_STALL_SECONDS,
     STUDENT_ERASURE,
@@ -92,36 +94,29 @@ class Tombstones:
         return {by_pseudonym[r[0]] for r in rows}
 
 
-def students_of(batch: Iterable[Envelope]) -> list[tuple[str, str]]:
-    """The (tenant, student id) each event of a batch is about (its `student`
-    StudentRef), for events that name one (one without a valid tenant is the decoding
-    step's to dead-letter)."""
-    found = []
-    for envelope in batch:
-        ref = getattr(envelope.message, "student", None)
-        if (
-            isinstance(ref, events_pb2.StudentRef)
-            and ref.student_id
-            and TENANT_ID.fullmatch(ref.tenant)
-        ):
-            found.append((ref.tenant, ref.student_id))
-    return found
+def erased_in(cur: psycopg.Cursor[Any], tenant: str, student_ids: Iterable[str]) -> list[str]:
+    """The pseudonyms of these students of `tenant` that were erased, asked inside the
+    caller's transaction (scoped to `tenant`). A consumer asks once its transaction
+    holds a lock the student's erasure takes a conflicting one of (ADR 0009): then its
+    batch either commits before the erasure deletes, or sees the tombstone, written
+    before the erasure began."""
+    names = sorted({pseudonym(tenant, s) for s in student_ids})
+    if not names:
+        return []
+    rows = cur.execute(
+        "SELECT pseudonym FROM erasure.erased_students WHERE pseudonym = ANY(%s)", (names,)
+    ).fetchall()
+    return sorted(r[0] for r in rows)
 
 
-def refuse_erased(tombstones: Tombstones, students: Iterable[tuple[str, str]]) -> None:
-    """Raise PoisonEventError when any of these (tenant, student id)s was erased: a
-    consumer's batch handler calls it before storing, and the consumer loop then
-    dead-letters just the erased students' events (it retries the batch one by one)."""
-    by_tenant: dict[str, set[str]] = {}
-    for tenant, student_id in students:
-        by_tenant.setdefault(tenant, set()).add(student_id)
-    for tenant, student_ids in by_tenant.items():
-        erased = tombstones.erased(tenant, student_ids)
-        if erased:
-            raise PoisonEventError(
-                f"student {pseudonym(tenant, min(erased))} of tenant {tenant} was erased: "
-                "their late events are not stored"
-            )
+def refuse_erased_in(cur: psycopg.Cursor[Any], tenant: str, student_ids: Iterable[str]) -> None:
+    """`erased_in`, raising PoisonEventError when any was erased: the consumer loop then
+    retries the batch one event at a time and dead-letters just the erased students'."""
+    erased = erased_in(cur, tenant, student_ids)
+    if erased:
+        raise PoisonEventError(
+            f"student {erased[0]} of tenant {tenant} was erased: their late events are not stored"
+        )
 
 
 def confirmation(

@@ -16,7 +16,7 @@ from services.kit.bus import PROGRESS_EVENTS, KafkaBus
 from services.kit.cache import TieredCache
 from services.kit.export import Records
 from services.kit.health import ComponentCheck
-from services.kit.retention import Purge
+from services.kit.retention import Purge, window
 from services.kit.runtime import Runtime
 from services.kit.server import ServiceParts
 from services.mastery.consumer import progress_consumer
@@ -166,12 +166,12 @@ def retention(runtime: Runtime) -> Purge:
     and recalculation start from (mastery stays as it was), and operations finished
     that long ago."""
     store = MasteryStore(runtime.database("mastery", MIGRATIONS))
-    window = timedelta(days=runtime.settings.retention_days)
+    kept = window(runtime.settings)
 
     def purge(tenant: str, now: datetime) -> dict[str, int]:
         return {
-            "evidence": store.purge_evidence(tenant, now, window),
-            "operations": store.purge_operations(tenant, now - window),
+            "evidence": store.purge_evidence(tenant, now, kept),
+            "operations": store.purge_operations(tenant, now - kept),
         }
 
     return purge

@@ -23,7 +23,7 @@ from typing import Any
 from psycopg import Cursor, sql
 
 from services.kit.db import Database, delete_student_rows, scope
-from services.kit.erasure import pseudonym
+from services.kit.erasure import erased_in
 from services.kit.export import Records, export_name, table_records
 from services.kit.topics import Band
 from services.mastery.domain.events import (
@@ -376,12 +376,9 @@ class MasteryStore:
         (`erase_student`), so a batch either committed before the erasure's deletes or
         sees its tombstone (written before the erasure began) here."""
         cur.execute("LOCK TABLE evidence IN ROW EXCLUSIVE MODE")
-        names = list({pseudonym(tenant, e.student_id) for e in events})
-        erased = cur.execute(
-            "SELECT pseudonym FROM erasure.erased_students WHERE pseudonym = ANY(%b)", (names,)
-        ).fetchall()
+        erased = erased_in(cur, tenant, (e.student_id for e in events))
         if erased:
-            raise ErasedStudentError(tenant, sorted(r[0] for r in erased))
+            raise ErasedStudentError(tenant, erased)
 
     def _apply_fresh(
         self,

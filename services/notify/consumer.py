@@ -34,7 +34,6 @@ from services.kit.bus import (
     PoisonEventError,
     event_tenant,
 )
-from services.kit.erasure import Tombstones, refuse_erased, students_of
 from services.kit.names import MAX_ID_LENGTH
 from services.notify.domain.model import Kind
 from services.notify.domain.rules import (
@@ -139,14 +138,11 @@ def alert_consumer(
     group_id: str,
     topics: Sequence[str] = (STRUGGLE_DETECTED, MASTERY_UPDATED),
     stall_seconds: float = DEFAULT_STALL_SECONDS,
-    tombstones: Tombstones | None = None,
 ) -> ConsumerLoop:
     """The consumer that makes alerts. Its health: `ConsumerLoop.health_check`. An
-    erased student's late events (`tombstones`) are dead-lettered."""
+    erased student's late events are dead-lettered (the store refuses them)."""
 
     def handle(batch: Sequence[Envelope]) -> None:
-        if tombstones is not None:
-            refuse_erased(tombstones, students_of(batch))
         engine.ingest([to_detection(envelope) for envelope in batch])
 
     return ConsumerLoop(
@@ -241,15 +237,12 @@ def updates_consumer(
     group_id: str,
     topics: Sequence[str] = (LEARNING_RESPONSES, MASTERY_UPDATED),
     stall_seconds: float = DEFAULT_STALL_SECONDS,
-    tombstones: Tombstones | None = None,
 ) -> ConsumerLoop:
     """The consumer that writes students' answers and mastery changes to the update log
     of each event's tenant. Replicas share its group, so each event is written once.
-    An erased student's late events (`tombstones`) are dead-lettered."""
+    An erased student's late events are dead-lettered (the log refuses them)."""
 
     def handle(batch: Sequence[Envelope]) -> None:
-        if tombstones is not None:
-            refuse_erased(tombstones, students_of(batch))
         apply_updates(log, cohort_of, batch)
 
     return ConsumerLoop(

@@ -92,7 +92,7 @@ class NotifyEngine:
             s.student_id: self._cohort(tenant, s) for d in detections for s in d.signals
         }  # the roster is read outside the transaction
         touched: list[Alert] = []
-        with self._store.transaction(tenant) as tx:
+        with self._store.transaction(tenant, students=cohorts) as tx:
             for detection in detections:
                 if not tx.claim(detection.source, detection.event_id):
                     continue  # a redelivery: applied before

@@ -17,7 +17,7 @@ from learnflow.notify.v1 import notify_pb2, notify_pb2_grpc
 from services.kit.audit import touched
 from services.kit.bus import LEARNING_RESPONSES, MASTERY_UPDATED, STRUGGLE_DETECTED
 from services.kit.export import Records
-from services.kit.retention import Purge
+from services.kit.retention import Purge, older_than_window
 from services.kit.runtime import Runtime
 from services.kit.server import ServiceParts
 from services.notify.consumer import alert_consumer, updates_consumer
@@ -73,14 +73,15 @@ def build(
     def gather(tenant: str, student_id: str) -> Records:
         return alerts.export_student(tenant, student_id, names_student(student_id))
 
-    tombstones = runtime.tombstones
+    # The erased students' tombstones (kit schema `erasure`), which the store and the
+    # update log ask inside their transactions (ADR 0009), must exist.
+    runtime.tombstones  # noqa: B018
     consumer = alert_consumer(
         bus,
         engine,
         group_id=group_id or settings.notify_consumer_group,
         topics=topics,
         stall_seconds=settings.consumer_stall_seconds,
-        tombstones=tombstones,
     )
     updates = updates_consumer(
         bus,
@@ -89,7 +90,6 @@ def build(
         group_id=updates_group_id or settings.notify_updates_consumer_group,
         topics=update_topics,
         stall_seconds=settings.consumer_stall_seconds,
-        tombstones=tombstones,
     )
     streams = Streams(hub=hub, log=log, heartbeat_seconds=settings.notify_heartbeat_seconds)
 
@@ -120,5 +120,4 @@ def build(
 def retention(runtime: Runtime) -> Purge:
     """Alerts resolved longer ago than the window."""
     store = AlertStore(runtime.database("notify", MIGRATIONS))
-    window = timedelta(days=runtime.settings.retention_days)
-    return lambda tenant, now: store.purge(tenant, now - window)
+    return older_than_window(runtime.settings, store.purge)

@@ -14,7 +14,7 @@ transaction.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -23,7 +23,8 @@ from learnflow.notify.v1 import notify_pb2
 from psycopg import Cursor, sql
 from psycopg.rows import dict_row
 
-from services.kit.db import Database
+from services.kit.db import Database, delete_student_rows
+from services.kit.erasure import refuse_erased_in
 from services.kit.export import Records, table_records
 from services.notify.domain.model import (
     Alert,
@@ -260,8 +261,10 @@ class AlertStore:
         """Delete a student's alerts (their evidence goes with them) and every update
         about them: their own stream's, and their cohort's that name them
         (`names_student` reads an update's payload); how many rows."""
-        erased = self._db.erase_student_rows(tenant, student_id, ("alerts",))
         with self._db.scoped(tenant) as conn:
+            # Waits for the batches in flight; later ones find the tombstone.
+            conn.execute("LOCK TABLE alerts, updates IN SHARE ROW EXCLUSIVE MODE")
+            erased = delete_student_rows(conn, student_id, ("alerts",))
             erased += conn.execute(
                 "DELETE FROM updates WHERE student_id = %s", (student_id,)
             ).rowcount
@@ -317,9 +320,14 @@ class AlertStore:
         )
 
     @contextmanager
-    def transaction(self, tenant: str) -> Iterator[AlertTransaction]:
-        """A unit of work in `tenant`."""
+    def transaction(self, tenant: str, students: Iterable[str] = ()) -> Iterator[AlertTransaction]:
+        """A unit of work in `tenant`, about `students` (events' students: refused, as
+        PoisonEventError, when any was erased; ADR 0009)."""
         with self._db.scoped(tenant) as conn, conn.cursor() as cur:
+            if students:
+                # A lock the student's erasure conflicts with, then its tombstone.
+                cur.execute("LOCK TABLE alerts IN ROW EXCLUSIVE MODE")
+                refuse_erased_in(cur, tenant, students)
             tx = AlertTransaction(cur)
             yield tx
             # Last, so the tenant's log stays locked only until the commit.

@@ -34,6 +34,7 @@ import psycopg
 from psycopg import Cursor
 
 from services.kit.db import Database, scope
+from services.kit.erasure import refuse_erased_in
 from services.notify.hub import Audience, Entry, Hub
 
 log = logging.getLogger("learnflow.notify.updates")
@@ -137,6 +138,9 @@ class UpdateLog:
         if not rows:
             return 0
         with self._db.scoped(tenant) as conn, conn.cursor() as cur:
+            # A lock an erasure conflicts with, then the tombstones (ADR 0009).
+            cur.execute("LOCK TABLE updates IN ROW EXCLUSIVE MODE")
+            refuse_erased_in(cur, tenant, {r.student_id for r in rows if r.student_id})
             return write_updates(cur, rows)
 
     def head(self, tenant: str) -> int:

@@ -4,7 +4,6 @@ OPENAI_API_KEY), storage in the `review` schema and the progress publisher."""
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 from pathlib import Path
 
 import grpc
@@ -13,7 +12,7 @@ from learnflow.review.v1 import review_pb2_grpc
 from services.kit.bus import Publisher
 from services.kit.llm import PromptTemplates
 from services.kit.responses import LearningResponses
-from services.kit.retention import Purge
+from services.kit.retention import Purge, older_than_window
 from services.kit.runtime import Runtime
 from services.kit.server import ServiceParts
 from services.review.domain.linter import RuffLinter
@@ -61,5 +60,4 @@ def build(runtime: Runtime) -> ServiceParts:
 def retention(runtime: Runtime) -> Purge:
     """Code reviews older than the window."""
     store = ReviewStore(runtime.database("review", MIGRATIONS))
-    window = timedelta(days=runtime.settings.retention_days)
-    return lambda tenant, now: store.purge(tenant, now - window)
+    return older_than_window(runtime.settings, store.purge)

@@ -43,12 +43,18 @@ from learnflow.triage.v1 import triage_pb2, triage_pb2_grpc
 from psycopg import sql
 
 from services.exercise.domain.bank import default_bank
+from services.kit.bus import PoisonEventError
 from services.kit.config import Settings
 from services.kit.erasure import ERASING_SERVICES, pseudonym
 from services.kit.runtime import Runtime
 from services.mastery.domain.events import ErasedStudentError
 from services.mastery.main import MIGRATIONS as MASTERY_MIGRATIONS
 from services.mastery.store import STUDENT_TABLES, MasteryStore, OutboxMessage
+from services.notify.convert import decode_update
+from services.notify.hub import Hub
+from services.notify.main import MIGRATIONS as NOTIFY_MIGRATIONS
+from services.notify.store import AlertStore
+from services.notify.updates import UpdateLog, UpdateRow
 from tests.conftest import MintToken, wait_for
 from tests.integration.test_alerts import struggle_event
 from tests.integration.test_mastery import Events, exercise
@@ -531,6 +537,34 @@ def test_a_batch_with_an_erased_students_event_is_refused_whole(runtime: Runtime
         other = [dataclasses.replace(e, tenant="school-b") for e in events if e.student_id == gone]
         store.apply_batch(other, NOW, lambda changes: [])
         assert store.student("school-b", gone) is not None
+    finally:
+        with psycopg.connect(runtime.database_url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def test_notify_refuses_an_erased_students_events_inside_its_transactions(
+    runtime: Runtime,
+) -> None:
+    """Notify's stores ask the tombstones once they hold a lock the erasure's conflicts
+    with (ADR 0009): the alert transaction and the update log refuse an erased student
+    of their tenant (and only of theirs) and write nothing."""
+    schema = f"notify_refuse_{uuid.uuid4().hex[:6]}"
+    try:
+        db = runtime.database(schema, NOTIFY_MIGRATIONS)
+        alerts, log = AlertStore(db), UpdateLog(db, Hub(), decode_update)
+        gone = f"gone-{uuid.uuid4().hex[:6]}"
+        runtime.tombstones.bury("school-a", gone, "operations/erasure-test")
+        with (
+            pytest.raises(PoisonEventError, match=pseudonym("school-a", gone)),
+            alerts.transaction("school-a", students=[gone]) as tx,
+        ):
+            tx.claim("//test", "e1")
+        row = UpdateRow(student_id=gone, cohort=None, payload=b"", ce_source="//t", ce_id="e2")
+        with pytest.raises(PoisonEventError, match="was erased"):
+            log.append("school-a", [row])
+        assert log.append("school-b", [row]) == 1  # the same id in another school
+        with alerts.transaction("school-a", students=[gone + "x"]) as tx:
+            assert tx.claim("//test", "e1")  # nothing of the refused one was kept
     finally:
         with psycopg.connect(runtime.database_url, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
