@@ -34,7 +34,9 @@ import grpc
 from learnflow.triage.v1 import triage_pb2, triage_pb2_grpc
 
 from services.kit.bus import PROGRESS_EVENTS, Publisher
+from services.kit.auth import DEV_TENANT
 from services.kit.catalogue import SERVICES
+from services.kit.consent import Purpose
 from services.kit.runtime import Runtime
 from services.kit.server import LearnFlowServer
 from services.registry import builder
@@ -144,6 +146,9 @@ def main() -> int:
         }
     )
     model_runtime = Runtime(model_settings, run_dir=mesh.work / "run")
+    # The benchmark's school lets its students' text reach the model (the platform's
+    # default is no model use: the "+model" rows would be offline).
+    model_runtime.consent.set_defaults(DEV_TENANT, {Purpose.MODEL_USE: True}, "bench")
     by_name = {spec.name: spec for spec in SERVICES}
     concepts_port, triage_port = free_port(), free_port()
     servers.append(

@@ -33,7 +33,9 @@ from learnflow.events.v1 import events_pb2
 from learnflow.triage.v1 import triage_pb2, triage_pb2_grpc
 
 from services.kit.bus import PROGRESS_EVENTS, Publisher
+from services.kit.auth import DEV_TENANT
 from services.kit.catalogue import SERVICES_BY_NAME
+from services.kit.consent import Purpose
 from services.kit.runtime import Runtime
 from services.kit.server import LearnFlowServer
 from services.registry import builder
@@ -113,6 +115,9 @@ def main() -> int:
         }
     )
     model_runtime = Runtime(model_settings, run_dir=mesh.work / "run")
+    # The benchmark's school lets its students' text reach the model (the platform's
+    # default is no model use: the "+model" rows would be offline).
+    model_runtime.consent.set_defaults(DEV_TENANT, {Purpose.MODEL_USE: True}, "bench")
     port = free_port()
     triage = LearnFlowServer(
         SERVICES_BY_NAME["triage"], builder("triage")(model_runtime), model_settings, port=port
