@@ -88,6 +88,9 @@ OPS_REFUSAL: Final = (
 
 # Request limits, enforced by Envoy before anything else looks at the request.
 MAX_REQUEST_BODY_BYTES: Final = MAX_MESSAGE_BYTES  # what the services accept
+# A response message of the services' largest size rendered as JSON (bytes grow by a
+# third in base64, and names and quotes add more).
+MAX_RESPONSE_JSON_BYTES: Final = 2 * MAX_MESSAGE_BYTES
 """Largest request body, as it arrives (JSON text, or gRPC frames after gRPC-Web
 decoding): the services' own message limit (`MAX_MESSAGE_BYTES`, the kit server's
 `grpc.max_receive_message_length`). Beyond it: 413, or RESOURCE_EXHAUSTED for gRPC callers."""
@@ -392,6 +395,15 @@ def _transcoder_filter(params: GatewayParams) -> JsonDict:
             "proto_descriptor": str(params.descriptor_path),
             "services": _transcoded_services(),
             "convert_grpc_status": True,
+            # What the transcoder may hold while it converts. Unset, it is the connection's
+            # buffer limit (1 MiB): a request body the size filter lets through was once
+            # in a while refused with 413 (when it arrived faster than it went upstream),
+            # and a JSON answer over 1 MiB would fail with 500, though the services send
+            # messages up to 4 MiB. (An HttpBody answer, an export's archive, is passed
+            # on as it comes.) A request: what the services accept; an answer: their
+            # largest message, as JSON.
+            "max_request_body_size": MAX_REQUEST_BODY_BYTES,
+            "max_response_body_size": MAX_RESPONSE_JSON_BYTES,
             "request_validation_options": {
                 "reject_unknown_method": True,
                 "reject_unknown_query_parameters": True,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import secrets
 import socket
 import struct
 import time
@@ -27,6 +28,7 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from learnflow.concepts.v1 import concepts_pb2, concepts_pb2_grpc
+from learnflow.debug.v1 import debug_pb2, debug_pb2_grpc
 from learnflow.notify.v1 import notify_pb2
 
 from services.kit import devtokens
@@ -136,10 +138,22 @@ def test_unimplemented_rpc_is_501(client: httpx.Client, mint_token: MintToken) -
 
 
 def test_an_export_is_started_in_json_and_downloaded_as_a_zip(
-    client: httpx.Client, mint_token: MintToken
+    client: httpx.Client, channels: dict[str, grpc.Channel], mint_token: MintToken
 ) -> None:
     student = f"exp-{uuid.uuid4().hex[:6]}"
-    auth = {"authorization": f"Bearer {mint_token(student, 'student', ('c1',))}"}
+    token = mint_token(student, "student", ("c1",))
+    auth = {"authorization": f"Bearer {token}"}
+    # Diagnoses of hard-to-compress code: an archive over the transcoder's default 1 MiB.
+    debug = debug_pb2_grpc.DebugServiceStub(channels["debug"])
+    for _ in range(40):
+        code = f"# {secrets.token_hex(30_000)}\nprint(1 / 0)\n"
+        debug.CreateDiagnosis(
+            debug_pb2.CreateDiagnosisRequest(
+                parent=f"students/{student}", diagnosis=debug_pb2.Diagnosis(code=code)
+            ),
+            metadata=[("authorization", f"Bearer {token}")],
+            timeout=30,
+        )
     started = client.post(f"/v1/students/{student}:export", json={}, headers=auth)
     assert started.status_code == 200, started.text
     name = started.json()["name"]
@@ -150,10 +164,12 @@ def test_an_export_is_started_in_json_and_downloaded_as_a_zip(
     export = operation["response"]
     assert export["@type"].endswith("learnflow.mastery.v1.StudentDataExport")
     download = client.get(f"/v1/{export['name']}:download", headers=auth)
-    assert download.status_code == 200
+    assert download.status_code == 200, download.text[:300]
     assert download.headers["content-type"] == "application/zip"
+    assert len(download.content) > 1024 * 1024
     with zipfile.ZipFile(io.BytesIO(download.content)) as archive:
         manifest = json.loads(archive.read("manifest.json"))
+        assert len(json.loads(archive.read("debug.json"))["diagnoses"]) == 40
     assert manifest["student"] == f"students/{student}"
     assert {p["service"] for p in manifest["parts"]} == {p["service"] for p in export["parts"]}
     # Someone else's export: the JSON error, not a body.
