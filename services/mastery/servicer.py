@@ -195,9 +195,11 @@ class MasteryServicer(mastery_pb2_grpc.MasteryServiceServicer):
     def ExportStudentData(
         self, request: mastery_pb2.ExportStudentDataRequest, context: grpc.ServicerContext
     ) -> operations_pb2.Operation:
-        (student_id,) = parse_name(request.name, "students/*", "name")
+        checks = Validator()
+        (student_id,) = check_name(checks, request.name, "students/*", "name")
         if request.guardian:
-            parse_name(request.guardian, "guardians/*", "guardian")
+            check_name(checks, request.guardian, "guardians/*", "guardian")
+        checks.raise_if_invalid()
         principal = current_principal()
         principal.require_acting_as(student_id)
         if request.guardian:
