@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Protocol
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 from learnflow.audit.v1 import audit_pb2, audit_pb2_grpc
 
 from services.audit.convert import to_event
@@ -35,10 +33,10 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         # there (an admin cannot act in another tenant: the kit refuses it first).
         principal.require_role(Role.ADMIN, Role.OPERATOR)
         checks = Validator()
-        start = _time(
-            request.start_time if request.HasField("start_time") else None, "start_time", checks
+        start = checks.time(
+            request.start_time if request.HasField("start_time") else None, "start_time"
         )
-        end = _time(request.end_time if request.HasField("end_time") else None, "end_time", checks)
+        end = checks.time(request.end_time if request.HasField("end_time") else None, "end_time")
         query, bad = check_query(
             student=request.student,
             actor=request.actor,
@@ -61,15 +59,3 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
                 query.filters,
             ),
         )
-
-
-def _time(stamp: Timestamp | None, field: str, checks: Validator) -> datetime | None:
-    if stamp is None:
-        return None
-    try:
-        if not 0 <= stamp.nanos < 1_000_000_000:
-            raise ValueError(stamp.nanos)
-        return stamp.ToDatetime(tzinfo=UTC)
-    except (ValueError, OverflowError):
-        checks.add(field, "must be a valid timestamp (years 1 to 9999)")
-        return None

@@ -10,9 +10,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import grpc
-from google.protobuf import any_pb2, duration_pb2
+from google.protobuf import any_pb2, duration_pb2, timestamp_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 ERROR_DOMAIN = "learnflow.dev"
@@ -184,6 +185,19 @@ class Validator:
 
     def add(self, field_path: str, description: str) -> None:
         self._violations.append(FieldViolation(field_path, description))
+
+    def time(self, stamp: timestamp_pb2.Timestamp | None, field_path: str) -> datetime | None:
+        """An optional Timestamp field as an aware datetime (None: unset); one out of
+        range is a violation."""
+        if stamp is None:
+            return None
+        try:
+            if not 0 <= stamp.nanos < 1_000_000_000:
+                raise ValueError(stamp.nanos)
+            return stamp.ToDatetime(tzinfo=UTC)
+        except (ValueError, OverflowError):
+            self.add(field_path, "must be a valid timestamp (years 1 to 9999)")
+            return None
 
     @property
     def ok(self) -> bool:

@@ -1,7 +1,9 @@
 """AIP-158 pagination: page_size defaults and maxima, opaque page tokens.
 
 A token is what a client sends back, so it is parsed as untrusted input: short, one
-flat JSON object of exactly an integer offset within bounds and the query fingerprint.
+flat JSON object of exactly an integer offset within bounds (or, for lists that grow
+while they are paged, the position of the last item: a few short strings) and the
+query fingerprint.
 Anything else (a float like 1e400, 2^63, nesting, other types) is INVALID_ARGUMENT on
 `page_token`, never a crash or a database error. A crafted valid token can only ask
 for a page the caller may read anyway.
@@ -71,3 +73,56 @@ def next_page_token(page: Page, total: int, query: str = "") -> str:
         return ""
     raw = json.dumps({"o": end, "q": _fingerprint(query)}, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+MAX_POSITION_TOKEN_LENGTH = 512
+MAX_POSITION_PART = 300
+
+
+def parse_position(
+    page_size: int,
+    page_token: str,
+    *,
+    default: int,
+    maximum: int,
+    query: str = "",
+    parts: int,
+) -> tuple[int, tuple[str, ...] | None]:
+    """Validate the page fields of a list paged by position (keyset): the page size, and
+    the position after which the page starts (None: the first page), of `parts`
+    strings. A list that grows while it is paged (newest first) neither repeats nor
+    skips an item, as offsets would."""
+    checks = Validator()
+    checks.check(page_size >= 0, "page_size", "must not be negative")
+    position = None
+    if page_token:
+        position = _position_of(page_token, query, parts)
+        if position is None:
+            checks.add("page_token", "is not a token from a previous response to this query")
+    checks.raise_if_invalid()
+    return (default if page_size == 0 else min(page_size, maximum)), position
+
+
+def _position_of(page_token: str, query: str, parts: int) -> tuple[str, ...] | None:
+    if len(page_token) > MAX_POSITION_TOKEN_LENGTH:
+        return None
+    try:
+        decoded = json.loads(base64.urlsafe_b64decode(page_token.encode() + b"=="))
+    except (ValueError, binascii.Error, UnicodeError, RecursionError):
+        return None
+    if not isinstance(decoded, dict) or set(decoded) != {"p", "q"}:
+        return None
+    position = decoded["p"]
+    if (
+        not isinstance(position, list)
+        or len(position) != parts
+        or not all(type(p) is str and len(p) <= MAX_POSITION_PART for p in position)
+    ):
+        return None
+    return tuple(position) if decoded["q"] == _fingerprint(query) else None
+
+
+def position_token(position: tuple[str, ...], query: str = "") -> str:
+    """The token of the page after the item at `position`."""
+    raw = json.dumps({"p": list(position), "q": _fingerprint(query)}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")

@@ -17,6 +17,8 @@ from services.mastery.domain.history import Granularity, HistoryPoint, Summary, 
 from services.mastery.domain.records import (
     Change,
     CohortRow,
+    EvidenceQuery,
+    EvidenceRow,
     MasteryView,
     OperationRecord,
     Student,
@@ -167,6 +169,10 @@ class MasteryEngine:
         return self._store.request_cancel(tenant, name)
 
     # -- reads ------------------------------------------------------------------------
+
+    def evidence(self, tenant: str, student_id: str, query: EvidenceQuery) -> list[EvidenceRow]:
+        """A page of a student's evidence, newest first (none for a student without)."""
+        return self._store.evidence(tenant, student_id, query)
 
     def student(self, tenant: str, student_id: str) -> Student:
         """The student of `tenant`, once they have any evidence (callers authorise

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Sequence
-from datetime import date
+from datetime import date, datetime
 
 import grpc
 from google.api import httpbody_pb2
@@ -22,15 +22,26 @@ from learnflow.mastery.v1 import mastery_pb2, mastery_pb2_grpc
 from services.kit.auth import Principal, Role
 from services.kit.cache import Cache
 from services.kit.consent import Consent, Purpose
-from services.kit.errors import NotFound, PermissionDenied, Validator
+from services.kit.errors import (
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Validator,
+)
 from services.kit.interceptors import current_principal
 from services.kit.names import check_name, parse_name
-from services.kit.pagination import next_page_token, parse_page
+from services.kit.pagination import (
+    next_page_token,
+    parse_page,
+    parse_position,
+    position_token,
+)
 from services.kit.roster import Roster
 from services.mastery import convert
 from services.mastery.domain.events import MAX_TOPIC
 from services.mastery.domain.history import MAX_RANGE_DAYS, Granularity
-from services.mastery.domain.records import COHORT_ORDERS
+from services.mastery.domain.records import COHORT_ORDERS, EvidenceQuery
 from services.mastery.engine import MASTERY_CACHE_TTL_SECONDS, MasteryEngine, mastery_cache_key
 from services.mastery.erasure import Erasures
 from services.mastery.erasure import owner as erasure_owner
@@ -192,6 +203,60 @@ class MasteryServicer(mastery_pb2_grpc.MasteryServiceServicer):
         name = self._erasures.start(principal.tenant, student_id, principal.subject)
         return _operation(self._engine, name, principal)
 
+    def ListEvidence(
+        self, request: mastery_pb2.ListEvidenceRequest, context: grpc.ServicerContext
+    ) -> mastery_pb2.ListEvidenceResponse:
+        checks = Validator()
+        (student_id,) = check_name(checks, request.parent, "students/*", "parent")
+        checks.check(0 <= request.topic <= MAX_TOPIC, "topic", "is not a curriculum topic")
+        checks.check(
+            request.component in mastery_pb2.Component.values(), "component", "is not a component"
+        )
+        start = checks.time(
+            request.start_time if request.HasField("start_time") else None, "start_time"
+        )
+        end = checks.time(request.end_time if request.HasField("end_time") else None, "end_time")
+        checks.check(
+            start is None or end is None or start < end, "end_time", "must be after start_time"
+        )
+        checks.raise_if_invalid()
+        # A token is for this list only: the same student and filters.
+        filters = f"{student_id}|{request.topic}|{request.component}|{start}|{end}"
+        size, position = parse_position(
+            request.page_size,
+            request.page_token,
+            default=50,
+            maximum=500,
+            query=filters,
+            parts=3,
+        )
+        after = None
+        if position is not None:
+            after = _evidence_position(position)
+        principal = current_principal()
+        self._roster.require_readable(principal, student_id)
+        rows = self._engine.evidence(
+            principal.tenant,
+            student_id,
+            EvidenceQuery(
+                limit=size + 1,
+                topic=request.topic or None,
+                component=request.component or None,
+                start=start,
+                end=end,
+                after=after,
+            ),
+        )
+        token = ""
+        if len(rows) > size:
+            last = rows[size - 1]
+            token = position_token(
+                (last.occur_time.isoformat(), last.source, last.event_id), filters
+            )
+        return mastery_pb2.ListEvidenceResponse(
+            evidence=[convert.evidence(r) for r in rows[:size]], next_page_token=token
+        )
+
     def ExportStudentData(
         self, request: mastery_pb2.ExportStudentDataRequest, context: grpc.ServicerContext
     ) -> operations_pb2.Operation:
@@ -273,6 +338,19 @@ class MasteryServicer(mastery_pb2_grpc.MasteryServiceServicer):
         principal.require_acting_as(student_id)
         archive = self._exports.archive(principal.tenant, student_id, request.name)
         return httpbody_pb2.HttpBody(content_type=ARCHIVE_CONTENT_TYPE, data=archive)
+
+
+def _evidence_position(position: tuple[str, ...]) -> tuple[datetime, str, str]:
+    """A page token's position (occur time, source, event id), checked: a token is the
+    client's to send back, and may have been made up."""
+    moment = None
+    with contextlib.suppress(ValueError):
+        moment = datetime.fromisoformat(position[0])
+    if moment is None or moment.tzinfo is None:
+        raise InvalidArgument(
+            [FieldViolation("page_token", "is not a token from a previous response")]
+        )
+    return moment, position[1], position[2]
 
 
 def _consent_mask(checks: Validator, paths: Sequence[str]) -> dict[str, Purpose]:

@@ -57,6 +57,7 @@ from services.mastery.domain.records import (
     Change,
     CohortRow,
     EvidenceCounts,
+    EvidenceQuery,
     EvidenceRow,
     MasteryView,
     OperationRecord,
@@ -951,6 +952,33 @@ class MasteryStore:
                 (student_id,),
             ).fetchone()
         return Student(*row) if row else None
+
+    def evidence(self, tenant: str, student_id: str, query: EvidenceQuery) -> list[EvidenceRow]:
+        """A page of a student's evidence, newest first (ListEvidence)."""
+        conditions: list[sql.Composable] = [sql.SQL("student_id = %s")]
+        params: list[Any] = [student_id]
+        for column, operator, value in (
+            ("topic", "=", query.topic),
+            ("component", "=", query.component),
+            ("occur_time", ">=", query.start),
+            ("occur_time", "<", query.end),
+        ):
+            if value is not None:
+                conditions.append(
+                    sql.SQL("{} {} %s").format(sql.Identifier(column), sql.SQL(operator))
+                )
+                params.append(value)
+        if query.after is not None:
+            conditions.append(sql.SQL("(occur_time, source, event_id) < (%s, %s, %s)"))
+            params += list(query.after)
+        statement = sql.SQL(
+            "SELECT source, event_id, event_type, component, topic, subject, value, occur_time "
+            "FROM evidence WHERE {} ORDER BY occur_time DESC, source DESC, event_id DESC "
+            "LIMIT %s"
+        ).format(sql.SQL(" AND ").join(conditions))
+        with self.db.scoped(tenant) as conn:
+            rows = conn.execute(statement, [*params, query.limit]).fetchall()
+        return [EvidenceRow(*row) for row in rows]
 
     def mastery_view(self, tenant: str, student: Student, now: datetime) -> MasteryView:
         with self.db.scoped(tenant) as conn, conn.cursor() as cur:

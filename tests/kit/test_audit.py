@@ -516,4 +516,6 @@ def test_a_batch_is_split_at_its_bound(bus: InProcessBus) -> None:
     trail.flush()
     trail.close()
     sizes = [len(decode(r).message.audit_events) for r in bus.records(AUDIT_EVENTS)]  # type: ignore[attr-defined]
-    assert sizes == [500, 500, 100]
+    # The trail's thread wakes at 1,000 queued records and may drain while the loop still
+    # records: where the last batches split varies, the bound and the total do not.
+    assert sum(sizes) == 1_100 and max(sizes) == 500 and sizes.count(500) >= 2, sizes

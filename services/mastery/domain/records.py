@@ -69,6 +69,20 @@ class EvidenceRow:
     occur_time: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class EvidenceQuery:
+    """Which of a student's evidence to list, newest first: `topic` and `component`
+    None for any (component 0: activity only), `start` inclusive, `end` exclusive,
+    after the item at `after` (occur time, source, event id), at most `limit`."""
+
+    limit: int
+    topic: int | None = None
+    component: int | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    after: tuple[datetime, str, str] | None = None
+
+
 @dataclass
 class EvidenceCounts:
     count: int = 0

@@ -888,6 +888,8 @@ class ListEvidenceRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     TOPIC_FIELD_NUMBER: _builtins.int
     COMPONENT_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
     parent: _builtins.str
     """students/{student}"""
     page_size: _builtins.int
@@ -897,7 +899,17 @@ class ListEvidenceRequest(_message.Message):
     topic: _common_pb2.Topic.ValueType
     """Only this topic."""
     component: Global___Component.ValueType
-    """Only this component."""
+    """Only this component (unset: every piece of evidence, activity without a component
+    too).
+    """
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Only evidence that occurred at or after this time."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """Only evidence that occurred before this time."""
+
     def __init__(
         self,
         *,
@@ -906,10 +918,12 @@ class ListEvidenceRequest(_message.Message):
         page_token: _builtins.str = ...,
         topic: _common_pb2.Topic.ValueType = ...,
         component: Global___Component.ValueType = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["component", b"component", "page_size", b"page_size", "page_token", b"page_token", "parent", b"parent", "topic", b"topic"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["component", b"component", "end_time", b"end_time", "page_size", b"page_size", "page_token", b"page_token", "parent", b"parent", "start_time", b"start_time", "topic", b"topic"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -927,7 +941,9 @@ class ListEvidenceResponse(_message.Message):
     """Token for the next page; empty on the last page."""
     @_builtins.property
     def evidence(self) -> _containers.RepeatedCompositeFieldContainer[Global___Evidence]:
-        """The page of evidence, newest first."""
+        """The page of evidence, newest first (by when it occurred). Evidence purged by the
+        retention job is not listed; what it added to mastery stays.
+        """
 
     def __init__(
         self,
