@@ -28,6 +28,7 @@ from services.kit.runtime import Runtime
 from services.kit.server import LearnFlowServer
 from services.registry import builder
 from tests.conftest import MintToken, free_port
+from tests.integration.test_mastery import Events
 
 REQUIRED = ("DATABASE_URL", "REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS")
 
@@ -60,6 +61,13 @@ def model_use_granted(runtime: Runtime) -> None:
     reach a model by default (the platform's default is no model use)."""
     for tenant in MODEL_TENANTS:
         runtime.consent.set_defaults(tenant, {Purpose.MODEL_USE: True}, "tests")
+
+
+@pytest.fixture(scope="session")
+def events(settings: Settings, mesh: dict[str, int]) -> Events:
+    """A plain Kafka producer of CloudEvents, for tests that feed the mesh's consumers."""
+    assert settings.kafka_bootstrap_servers
+    return Events(settings.kafka_bootstrap_servers)
 
 
 @pytest.fixture(scope="session")

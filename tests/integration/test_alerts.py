@@ -66,12 +66,6 @@ def debug(mesh: dict[str, int]) -> Iterator[debug_pb2_grpc.DebugServiceStub]:
         yield debug_pb2_grpc.DebugServiceStub(channel)
 
 
-@pytest.fixture(scope="module")
-def events(settings: Settings, mesh: dict[str, int]) -> Events:
-    assert settings.kafka_bootstrap_servers
-    return Events(settings.kafka_bootstrap_servers)
-
-
 def uid(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 

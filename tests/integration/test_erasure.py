@@ -79,12 +79,6 @@ def bearer(token: str) -> list[tuple[str, str]]:
     return [("authorization", f"Bearer {token}")]
 
 
-@pytest.fixture(scope="module")
-def events(settings: Settings, mesh: dict[str, int]) -> Events:
-    assert settings.kafka_bootstrap_servers
-    return Events(settings.kafka_bootstrap_servers)
-
-
 def leave_data_everywhere(
     channels: dict[str, grpc.Channel], events: Events, token: str, student: str, tenant: str
 ) -> None:

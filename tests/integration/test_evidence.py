@@ -14,7 +14,6 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from learnflow.common.v1 import common_pb2
 from learnflow.mastery.v1 import mastery_pb2, mastery_pb2_grpc
 
-from services.kit.config import Settings
 from services.kit.pagination import position_token
 from tests.conftest import MintToken, wait_for
 from tests.integration.test_mastery import Events, exercise, quiz, stamp
@@ -27,12 +26,6 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 
 def bearer(token: str) -> list[tuple[str, str]]:
     return [("authorization", f"Bearer {token}")]
-
-
-@pytest.fixture(scope="module")
-def events(settings: Settings, mesh: dict[str, int]) -> Events:
-    assert settings.kafka_bootstrap_servers
-    return Events(settings.kafka_bootstrap_servers)
 
 
 def at(message: Message, minutes_ago: int) -> Message:

@@ -131,12 +131,6 @@ class Events:
 
 
 @pytest.fixture(scope="module")
-def events(settings: Settings, mesh: dict[str, int]) -> Events:
-    assert settings.kafka_bootstrap_servers
-    return Events(settings.kafka_bootstrap_servers)
-
-
-@pytest.fixture(scope="module")
 def stub(mesh: dict[str, int]) -> Iterator[mastery_pb2_grpc.MasteryServiceStub]:
     with grpc.insecure_channel(f"127.0.0.1:{mesh['mastery']}") as channel:
         yield mastery_pb2_grpc.MasteryServiceStub(channel)

@@ -29,12 +29,6 @@ from tests.integration.test_mastery_rules import no_messages, stored
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def events(settings: Settings, mesh: dict[str, int]) -> Events:
-    assert settings.kafka_bootstrap_servers
-    return Events(settings.kafka_bootstrap_servers)
-
-
 def test_old_activity_is_purged_once_and_mastery_stays(
     channels: dict[str, grpc.Channel],
     events: Events,

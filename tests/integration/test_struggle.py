@@ -62,12 +62,6 @@ def watch(settings: Settings, mesh: dict[str, int]) -> Iterator[StruggleWatch]:
     watcher.close()
 
 
-@pytest.fixture
-def events(settings: Settings, mesh: dict[str, int]) -> Events:
-    assert settings.kafka_bootstrap_servers
-    return Events(settings.kafka_bootstrap_servers)
-
-
 def test_wheel_spinning_is_reported_once_per_exercise(events: Events, watch: StruggleWatch) -> None:
     student = f"spin-{uuid.uuid4().hex[:8]}"
     # Graded work as the exercise service sends it: in a tenant (the development one).

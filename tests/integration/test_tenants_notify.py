@@ -57,12 +57,6 @@ def notify(mesh: dict[str, int]) -> Iterator[notify_pb2_grpc.NotifyServiceStub]:
         yield notify_pb2_grpc.NotifyServiceStub(channel)
 
 
-@pytest.fixture(scope="module")
-def events(settings: Settings, mesh: dict[str, int]) -> Events:
-    assert settings.kafka_bootstrap_servers
-    return Events(settings.kafka_bootstrap_servers)
-
-
 @pytest.fixture
 def streams() -> Iterator[list[GrpcStream | SseStream]]:
     opened: list[GrpcStream | SseStream] = []
