@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import date, datetime
 
 from google.protobuf import any_pb2
@@ -13,7 +14,14 @@ from learnflow.mastery.v1 import mastery_pb2
 from services.kit.consent import ConsentRecord, Decision, Purpose, Source
 from services.mastery.domain.history import HistoryPoint, Summary
 from services.mastery.domain.model import OVERALL, Component, Components, Mastery, streak
-from services.mastery.domain.records import CohortRow, EvidenceCounts, EvidenceRow, MasteryView
+from services.mastery.domain.records import (
+    CohortRow,
+    EvidenceCounts,
+    EvidenceRow,
+    MasteryView,
+    Profile,
+    Student,
+)
 
 
 def packed(message: Message) -> bytes:
@@ -213,3 +221,28 @@ def consent_defaults(
         analytics=consent_decision(decisions[Purpose.ANALYTICS]),
         model_use=consent_decision(decisions[Purpose.MODEL_USE]),
     )
+
+
+def profile_etag(time_zone: str, display_name: str) -> str:
+    """A student profile's etag: a digest of what UpdateStudent may change."""
+    return hashlib.sha256(f"{time_zone}\0{display_name}".encode()).hexdigest()[:16]
+
+
+def student(
+    student_id: str, cohort: str, record: tuple[Student, Profile] | None
+) -> mastery_pb2.Student:
+    """A student's profile; `record` None: one the roster knows, with no record here yet
+    (the defaults)."""
+    time_zone, display_name = "UTC", ""
+    message = mastery_pb2.Student(
+        name=f"students/{student_id}", cohort=f"cohorts/{cohort}" if cohort else ""
+    )
+    if record is not None:
+        found, profile = record
+        time_zone, display_name = found.time_zone, profile.display_name
+        message.create_time.CopyFrom(timestamp(found.created_at))
+        message.update_time.CopyFrom(timestamp(found.updated_at))
+    message.time_zone = time_zone
+    message.display_name = display_name
+    message.etag = profile_etag(time_zone, display_name)
+    return message

@@ -21,6 +21,7 @@ from services.mastery.domain.records import (
     EvidenceRow,
     MasteryView,
     OperationRecord,
+    Profile,
     Student,
 )
 from services.mastery.store import MasteryStore, OutboxMessage, WheelSpinEncoder
@@ -169,6 +170,37 @@ class MasteryEngine:
         return self._store.request_cancel(tenant, name)
 
     # -- reads ------------------------------------------------------------------------
+
+    def profile(self, tenant: str, student_id: str) -> tuple[Student, Profile] | None:
+        return self._store.profile(tenant, student_id)
+
+    def update_profile(
+        self,
+        tenant: str,
+        student_id: str,
+        *,
+        cohort: str,
+        time_zone: str | None,
+        display_name: str | None,
+        precondition: Callable[[str, str], bool] | None = None,
+    ) -> tuple[Student, Profile] | None:
+        """Change a student's profile; None when `precondition` refuses (a stale etag).
+        A new time zone moves their days: their mastery is recomputed in it (consistency
+        and streaks count its days) and their history rebuilt."""
+        changed = self._store.update_profile(
+            tenant,
+            student_id,
+            cohort=cohort,
+            time_zone=time_zone,
+            display_name=display_name,
+            precondition=precondition,
+        )
+        if changed is None:
+            return None
+        student, profile, moved = changed
+        if moved:
+            self.recalculate(tenant, [student_id])
+        return student, profile
 
     def evidence(self, tenant: str, student_id: str, query: EvidenceQuery) -> list[EvidenceRow]:
         """A page of a student's evidence, newest first (none for a student without)."""

@@ -23,6 +23,7 @@ from services.kit.auth import Principal, Role
 from services.kit.cache import Cache
 from services.kit.consent import Consent, Purpose
 from services.kit.errors import (
+    Aborted,
     FieldViolation,
     InvalidArgument,
     NotFound,
@@ -39,7 +40,8 @@ from services.kit.pagination import (
 )
 from services.kit.roster import Roster
 from services.mastery import convert
-from services.mastery.domain.events import MAX_TOPIC
+from services.mastery.domain.events import MAX_TOPIC, InvalidEventError
+from services.mastery.domain.events import zone as time_zone_info
 from services.mastery.domain.history import MAX_RANGE_DAYS, Granularity
 from services.mastery.domain.records import COHORT_ORDERS, EvidenceQuery
 from services.mastery.engine import MASTERY_CACHE_TTL_SECONDS, MasteryEngine, mastery_cache_key
@@ -49,6 +51,9 @@ from services.mastery.export import ARCHIVE_CONTENT_TYPE, Exports
 from services.mastery.recalculation import Recalculations
 
 MAX_BAND = 4
+# What UpdateStudent may change.
+PROFILE_FIELDS = ("time_zone", "display_name")
+MAX_DISPLAY_NAME = 100
 
 
 def _date(value: date_pb2.Date, field: str, checks: Validator) -> date | None:
@@ -257,6 +262,68 @@ class MasteryServicer(mastery_pb2_grpc.MasteryServiceServicer):
             evidence=[convert.evidence(r) for r in rows[:size]], next_page_token=token
         )
 
+    def GetStudent(
+        self, request: mastery_pb2.GetStudentRequest, context: grpc.ServicerContext
+    ) -> mastery_pb2.Student:
+        (student_id,) = parse_name(request.name, "students/*", "name")
+        principal = current_principal()
+        self._roster.require_readable(principal, student_id)
+        cohort = self._roster.cohort_of(principal.tenant, student_id)
+        record = self._engine.profile(principal.tenant, student_id)
+        if record is None and cohort is None:
+            raise NotFound(f"students/{student_id} does not exist", metadata={"name": request.name})
+        return convert.student(student_id, cohort or "", record)
+
+    def UpdateStudent(
+        self, request: mastery_pb2.UpdateStudentRequest, context: grpc.ServicerContext
+    ) -> mastery_pb2.Student:
+        checks = Validator()
+        given = request.student
+        (student_id,) = check_name(checks, given.name, "students/*", "student.name")
+        paths = set(request.update_mask.paths)
+        if paths == {"*"}:
+            paths = set(PROFILE_FIELDS)
+        unknown = sorted(paths - set(PROFILE_FIELDS))
+        checks.check(
+            bool(paths), "update_mask", "name the fields to change: time_zone, display_name"
+        )
+        checks.check(
+            not unknown, "update_mask", f"cannot change {unknown}: only time_zone, display_name"
+        )
+        if "time_zone" in paths:
+            checks.check(
+                _known_time_zone(given.time_zone),
+                "student.time_zone",
+                "must be an IANA time zone such as Europe/Paris",
+            )
+        if "display_name" in paths:
+            checks.check(
+                len(given.display_name) <= MAX_DISPLAY_NAME and given.display_name.isprintable(),
+                "student.display_name",
+                f"must be at most {MAX_DISPLAY_NAME} printable characters",
+            )
+        checks.raise_if_invalid()
+        principal = current_principal()
+        principal.require_acting_as(student_id)
+        etag = given.etag
+        cohort = self._roster.cohort_of(principal.tenant, student_id) or ""
+        updated = self._engine.update_profile(
+            principal.tenant,
+            student_id,
+            cohort=cohort,
+            time_zone=given.time_zone if "time_zone" in paths else None,
+            display_name=given.display_name if "display_name" in paths else None,
+            precondition=(lambda zone, name: convert.profile_etag(zone, name) == etag)
+            if etag
+            else None,
+        )
+        if updated is None:
+            raise Aborted(
+                f"students/{student_id} changed since etag {etag!r}: read it again",
+                metadata={"name": given.name},
+            )
+        return convert.student(student_id, cohort, updated)
+
     def ExportStudentData(
         self, request: mastery_pb2.ExportStudentDataRequest, context: grpc.ServicerContext
     ) -> operations_pb2.Operation:
@@ -338,6 +405,16 @@ class MasteryServicer(mastery_pb2_grpc.MasteryServiceServicer):
         principal.require_acting_as(student_id)
         archive = self._exports.archive(principal.tenant, student_id, request.name)
         return httpbody_pb2.HttpBody(content_type=ARCHIVE_CONTENT_TYPE, data=archive)
+
+
+def _known_time_zone(name: str) -> bool:
+    if not name:
+        return False
+    try:
+        time_zone_info(name)
+    except InvalidEventError:
+        return False
+    return True
 
 
 def _evidence_position(position: tuple[str, ...]) -> tuple[datetime, str, str]:

@@ -61,6 +61,7 @@ from services.mastery.domain.records import (
     EvidenceRow,
     MasteryView,
     OperationRecord,
+    Profile,
     Student,
     WheelSpin,
 )
@@ -595,20 +596,24 @@ class MasteryStore:
                 if value and (seen is None or event.occur_time >= seen[0]):
                     latest[event.student_id] = (event.occur_time, value)
         ids = sorted({e.student_id for e in events})
-        stored = {
-            row[0]: (row[1], row[2], row[3])
-            for row in cur.execute(
-                "SELECT s.student_id, s.cohort, s.time_zone, m.updated_at FROM students s "
-                "LEFT JOIN mastery_current m ON m.student_id = s.student_id AND m.topic = 0 "
-                "WHERE s.student_id = ANY(%b) ORDER BY s.student_id FOR UPDATE OF s",
-                (ids,),
-            ).fetchall()
-        }
+        rows = cur.execute(
+            "SELECT s.student_id, s.cohort, s.time_zone, m.updated_at, s.time_zone_chosen "
+            "FROM students s "
+            "LEFT JOIN mastery_current m ON m.student_id = s.student_id AND m.topic = 0 "
+            "WHERE s.student_id = ANY(%b) ORDER BY s.student_id FOR UPDATE OF s",
+            (ids,),
+        ).fetchall()
+        stored = {row[0]: (row[1], row[2], row[3]) for row in rows}
+        # A time zone the student chose (UpdateStudent) is theirs whatever events say.
+        chosen = {row[0] for row in rows if row[4]}
         final_cohort = [
             cohort[i][1] if i in cohort else stored.get(i, ("", "", None))[0] for i in ids
         ]
         final_zone = [
-            time_zone[i][1] if i in time_zone else stored.get(i, ("", "UTC", None))[1] for i in ids
+            time_zone[i][1]
+            if i in time_zone and i not in chosen
+            else stored.get(i, ("", "UTC", None))[1]
+            for i in ids
         ]
         rows = cur.execute(
             "INSERT INTO students AS s (student_id, cohort, time_zone) "
@@ -952,6 +957,72 @@ class MasteryStore:
                 (student_id,),
             ).fetchone()
         return Student(*row) if row else None
+
+    def profile(self, tenant: str, student_id: str) -> tuple[Student, Profile] | None:
+        with self.db.scoped(tenant) as conn:
+            row = conn.execute(
+                "SELECT student_id, cohort, time_zone, created_at, updated_at, display_name, "
+                "  time_zone_chosen FROM students WHERE student_id = %s",
+                (student_id,),
+            ).fetchone()
+        return None if row is None else (Student(*row[:5]), Profile(*row[5:]))
+
+    def update_profile(
+        self,
+        tenant: str,
+        student_id: str,
+        *,
+        cohort: str,
+        time_zone: str | None,
+        display_name: str | None,
+        precondition: Callable[[str, str], bool] | None = None,
+    ) -> tuple[Student, Profile, bool] | None:
+        """Change a student's profile (the student row is made if they have none yet);
+        the profile, and whether their time zone changed. None when `precondition`, given
+        the current time zone and display name under the row's lock, says no (a stale
+        etag). A new time zone queues their history for a rebuild from their first
+        evidence (their days have moved)."""
+        with self.db.scoped(tenant) as conn, conn.cursor() as cur:
+            before = cur.execute(
+                "SELECT time_zone, display_name FROM students WHERE student_id = %s FOR UPDATE",
+                (student_id,),
+            ).fetchone()
+            if precondition is not None and not precondition(*(before or ("UTC", ""))):
+                return None
+            row = cur.execute(
+                "INSERT INTO students AS s (student_id, cohort, time_zone, display_name, "
+                "  time_zone_chosen) VALUES (%s, %s, coalesce(%s::text, 'UTC'), "
+                "  coalesce(%s::text, ''), %s::text IS NOT NULL) "
+                "ON CONFLICT (tenant, student_id) DO UPDATE SET "
+                "  time_zone = coalesce(%s::text, s.time_zone), "
+                "  display_name = coalesce(%s::text, s.display_name), "
+                "  time_zone_chosen = s.time_zone_chosen OR %s::text IS NOT NULL, "
+                "  updated_at = now() "
+                "RETURNING student_id, cohort, time_zone, created_at, updated_at, display_name, "
+                "  time_zone_chosen",
+                (
+                    student_id,
+                    cohort,
+                    time_zone,
+                    display_name,
+                    time_zone,
+                    time_zone,
+                    display_name,
+                    time_zone,
+                ),
+            ).fetchone()
+            assert row is not None
+            moved = before is not None and time_zone is not None and before[0] != time_zone
+            if moved:
+                cur.execute(
+                    "INSERT INTO history_pending AS h (tenant, student_id, from_day) "
+                    "SELECT %s, %s, (min(occur_time) AT TIME ZONE %s)::date - 1 FROM evidence "
+                    "WHERE student_id = %s HAVING count(*) > 0 "
+                    "ON CONFLICT (tenant, student_id) DO UPDATE SET "
+                    "  from_day = least(h.from_day, EXCLUDED.from_day)",
+                    (tenant, student_id, time_zone, student_id),
+                )
+        return Student(*row[:5]), Profile(*row[5:]), moved
 
     def evidence(self, tenant: str, student_id: str, query: EvidenceQuery) -> list[EvidenceRow]:
         """A page of a student's evidence, newest first (ListEvidence)."""

@@ -79,6 +79,9 @@ REQUEST_PATCHES: dict[str, dict[str, Any]] = {
     # Checked, not carried out: the matrix's student must stay for every other method.
     "/learnflow.mastery.v1.MasteryService/EraseStudentData": {"validate_only": True},
     "/learnflow.mastery.v1.MasteryService/UpdateConsent": {"update_mask": MODEL_USE_MASK},
+    "/learnflow.mastery.v1.MasteryService/UpdateStudent": {
+        "update_mask": Dual("displayName", {"paths": ["display_name"]})
+    },
     # The tenant the call acts in, whichever school the admin is of.
     "/learnflow.mastery.v1.MasteryService/GetConsentDefaults": {
         "name": "tenants/-/consentDefaults"

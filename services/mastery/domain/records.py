@@ -70,6 +70,14 @@ class EvidenceRow:
 
 
 @dataclass(frozen=True, slots=True)
+class Profile:
+    """What a student's profile says beyond their Student record."""
+
+    display_name: str
+    time_zone_chosen: bool
+
+
+@dataclass(frozen=True, slots=True)
 class EvidenceQuery:
     """Which of a student's evidence to list, newest first: `topic` and `component`
     None for any (component 0: activity only), `start` inclusive, `end` exclusive,

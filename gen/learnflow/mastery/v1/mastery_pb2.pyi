@@ -1213,12 +1213,24 @@ class Student(_message.Message):
     TIME_ZONE_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name: students/{student}; {student} is the user id (JWT `sub`)."""
     cohort: _builtins.str
-    """The student's cohort: cohorts/{cohort}."""
+    """The student's cohort: cohorts/{cohort}, as the identity provider says in the
+    student's token (the roster's).
+    """
     time_zone: _builtins.str
-    """IANA time zone for streaks and history, e.g. "America/Chicago"; default UTC."""
+    """IANA time zone for streaks and history, e.g. "America/Chicago". Until the student
+    chooses one, their events' (their device's); UTC without either.
+    """
+    display_name: _builtins.str
+    """The name shown for the student (at most 100 characters)."""
+    etag: _builtins.str
+    """AIP-154: send it back with an update to make it conditional (ABORTED if the
+    profile changed meanwhile).
+    """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the student was first seen."""
@@ -1235,10 +1247,12 @@ class Student(_message.Message):
         time_zone: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        display_name: _builtins.str = ...,
+        etag: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cohort", b"cohort", "create_time", b"create_time", "name", b"name", "time_zone", b"time_zone", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cohort", b"cohort", "create_time", b"create_time", "display_name", b"display_name", "etag", b"etag", "name", b"name", "time_zone", b"time_zone", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1280,7 +1294,7 @@ class UpdateStudentRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """Fields to update: "time_zone", "cohort" (cohort: teachers and admins only)."""
+        """Fields to update: "time_zone", "display_name" (by the student or an admin)."""
 
     def __init__(
         self,

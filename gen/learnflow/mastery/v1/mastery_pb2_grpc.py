@@ -214,14 +214,15 @@ class MasteryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetStudent(self, request, context):
-        """Gets a student's profile (cohort, time zone).
+        """Gets a student's profile (cohort, time zone, display name).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def UpdateStudent(self, request, context):
-        """Updates a student's profile; only the fields named in `update_mask` change.
+        """Updates a student's profile; only the fields named in `update_mask` change. A new
+        time zone recomputes the student's mastery and history by their days there.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

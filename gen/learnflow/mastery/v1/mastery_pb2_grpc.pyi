@@ -68,9 +68,11 @@ class MasteryServiceStub:
     ListRecommendations: _grpc.UnaryUnaryMultiCallable[_mastery_pb2.ListRecommendationsRequest, _mastery_pb2.ListRecommendationsResponse]
     """Lists what the student should do next, most useful first."""
     GetStudent: _grpc.UnaryUnaryMultiCallable[_mastery_pb2.GetStudentRequest, _mastery_pb2.Student]
-    """Gets a student's profile (cohort, time zone)."""
+    """Gets a student's profile (cohort, time zone, display name)."""
     UpdateStudent: _grpc.UnaryUnaryMultiCallable[_mastery_pb2.UpdateStudentRequest, _mastery_pb2.Student]
-    """Updates a student's profile; only the fields named in `update_mask` change."""
+    """Updates a student's profile; only the fields named in `update_mask` change. A new
+    time zone recomputes the student's mastery and history by their days there.
+    """
     RecalculateMastery: _grpc.UnaryUnaryMultiCallable[_mastery_pb2.RecalculateMasteryRequest, _operations_pb2.Operation]
     """Recomputes mastery from the stored evidence for a cohort or for everyone.
     Returns an operation; poll it with google.longrunning.Operations/GetOperation
@@ -151,9 +153,11 @@ class MasteryServiceAsyncStub(MasteryServiceStub):
     ListRecommendations: _aio.UnaryUnaryMultiCallable[_mastery_pb2.ListRecommendationsRequest, _mastery_pb2.ListRecommendationsResponse]  # type: ignore[assignment]
     """Lists what the student should do next, most useful first."""
     GetStudent: _aio.UnaryUnaryMultiCallable[_mastery_pb2.GetStudentRequest, _mastery_pb2.Student]  # type: ignore[assignment]
-    """Gets a student's profile (cohort, time zone)."""
+    """Gets a student's profile (cohort, time zone, display name)."""
     UpdateStudent: _aio.UnaryUnaryMultiCallable[_mastery_pb2.UpdateStudentRequest, _mastery_pb2.Student]  # type: ignore[assignment]
-    """Updates a student's profile; only the fields named in `update_mask` change."""
+    """Updates a student's profile; only the fields named in `update_mask` change. A new
+    time zone recomputes the student's mastery and history by their days there.
+    """
     RecalculateMastery: _aio.UnaryUnaryMultiCallable[_mastery_pb2.RecalculateMasteryRequest, _operations_pb2.Operation]  # type: ignore[assignment]
     """Recomputes mastery from the stored evidence for a cohort or for everyone.
     Returns an operation; poll it with google.longrunning.Operations/GetOperation
@@ -285,7 +289,7 @@ class MasteryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _mastery_pb2.GetStudentRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_mastery_pb2.Student, _abc.Awaitable[_mastery_pb2.Student]]:
-        """Gets a student's profile (cohort, time zone)."""
+        """Gets a student's profile (cohort, time zone, display name)."""
 
     @_abc_1.abstractmethod
     def UpdateStudent(
@@ -293,7 +297,9 @@ class MasteryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _mastery_pb2.UpdateStudentRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_mastery_pb2.Student, _abc.Awaitable[_mastery_pb2.Student]]:
-        """Updates a student's profile; only the fields named in `update_mask` change."""
+        """Updates a student's profile; only the fields named in `update_mask` change. A new
+        time zone recomputes the student's mastery and history by their days there.
+        """
 
     @_abc_1.abstractmethod
     def RecalculateMastery(
