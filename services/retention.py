@@ -43,13 +43,17 @@ def purge_everything(
     *,
     purge_of: dict[str, Purge] | None = None,
     tenants: Sequence[str] | None = None,
+    stopping: Callable[[], bool] = lambda: False,
 ) -> Report:
     """Purge old activity of every tenant the roster knows (or of `tenants`); what was
-    purged, per service and kind."""
+    purged, per service and kind. Between tenants it stops early when `stopping` says
+    so (the process is shutting down; the next run carries on)."""
     now = now or datetime.now(UTC)
     purge_of = purge_of if purge_of is not None else purges(runtime)
     report: Report = {service: Counter() for service in (*purge_of, "exports")}
     for tenant in runtime.roster.tenants() if tenants is None else tenants:
+        if stopping():
+            break
         for service, purge in purge_of.items():
             report[service].update(purge(tenant, now))
         report["exports"]["export_parts"] += runtime.export_parts.purge_expired(tenant)
@@ -74,15 +78,17 @@ class RetentionSchedule:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop after the tenant being purged (each is one short transaction per service
+        and chunk of students), before the adapters it uses close."""
         self._stop.set()
-        self._thread.join(timeout=5.0)
+        self._thread.join(timeout=30.0)
 
     def _run(self) -> None:
         purge_of: dict[str, Purge] | None = None
         while not self._stop.is_set():
             try:
                 purge_of = purge_of or purges(self._runtime)
-                purge_everything(self._runtime, purge_of=purge_of)
+                purge_everything(self._runtime, purge_of=purge_of, stopping=self._stop.is_set)
             except Exception:
                 log.exception("retention job failed; retrying at the next interval")
             self._stop.wait(self._interval)
