@@ -220,12 +220,15 @@ class Runtime:
     @property
     def llm(self) -> LLM:
         """The model client the agents share (disabled without OPENAI_API_KEY)."""
-        limiter = self.limiter  # outside the lock: the property takes it too
+        limiter = self.limiter  # outside the lock: the properties take it too
+        if self.settings.openai_api_key:
+            # With a model, every call asks the consent records: open (and migrate) them
+            # now rather than on a student's first question. Without one, never.
+            _ = self.consent
         with self._lock:
             if self._llm is None:
                 from services.kit.llm import LLM
 
-                # The consent records open on the first model call (outside this lock).
                 model_use = model_use_allowed(lambda: self.consent)
                 self._llm = LLM(self.settings, limiter, model_use=model_use)
             return self._llm
