@@ -111,6 +111,11 @@ def llm_settings(settings: Settings, openai_server: ScriptedOpenAI) -> Settings:
     )
 
 
+def bearer(token: str) -> list[tuple[str, str]]:
+    """gRPC call metadata carrying `token`."""
+    return [("authorization", f"Bearer {token}")]
+
+
 def every_student_consents(call: CallContext | None) -> bool:
     """The model client's consent check for tests about the client itself: every call
     may use the model (consent is tested in tests/integration/test_consent.py)."""

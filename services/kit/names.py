@@ -1,6 +1,9 @@
-"""AIP-122 resource names: parse `students/alice/mastery` against `students/*/mastery`."""
+"""AIP-122 resource names: parse `students/alice/mastery` against `students/*/mastery`;
+AIP-134 update masks."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from services.kit.errors import FieldViolation, InvalidArgument, Validator
 
@@ -39,3 +42,15 @@ def check_name(checks: Validator, value: str, pattern: str, field: str) -> list[
         for violation in exc.violations:
             checks.add(violation.field, violation.description)
         return [""] * pattern.count("*")
+
+
+def check_update_mask(checks: Validator, paths: Sequence[str], allowed: Sequence[str]) -> set[str]:
+    """The fields an update names (`*`: all of `allowed`); an empty mask or a field not
+    in `allowed` is added to `checks` as a violation of `update_mask`."""
+    if list(paths) == ["*"]:
+        return set(allowed)
+    named = ", ".join(allowed)
+    unknown = sorted(set(paths) - set(allowed))
+    checks.check(bool(paths), "update_mask", f"name the fields to change: {named}")
+    checks.check(not unknown, "update_mask", f"unknown fields {unknown}: only {named}")
+    return set(paths) & set(allowed)

@@ -32,6 +32,11 @@ def packed(message: Message) -> bytes:
     return wrapper.SerializeToString()
 
 
+def unpack(raw: bytes, message: Message) -> None:
+    """Fill `message` from what `packed` stored."""
+    any_pb2.Any.FromString(raw).Unpack(message)
+
+
 def timestamp(moment: datetime) -> Timestamp:
     ts = Timestamp()
     ts.FromDatetime(moment)

@@ -19,8 +19,6 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from google.protobuf import any_pb2
-from google.protobuf.message import Message
 from learnflow.events.v1 import events_pb2
 from learnflow.mastery.v1 import mastery_pb2
 
@@ -37,7 +35,7 @@ from services.kit.bus import (
     event_tenant,
 )
 from services.kit.erasure import ERASING_SERVICES, Tombstones, pseudonym
-from services.mastery.convert import packed, timestamp
+from services.mastery.convert import packed, timestamp, unpack
 from services.mastery.engine import MasteryEngine
 from services.mastery.store import OutboxMessage
 
@@ -48,10 +46,6 @@ OPERATION_PREFIX = "operations/erasure-"
 # What the mastery engine announces per student, unsent announcements of which an
 # erasure deletes.
 ANNOUNCED_TOPICS = (MASTERY_UPDATED, STRUGGLE_DETECTED)
-
-
-def _unpack(raw: bytes, message: Message) -> None:
-    any_pb2.Any.FromString(raw).Unpack(message)
 
 
 def owner(tenant: str, subject: str) -> str:
@@ -115,7 +109,7 @@ class Erasures:
             raw_metadata: bytes, raw_response: bytes | None
         ) -> tuple[bytes, bytes | None, bool] | None:
             metadata = mastery_pb2.EraseStudentDataMetadata()
-            _unpack(raw_metadata, metadata)
+            unpack(raw_metadata, metadata)
             if confirmed.service not in metadata.pending_services:
                 return None  # confirmed before (a redelivery), or not a service we wait for
             pending = [s for s in metadata.pending_services if s != confirmed.service]
@@ -124,7 +118,7 @@ class Erasures:
             metadata.confirmed_services.append(confirmed.service)
             response = mastery_pb2.EraseStudentDataResponse(pseudonym=metadata.pseudonym)
             if raw_response is not None:
-                _unpack(raw_response, response)
+                unpack(raw_response, response)
             response.services.add(
                 service=confirmed.service,
                 erased_record_count=confirmed.erased_record_count,

@@ -20,7 +20,6 @@ import zipfile
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from google.protobuf import any_pb2
 from learnflow.events.v1 import events_pb2
 from learnflow.mastery.v1 import mastery_pb2
 
@@ -28,7 +27,7 @@ from services.kit.bus import STUDENT_EXPORT
 from services.kit.erasure import ERASING_SERVICES
 from services.kit.errors import FailedPrecondition, NotFound
 from services.kit.export import EXPORT_TTL, ExportParts, Part, export_name
-from services.mastery.convert import packed, timestamp
+from services.mastery.convert import packed, timestamp, unpack
 from services.mastery.engine import MasteryEngine
 from services.mastery.store import OutboxMessage
 
@@ -43,11 +42,15 @@ def _file(service: str) -> str:
     return f"{service}.json"
 
 
+def _record_counts(part: Part) -> dict[str, int]:
+    return {kind: len(records) for kind, records in part.records.items()}
+
+
 def _part(part: Part) -> mastery_pb2.ExportedPart:
     return mastery_pb2.ExportedPart(
         service=part.service,
         file=_file(part.service),
-        record_counts={kind: len(records) for kind, records in part.records.items()},
+        record_counts=_record_counts(part),
         collect_time=timestamp(part.collected_at),
     )
 
@@ -104,7 +107,7 @@ class Exports:
             raw_metadata: bytes, raw_response: bytes | None
         ) -> tuple[bytes, bytes | None, bool] | None:
             metadata = mastery_pb2.ExportStudentDataMetadata()
-            any_pb2.Any.FromString(raw_metadata).Unpack(metadata)
+            unpack(raw_metadata, metadata)
             if not metadata.pending_services:
                 return None
             collected = self._parts.collected(tenant, metadata.export)
@@ -160,7 +163,7 @@ class Exports:
                     {
                         "service": part.service,
                         "file": _file(part.service),
-                        "record_counts": {k: len(v) for k, v in part.records.items()},
+                        "record_counts": _record_counts(part),
                         "collect_time": part.collected_at.isoformat(),
                         "sha256": hashlib.sha256(content).hexdigest(),
                     }

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Sequence
 from datetime import date, datetime
 
 import grpc
@@ -31,7 +30,7 @@ from services.kit.errors import (
     Validator,
 )
 from services.kit.interceptors import current_principal
-from services.kit.names import check_name, parse_name
+from services.kit.names import check_name, check_update_mask, parse_name
 from services.kit.pagination import (
     next_page_token,
     parse_page,
@@ -280,16 +279,7 @@ class MasteryServicer(mastery_pb2_grpc.MasteryServiceServicer):
         checks = Validator()
         given = request.student
         (student_id,) = check_name(checks, given.name, "students/*", "student.name")
-        paths = set(request.update_mask.paths)
-        if paths == {"*"}:
-            paths = set(PROFILE_FIELDS)
-        unknown = sorted(paths - set(PROFILE_FIELDS))
-        checks.check(
-            bool(paths), "update_mask", "name the fields to change: time_zone, display_name"
-        )
-        checks.check(
-            not unknown, "update_mask", f"cannot change {unknown}: only time_zone, display_name"
-        )
+        paths = check_update_mask(checks, request.update_mask.paths, PROFILE_FIELDS)
         if "time_zone" in paths:
             checks.check(
                 _known_time_zone(given.time_zone),
@@ -357,12 +347,11 @@ class MasteryServicer(mastery_pb2_grpc.MasteryServiceServicer):
         (student_id,) = check_name(
             checks, request.consent.name, "students/*/consent", "consent.name"
         )
-        fields = _consent_mask(checks, request.update_mask.paths)
+        fields = check_update_mask(checks, request.update_mask.paths, list(convert.CONSENT_FIELDS))
         checks.raise_if_invalid()
         principal = current_principal()
         principal.require_acting_as(student_id)
-        given = request.consent
-        choices = {purpose: getattr(given, field).granted for field, purpose in fields.items()}
+        choices = _consent_choices(request.consent, fields)
         self._consent.record(principal.tenant, student_id, choices, principal.subject)
         return self._consent_of(principal.tenant, student_id)
 
@@ -381,10 +370,10 @@ class MasteryServicer(mastery_pb2_grpc.MasteryServiceServicer):
         (tenant,) = check_name(
             checks, given.name, "tenants/*/consentDefaults", "consent_defaults.name"
         )
-        fields = _consent_mask(checks, request.update_mask.paths)
+        fields = check_update_mask(checks, request.update_mask.paths, list(convert.CONSENT_FIELDS))
         checks.raise_if_invalid()
         principal = _tenant_admin(tenant)
-        choices = {purpose: getattr(given, field).granted for field, purpose in fields.items()}
+        choices = _consent_choices(given, fields)
         self._consent.set_defaults(principal.tenant, choices, principal.subject)
         return convert.consent_defaults(principal.tenant, self._consent.defaults(principal.tenant))
 
@@ -430,14 +419,11 @@ def _evidence_position(position: tuple[str, ...]) -> tuple[datetime, str, str]:
     return moment, position[1], position[2]
 
 
-def _consent_mask(checks: Validator, paths: Sequence[str]) -> dict[str, Purpose]:
-    """The consent fields an update names (`*`: all of them)."""
-    if list(paths) == ["*"]:
-        return dict(convert.CONSENT_FIELDS)
-    unknown = sorted(set(paths) - set(convert.CONSENT_FIELDS))
-    checks.check(bool(paths), "update_mask", "name the choices to record: analytics, model_use")
-    checks.check(not unknown, "update_mask", f"unknown fields {unknown}: analytics, model_use")
-    return {p: convert.CONSENT_FIELDS[p] for p in paths if p in convert.CONSENT_FIELDS}
+def _consent_choices(
+    given: mastery_pb2.Consent | mastery_pb2.ConsentDefaults, fields: set[str]
+) -> dict[Purpose, bool]:
+    """The choices an update makes: purpose -> granted, for the fields its mask names."""
+    return {convert.CONSENT_FIELDS[f]: getattr(given, f).granted for f in sorted(fields)}
 
 
 def _tenant_admin(tenant: str) -> Principal:

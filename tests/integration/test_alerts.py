@@ -25,7 +25,7 @@ from learnflow.notify.v1 import notify_pb2, notify_pb2_grpc
 
 from services.kit.auth import DEV_TENANT
 from services.kit.config import Settings
-from tests.conftest import MintToken, wait_for
+from tests.conftest import MintToken, bearer, wait_for
 from tests.integration.test_debug import diagnose
 from tests.integration.test_mastery import (
     Events,
@@ -48,10 +48,6 @@ IndexError: list index out of range
 """
 Alert = notify_pb2.Alert
 M = TypeVar("M", bound=Message)
-
-
-def bearer(token: str) -> list[tuple[str, str]]:
-    return [("authorization", f"Bearer {token}")]
 
 
 @pytest.fixture(scope="module")

@@ -15,16 +15,12 @@ from learnflow.concepts.v1 import concepts_pb2, concepts_pb2_grpc
 from learnflow.mastery.v1 import mastery_pb2, mastery_pb2_grpc
 from learnflow.review.v1 import review_pb2, review_pb2_grpc
 
-from tests.conftest import MintToken, wait_for
+from tests.conftest import MintToken, bearer, wait_for
 from tests.support.rich_errors import error_of
 
 pytestmark = pytest.mark.integration
 
 LAST_TWICE = "Why does my for loop print the last item twice?"
-
-
-def bearer(token: str) -> list[tuple[str, str]]:
-    return [("authorization", f"Bearer {token}")]
 
 
 @pytest.fixture(scope="module")

@@ -15,17 +15,13 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from learnflow.mastery.v1 import mastery_pb2, mastery_pb2_grpc
 
-from tests.conftest import MintToken
+from tests.conftest import MintToken, bearer
 
 pytestmark = pytest.mark.integration
 
 PLATFORM = mastery_pb2.CONSENT_SOURCE_PLATFORM_DEFAULT
 TENANT = mastery_pb2.CONSENT_SOURCE_TENANT_DEFAULT
 STUDENT = mastery_pb2.CONSENT_SOURCE_STUDENT
-
-
-def bearer(token: str) -> list[tuple[str, str]]:
-    return [("authorization", f"Bearer {token}")]
 
 
 def choose(

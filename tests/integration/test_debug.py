@@ -26,7 +26,7 @@ from services.kit.config import Settings
 from services.kit.runtime import Runtime
 from services.kit.server import LearnFlowServer
 from services.registry import builder
-from tests.conftest import MintToken, free_port, wait_for
+from tests.conftest import MintToken, bearer, free_port, wait_for
 from tests.integration.test_struggle import StruggleWatch
 from tests.support.openai_server import ScriptedOpenAI, json_reply, status_reply
 
@@ -41,10 +41,6 @@ KeyError: 'bob'
 """
 DIVIDE_CODE = "def mean(xs):\n    return sum(xs) / len(xs)\n\nprint(mean([]))\n"
 LEVEL = debug_pb2.HintLevel
-
-
-def bearer(token: str) -> list[tuple[str, str]]:
-    return [("authorization", f"Bearer {token}")]
 
 
 @pytest.fixture(scope="module")

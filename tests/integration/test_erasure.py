@@ -55,7 +55,7 @@ from services.notify.hub import Hub
 from services.notify.main import MIGRATIONS as NOTIFY_MIGRATIONS
 from services.notify.store import AlertStore
 from services.notify.updates import UpdateLog, UpdateRow
-from tests.conftest import MintToken, wait_for
+from tests.conftest import MintToken, bearer, wait_for
 from tests.integration.test_alerts import struggle_event
 from tests.integration.test_mastery import Events, exercise
 from tests.integration.test_mastery_rules import NOW, random_events
@@ -73,10 +73,6 @@ TRACEBACK = (
     "    return sum(xs) / len(xs)\n"
     "ZeroDivisionError: division by zero\n"
 )
-
-
-def bearer(token: str) -> list[tuple[str, str]]:
-    return [("authorization", f"Bearer {token}")]
 
 
 def leave_data_everywhere(

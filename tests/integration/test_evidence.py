@@ -15,17 +15,13 @@ from learnflow.common.v1 import common_pb2
 from learnflow.mastery.v1 import mastery_pb2, mastery_pb2_grpc
 
 from services.kit.pagination import position_token
-from tests.conftest import MintToken, wait_for
+from tests.conftest import MintToken, bearer, wait_for
 from tests.integration.test_mastery import Events, exercise, quiz, stamp
 from tests.support.rich_errors import rich_error
 
 pytestmark = pytest.mark.integration
 
 NOW = datetime.now(UTC).replace(microsecond=0)
-
-
-def bearer(token: str) -> list[tuple[str, str]]:
-    return [("authorization", f"Bearer {token}")]
 
 
 def at(message: Message, minutes_ago: int) -> Message:

@@ -16,15 +16,11 @@ from learnflow.exercise.v1 import exercise_pb2, exercise_pb2_grpc, quiz_pb2, qui
 from learnflow.sandbox.v1 import sandbox_pb2, sandbox_pb2_grpc
 
 from services.exercise.domain.bank import QuestionKind, default_bank
-from tests.conftest import MintToken, wait_for
+from tests.conftest import MintToken, bearer, wait_for
 
 pytestmark = pytest.mark.integration
 
 BANK = default_bank()
-
-
-def bearer(token: str) -> list[tuple[str, str]]:
-    return [("authorization", f"Bearer {token}")]
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from services.kit.config import Settings
 from services.kit.runtime import Runtime
 from services.kit.server import LearnFlowServer
 from services.registry import builder
-from tests.conftest import MintToken, free_port
+from tests.conftest import MintToken, bearer, free_port
 from tests.exercise.drafts import (
     CHOICE,
     ERRORING,
@@ -49,10 +49,6 @@ OUTCOMES = (
     "reference_fails",
     "starter_passes",
 )
-
-
-def bearer(token: str) -> list[tuple[str, str]]:
-    return [("authorization", f"Bearer {token}")]
 
 
 def _attempt_counts() -> dict[str, float]:

@@ -31,13 +31,12 @@ from services.notify.convert import decode_update
 from services.notify.hub import Hub
 from services.notify.main import MIGRATIONS
 from services.notify.updates import UpdateLog
-from tests.conftest import MintToken
+from tests.conftest import MintToken, bearer
 from tests.integration.processes import start_service, stop_service
 from tests.integration.test_alerts import (
     INDEX_ERROR_CODE,
     INDEX_ERROR_TRACEBACK,
     alerts_about,
-    bearer,
     struggle_event,
     uid,
 )

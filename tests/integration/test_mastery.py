@@ -31,7 +31,7 @@ from services.kit.auth import DEV_TENANT
 from services.kit.bus import KafkaBus, decode_headers
 from services.kit.config import Settings
 from services.kit.db import scope
-from tests.conftest import MintToken, wait_for
+from tests.conftest import MintToken, bearer, wait_for
 from tests.support.dead_letters import dead_letters
 from tests.support.rich_errors import rich_error
 
@@ -140,10 +140,6 @@ def stub(mesh: dict[str, int]) -> Iterator[mastery_pb2_grpc.MasteryServiceStub]:
 def operations(mesh: dict[str, int]) -> Iterator[operations_pb2_grpc.OperationsStub]:
     with grpc.insecure_channel(f"127.0.0.1:{mesh['mastery']}") as channel:
         yield operations_pb2_grpc.OperationsStub(channel)
-
-
-def bearer(token: str) -> list[tuple[str, str]]:
-    return [("authorization", f"Bearer {token}")]
 
 
 def new_student() -> str:

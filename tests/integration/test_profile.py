@@ -11,15 +11,11 @@ import pytest
 from google.protobuf import field_mask_pb2
 from learnflow.mastery.v1 import mastery_pb2, mastery_pb2_grpc
 
-from tests.conftest import MintToken, wait_for
+from tests.conftest import MintToken, bearer, wait_for
 from tests.integration.test_mastery import Events, exercise
 from tests.support.rich_errors import rich_error
 
 pytestmark = pytest.mark.integration
-
-
-def bearer(token: str) -> list[tuple[str, str]]:
-    return [("authorization", f"Bearer {token}")]
 
 
 def update(

@@ -16,17 +16,13 @@ from learnflow.common.v1 import common_pb2
 from learnflow.mastery.v1 import mastery_pb2, mastery_pb2_grpc
 from learnflow.review.v1 import review_pb2, review_pb2_grpc
 
-from tests.conftest import MintToken, wait_for
+from tests.conftest import MintToken, bearer, wait_for
 from tests.review.samples import BAD, CLEAN
 from tests.support.rich_errors import error_of
 
 pytestmark = pytest.mark.integration
 
 FUNCTIONS = common_pb2.TOPIC_FUNCTIONS
-
-
-def bearer(token: str) -> list[tuple[str, str]]:
-    return [("authorization", f"Bearer {token}")]
 
 
 @pytest.fixture(scope="module")

@@ -16,15 +16,11 @@ from learnflow.exercise.v1 import exercise_pb2, exercise_pb2_grpc
 from learnflow.mastery.v1 import mastery_pb2, mastery_pb2_grpc
 from learnflow.review.v1 import review_pb2, review_pb2_grpc
 
-from tests.conftest import MintToken, wait_for
+from tests.conftest import MintToken, bearer, wait_for
 
 pytestmark = pytest.mark.integration
 
 CLEAN = "def add(a, b):\n    return a + b\n"
-
-
-def bearer(token: str) -> list[tuple[str, str]]:
-    return [("authorization", f"Bearer {token}")]
 
 
 def code_of(call: Callable[[str], object], token: str) -> grpc.StatusCode:

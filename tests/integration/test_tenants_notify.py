@@ -33,8 +33,8 @@ from learnflow.notify.v1 import notify_pb2, notify_pb2_grpc
 from services.kit.auth import TENANT_METADATA
 from services.kit.bus import LEARNING_RESPONSES, MASTERY_UPDATED, STRUGGLE_DETECTED
 from services.kit.config import Settings
-from tests.conftest import MintToken, wait_for
-from tests.integration.test_alerts import bearer, struggle_event, uid
+from tests.conftest import MintToken, bearer, wait_for
+from tests.integration.test_alerts import struggle_event, uid
 from tests.integration.test_live_updates import WAIT, GrpcStream, SseStream, enrol, open_grpc
 from tests.integration.test_mastery import Events, stamp
 from tests.support.dead_letters import dead_letters

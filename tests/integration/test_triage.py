@@ -23,7 +23,7 @@ from services.kit.config import Settings
 from services.kit.runtime import Runtime
 from services.kit.server import LearnFlowServer
 from services.registry import builder
-from tests.conftest import MintToken, free_port, wait_for
+from tests.conftest import MintToken, bearer, free_port, wait_for
 from tests.integration.test_mastery import Events, exercise
 from tests.support.openai_server import (
     ScriptedOpenAI,
@@ -51,10 +51,6 @@ def publish(settings: Settings, message: Message, student: str) -> None:
     events = Events(settings.kafka_bootstrap_servers)
     events.send(message, key=student)
     events.flush()
-
-
-def bearer(token: str) -> list[tuple[str, str]]:
-    return [("authorization", f"Bearer {token}")]
 
 
 @pytest.fixture(scope="module")
